@@ -1,0 +1,1 @@
+"""SAM 2 / 2.1 model modules (weights-compatible with the official checkpoints)."""

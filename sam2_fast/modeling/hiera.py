@@ -1,0 +1,217 @@
+"""Hiera trunk with windowed attention and query pooling (the SAM 2 image backbone).
+
+Reference: Ryali et al., "Hiera" (arXiv:2306.00989) and Bolya et al., "Window Attention is
+Bugged" (arXiv:2311.05613) for the windowed absolute position embedding. State-dict keys
+match the official ``image_encoder.trunk`` module.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sam2_fast.modeling.common import MLP
+from sam2_fast.modeling.config import HieraConfig
+
+
+def window_partition(x: torch.Tensor, window_size: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """``[B, H, W, C]`` -> ``[B * nW, ws, ws, C]`` windows (zero-padded at the bottom/right)
+    and the padded size ``(Hp, Wp)``."""
+    b, h, w, c = x.shape
+    pad_h = (window_size - h % window_size) % window_size
+    pad_w = (window_size - w % window_size) % window_size
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    hp, wp = h + pad_h, w + pad_w
+    x = x.view(b, hp // window_size, window_size, wp // window_size, window_size, c)
+    windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, c)
+    return windows, (hp, wp)
+
+
+def window_unpartition(
+    windows: torch.Tensor, window_size: int, pad_hw: Tuple[int, int], hw: Tuple[int, int]
+) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: ``[B * nW, ws, ws, C]`` -> ``[B, H, W, C]``."""
+    hp, wp = pad_hw
+    h, w = hw
+    b = windows.shape[0] // ((hp // window_size) * (wp // window_size))
+    x = windows.reshape(b, hp // window_size, wp // window_size, window_size, window_size, -1)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
+    if hp > h or wp > w:
+        x = x[:, :h, :w, :]
+    return x
+
+
+def _pool_nhwc(x: torch.Tensor, pool: Optional[nn.Module]) -> torch.Tensor:
+    """Apply a 2D pooling module to a ``[B, H, W, C]`` tensor."""
+    if pool is None:
+        return x
+    return pool(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+class PatchEmbed(nn.Module):
+    """7x7 stride-4 convolution, ``[B, 3, H, W] -> [B, H/4, W/4, C]``."""
+
+    def __init__(self, embed_dim: int, in_chans: int = 3) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=7, stride=4, padding=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+class MultiScaleAttention(nn.Module):
+    """Multi-head self-attention on ``[B, H, W, C]`` with optional query pooling."""
+
+    def __init__(
+        self, dim: int, dim_out: int, num_heads: int, q_pool: Optional[nn.Module] = None
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.dim_out = dim_out
+        self.num_heads = num_heads
+        self.q_pool = q_pool
+        self.qkv = nn.Linear(dim, dim_out * 3)
+        self.proj = nn.Linear(dim_out, dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, _ = x.shape
+        # [B, HW, 3, heads, Ch] -> 3 x [B, heads, HW, Ch]
+        qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        if self.q_pool is not None:
+            q = q.transpose(1, 2).reshape(b, h, w, -1)
+            q = _pool_nhwc(q, self.q_pool)
+            h, w = q.shape[1:3]
+            q = q.reshape(b, h * w, self.num_heads, -1).transpose(1, 2)
+        x = F.scaled_dot_product_attention(q, k, v)
+        x = x.transpose(1, 2).reshape(b, h, w, -1)
+        return self.proj(x)
+
+
+class MultiScaleBlock(nn.Module):
+    """Hiera block: (windowed) attention with optional stage-change pooling, then an MLP."""
+
+    def __init__(
+        self,
+        dim: int,
+        dim_out: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        q_stride: Optional[Tuple[int, int]] = None,
+        window_size: int = 0,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.dim_out = dim_out
+        self.window_size = window_size
+        self.q_stride = q_stride
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.pool = (
+            nn.MaxPool2d(kernel_size=q_stride, stride=q_stride, ceil_mode=False)
+            if q_stride
+            else None
+        )
+        self.attn = MultiScaleAttention(dim, dim_out, num_heads=num_heads, q_pool=self.pool)
+        self.norm2 = nn.LayerNorm(dim_out, eps=1e-6)
+        self.mlp = MLP(dim_out, int(dim_out * mlp_ratio), dim_out, num_layers=2, activation=nn.GELU)
+        if dim != dim_out:
+            self.proj = nn.Linear(dim, dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x  # [B, H, W, C]
+        x = self.norm1(x)
+        if self.dim != self.dim_out:
+            shortcut = _pool_nhwc(self.proj(x), self.pool)
+
+        window_size = self.window_size
+        if window_size > 0:
+            x, pad_hw = window_partition(x, window_size)
+        x = self.attn(x)
+        if window_size > 0:
+            h, w = shortcut.shape[1:3]
+            if self.q_stride:
+                # windows shrank with the pooled queries
+                window_size = window_size // self.q_stride[0]
+                pad_hw = (
+                    h + (window_size - h % window_size) % window_size,
+                    w + (window_size - w % window_size) % window_size,
+                )
+            x = window_unpartition(x, window_size, pad_hw, (h, w))
+
+        x = shortcut + x
+        return x + self.mlp(self.norm2(x))
+
+
+class Hiera(nn.Module):
+    """Hierarchical ViT trunk; returns one ``[B, C_i, H_i, W_i]`` map per stage (stride 4..32)."""
+
+    def __init__(self, config: HieraConfig) -> None:
+        super().__init__()
+        cfg = config
+        if len(cfg.stages) != len(cfg.window_spec):
+            raise ValueError(
+                f"stages {cfg.stages} and window_spec {cfg.window_spec} must have the same length"
+            )
+        self.config = cfg
+        self.window_spec = cfg.window_spec
+        self.stage_ends = [sum(cfg.stages[:i]) - 1 for i in range(1, len(cfg.stages) + 1)]
+        if not 0 <= cfg.q_pool <= len(self.stage_ends) - 1:
+            raise ValueError(f"q_pool must be in [0, {len(self.stage_ends) - 1}], got {cfg.q_pool}")
+        self.q_pool_blocks = [x + 1 for x in self.stage_ends[:-1]][: cfg.q_pool]
+        self.global_att_blocks = tuple(cfg.global_att_blocks)
+
+        embed_dim, num_heads = cfg.embed_dim, cfg.num_heads
+        self.patch_embed = PatchEmbed(embed_dim)
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, embed_dim, *cfg.window_pos_embed_bkg_spatial_size)
+        )
+        self.pos_embed_window = nn.Parameter(
+            torch.zeros(1, embed_dim, cfg.window_spec[0], cfg.window_spec[0])
+        )
+
+        self.blocks = nn.ModuleList()
+        cur_stage = 1
+        for i in range(sum(cfg.stages)):
+            dim_out = embed_dim
+            # the first block of a stage still uses the previous stage's window size
+            window_size = self.window_spec[cur_stage - 1]
+            if i in self.global_att_blocks:
+                window_size = 0
+            if i - 1 in self.stage_ends:
+                dim_out = int(embed_dim * cfg.dim_mul)
+                num_heads = int(num_heads * cfg.head_mul)
+                cur_stage += 1
+            self.blocks.append(
+                MultiScaleBlock(
+                    dim=embed_dim,
+                    dim_out=dim_out,
+                    num_heads=num_heads,
+                    q_stride=cfg.q_stride if i in self.q_pool_blocks else None,
+                    window_size=window_size,
+                )
+            )
+            embed_dim = dim_out
+        self.channel_list = [self.blocks[i].dim_out for i in self.stage_ends[::-1]]
+
+    def _get_pos_embed(self, hw: Tuple[int, int]) -> torch.Tensor:
+        """Background embedding (bicubic-resized) plus the tiled window embedding, ``[1, H, W, C]``."""
+        h, w = hw
+        pos_embed = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic")
+        win = self.pos_embed_window
+        reps = [p // q for p, q in zip(pos_embed.shape, win.shape)]
+        pos_embed = pos_embed + win.tile(reps)
+        return pos_embed.permute(0, 2, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        x = self.patch_embed(x)
+        x = x + self._get_pos_embed(x.shape[1:3])
+        outputs = []
+        for i, blk in enumerate(self.blocks):
+            x = blk(x)
+            if i in self.stage_ends:
+                outputs.append(x.permute(0, 3, 1, 2))
+        return outputs

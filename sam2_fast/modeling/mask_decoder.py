@@ -1,0 +1,205 @@
+"""SAM 2 mask decoder: two-way transformer + upscaler + hypernetwork mask heads."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple, Type
+
+import torch
+from torch import nn
+
+from sam2_fast.modeling.common import MLP, LayerNorm2d
+from sam2_fast.modeling.transformer import TwoWayTransformer
+
+
+class MaskDecoder(nn.Module):
+    """Predicts mask logits (at 4x the embedding resolution), IoU scores, output tokens and
+    object-presence logits from image and prompt embeddings."""
+
+    def __init__(
+        self,
+        *,
+        transformer_dim: int,
+        transformer: TwoWayTransformer,
+        num_multimask_outputs: int = 3,
+        activation: Type[nn.Module] = nn.GELU,
+        iou_head_depth: int = 3,
+        iou_head_hidden_dim: int = 256,
+        use_high_res_features: bool = False,
+        iou_prediction_use_sigmoid: bool = False,
+        dynamic_multimask_via_stability: bool = False,
+        dynamic_multimask_stability_delta: float = 0.05,
+        dynamic_multimask_stability_thresh: float = 0.98,
+        pred_obj_scores: bool = False,
+        pred_obj_scores_mlp: bool = False,
+        use_multimask_token_for_obj_ptr: bool = False,
+    ) -> None:
+        super().__init__()
+        self.transformer_dim = transformer_dim
+        self.transformer = transformer
+        self.num_multimask_outputs = num_multimask_outputs
+        self.iou_token = nn.Embedding(1, transformer_dim)
+        self.num_mask_tokens = num_multimask_outputs + 1
+        self.mask_tokens = nn.Embedding(self.num_mask_tokens, transformer_dim)
+        self.pred_obj_scores = pred_obj_scores
+        if pred_obj_scores:
+            self.obj_score_token = nn.Embedding(1, transformer_dim)
+        self.use_multimask_token_for_obj_ptr = use_multimask_token_for_obj_ptr
+
+        self.output_upscaling = nn.Sequential(
+            nn.ConvTranspose2d(transformer_dim, transformer_dim // 4, kernel_size=2, stride=2),
+            LayerNorm2d(transformer_dim // 4),
+            activation(),
+            nn.ConvTranspose2d(transformer_dim // 4, transformer_dim // 8, kernel_size=2, stride=2),
+            activation(),
+        )
+        self.use_high_res_features = use_high_res_features
+        if use_high_res_features:
+            self.conv_s0 = nn.Conv2d(transformer_dim, transformer_dim // 8, kernel_size=1)
+            self.conv_s1 = nn.Conv2d(transformer_dim, transformer_dim // 4, kernel_size=1)
+
+        self.output_hypernetworks_mlps = nn.ModuleList(
+            MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3)
+            for _ in range(self.num_mask_tokens)
+        )
+        self.iou_prediction_head = MLP(
+            transformer_dim,
+            iou_head_hidden_dim,
+            self.num_mask_tokens,
+            iou_head_depth,
+            sigmoid_output=iou_prediction_use_sigmoid,
+        )
+        if pred_obj_scores:
+            self.pred_obj_score_head = (
+                MLP(transformer_dim, transformer_dim, 1, 3)
+                if pred_obj_scores_mlp
+                else nn.Linear(transformer_dim, 1)
+            )
+        self.dynamic_multimask_via_stability = dynamic_multimask_via_stability
+        self.dynamic_multimask_stability_delta = dynamic_multimask_stability_delta
+        self.dynamic_multimask_stability_thresh = dynamic_multimask_stability_thresh
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        multimask_output: bool,
+        repeat_image: bool,
+        high_res_features: Optional[List[torch.Tensor]] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns ``masks [B, M, 4h, 4w]``, ``iou_pred [B, M]``, ``sam_tokens_out [B, M', C]``
+        and ``object_score_logits [B, 1]`` (M = 3 with ``multimask_output`` else 1)."""
+        masks, iou_pred, mask_tokens_out, object_score_logits = self.predict_masks(
+            image_embeddings=image_embeddings,
+            image_pe=image_pe,
+            sparse_prompt_embeddings=sparse_prompt_embeddings,
+            dense_prompt_embeddings=dense_prompt_embeddings,
+            repeat_image=repeat_image,
+            high_res_features=high_res_features,
+        )
+        if multimask_output:
+            masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]
+        elif self.dynamic_multimask_via_stability and not self.training:
+            masks, iou_pred = self._dynamic_multimask_via_stability(masks, iou_pred)
+        else:
+            masks, iou_pred = masks[:, 0:1], iou_pred[:, 0:1]
+
+        if multimask_output and self.use_multimask_token_for_obj_ptr:
+            sam_tokens_out = mask_tokens_out[:, 1:]
+        else:
+            # the single-mask token is the object-memory token (as in training)
+            sam_tokens_out = mask_tokens_out[:, 0:1]
+        return masks, iou_pred, sam_tokens_out, object_score_logits
+
+    def predict_masks(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        repeat_image: bool,
+        high_res_features: Optional[List[torch.Tensor]] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All ``num_mask_tokens`` masks and IoU scores, mask tokens and object-score logits."""
+        weights = [self.iou_token.weight, self.mask_tokens.weight]
+        s = 0
+        if self.pred_obj_scores:
+            weights.insert(0, self.obj_score_token.weight)
+            s = 1
+        output_tokens = torch.cat(weights, dim=0)
+        n = sparse_prompt_embeddings.shape[0]
+        output_tokens = output_tokens.unsqueeze(0).expand(n, -1, -1)
+        tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
+
+        if repeat_image:
+            if image_embeddings.shape[0] != 1:
+                src = torch.repeat_interleave(image_embeddings, n, dim=0)
+            else:
+                src = image_embeddings.expand(n, -1, -1, -1)
+        else:
+            if image_embeddings.shape[0] != n:
+                raise ValueError(
+                    f"image_embeddings batch {image_embeddings.shape[0]} != prompt batch {n}"
+                )
+            src = image_embeddings
+        src = src + dense_prompt_embeddings
+        if image_pe.shape[0] != 1:
+            raise ValueError("image_pe must have batch size 1 (from get_dense_pe())")
+        pos_src = image_pe.expand(n, -1, -1, -1)
+        b, c, h, w = src.shape
+
+        hs, src = self.transformer(src, pos_src, tokens)
+        iou_token_out = hs[:, s, :]
+        mask_tokens_out = hs[:, s + 1 : s + 1 + self.num_mask_tokens, :]
+
+        src = src.transpose(1, 2).reshape(b, c, h, w)
+        if not self.use_high_res_features:
+            upscaled = self.output_upscaling(src)
+        else:
+            dc1, ln1, act1, dc2, act2 = self.output_upscaling
+            feat_s0, feat_s1 = high_res_features
+            upscaled = act1(ln1(dc1(src) + feat_s1))
+            upscaled = act2(dc2(upscaled) + feat_s0)
+
+        hyper_in = torch.stack(
+            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
+            dim=1,
+        )
+        b, c, h, w = upscaled.shape
+        masks = (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
+
+        iou_pred = self.iou_prediction_head(iou_token_out)
+        if self.pred_obj_scores:
+            object_score_logits = self.pred_obj_score_head(hs[:, 0, :])
+        else:
+            # no presence head: assume the object is present (sigmoid(10) ~ 1)
+            object_score_logits = 10.0 * iou_pred.new_ones(iou_pred.shape[0], 1)
+        return masks, iou_pred, mask_tokens_out, object_score_logits
+
+    def _get_stability_scores(self, mask_logits: torch.Tensor) -> torch.Tensor:
+        """IoU between the masks thresholded at +delta and -delta, ``[B, M]``."""
+        mask_logits = mask_logits.flatten(-2)
+        delta = self.dynamic_multimask_stability_delta
+        area_i = torch.sum(mask_logits > delta, dim=-1).float()
+        area_u = torch.sum(mask_logits > -delta, dim=-1).float()
+        return torch.where(area_u > 0, area_i / area_u, 1.0)
+
+    def _dynamic_multimask_via_stability(
+        self, all_mask_logits: torch.Tensor, all_iou_scores: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Single-mask output, falling back to the best multimask output (by predicted IoU)
+        when the single mask's stability score is below the threshold."""
+        multimask_logits = all_mask_logits[:, 1:]
+        multimask_iou = all_iou_scores[:, 1:]
+        best = torch.argmax(multimask_iou, dim=-1)
+        rows = torch.arange(multimask_iou.size(0), device=all_iou_scores.device)
+        best_logits = multimask_logits[rows, best].unsqueeze(1)
+        best_iou = multimask_iou[rows, best].unsqueeze(1)
+
+        single_logits = all_mask_logits[:, 0:1]
+        single_iou = all_iou_scores[:, 0:1]
+        is_stable = self._get_stability_scores(single_logits) >= self.dynamic_multimask_stability_thresh
+        mask_out = torch.where(is_stable[..., None, None], single_logits, best_logits)
+        iou_out = torch.where(is_stable, single_iou, best_iou)
+        return mask_out, iou_out

@@ -1,0 +1,146 @@
+"""Memory attention: conditions the current frame's features on past-frame memories."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from sam2_fast.modeling.common import activation_fn
+from sam2_fast.modeling.transformer import RoPEAttention
+
+
+class MemoryAttentionLayer(nn.Module):
+    """Pre-norm self-attention (RoPE), cross-attention to memories (RoPE on the spatial
+    memory keys, not on object-pointer tokens) and an MLP, each with a residual."""
+
+    def __init__(
+        self,
+        activation: str,
+        cross_attention: RoPEAttention,
+        d_model: int,
+        dim_feedforward: int,
+        dropout: float,
+        pos_enc_at_attn: bool,
+        pos_enc_at_cross_attn_keys: bool,
+        pos_enc_at_cross_attn_queries: bool,
+        self_attention: RoPEAttention,
+    ) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.dim_feedforward = dim_feedforward
+        self.dropout_value = dropout
+        self.self_attn = self_attention
+        self.cross_attn_image = cross_attention
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.norm3 = nn.LayerNorm(d_model)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.dropout3 = nn.Dropout(dropout)
+        self.activation_str = activation
+        self.activation = activation_fn(activation)
+        self.pos_enc_at_attn = pos_enc_at_attn
+        self.pos_enc_at_cross_attn_queries = pos_enc_at_cross_attn_queries
+        self.pos_enc_at_cross_attn_keys = pos_enc_at_cross_attn_keys
+
+    def _forward_sa(self, tgt: Tensor, query_pos: Optional[Tensor]) -> Tensor:
+        tgt2 = self.norm1(tgt)
+        q = k = tgt2 + query_pos if self.pos_enc_at_attn else tgt2
+        return tgt + self.dropout1(self.self_attn(q, k, v=tgt2))
+
+    def _forward_ca(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        query_pos: Optional[Tensor],
+        pos: Optional[Tensor],
+        num_k_exclude_rope: int = 0,
+    ) -> Tensor:
+        tgt2 = self.norm2(tgt)
+        tgt2 = self.cross_attn_image(
+            q=tgt2 + query_pos if self.pos_enc_at_cross_attn_queries else tgt2,
+            k=memory + pos if self.pos_enc_at_cross_attn_keys else memory,
+            v=memory,
+            num_k_exclude_rope=num_k_exclude_rope,
+        )
+        return tgt + self.dropout2(tgt2)
+
+    def forward(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        pos: Optional[Tensor] = None,
+        query_pos: Optional[Tensor] = None,
+        num_k_exclude_rope: int = 0,
+    ) -> Tensor:
+        tgt = self._forward_sa(tgt, query_pos)
+        tgt = self._forward_ca(tgt, memory, query_pos, pos, num_k_exclude_rope)
+        tgt2 = self.linear2(self.dropout(self.activation(self.linear1(self.norm3(tgt)))))
+        return tgt + self.dropout3(tgt2)
+
+
+class MemoryAttention(nn.Module):
+    """A stack of :class:`MemoryAttentionLayer` + final LayerNorm.
+
+    Inputs and output are sequence-first, as in the official module: ``curr [HW, B, C]``,
+    ``memory [M, B, C_mem]``; the last ``num_obj_ptr_tokens`` memory tokens are object
+    pointers (not rotated).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        pos_enc_at_input: bool,
+        layer_factory,
+        num_layers: int,
+        batch_first: bool = True,
+    ) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.layers = nn.ModuleList(layer_factory() for _ in range(num_layers))
+        self.num_layers = num_layers
+        self.norm = nn.LayerNorm(d_model)
+        self.pos_enc_at_input = pos_enc_at_input
+        self.batch_first = batch_first
+
+    def forward(
+        self,
+        curr: Union[Tensor, List[Tensor]],
+        memory: Tensor,
+        curr_pos: Union[Tensor, List[Tensor], None] = None,
+        memory_pos: Optional[Tensor] = None,
+        num_obj_ptr_tokens: int = 0,
+    ) -> Tensor:
+        if isinstance(curr, list):
+            if not isinstance(curr_pos, list) or len(curr) != 1 or len(curr_pos) != 1:
+                raise ValueError("curr and curr_pos must both be lists of one tensor")
+            curr, curr_pos = curr[0], curr_pos[0]
+        if curr.shape[1] != memory.shape[1]:
+            raise ValueError(
+                f"batch size of curr ({curr.shape[1]}) and memory ({memory.shape[1]}) differ"
+            )
+        output = curr
+        if self.pos_enc_at_input and curr_pos is not None:
+            output = output + 0.1 * curr_pos
+        if self.batch_first:
+            output = output.transpose(0, 1)
+            curr_pos = curr_pos.transpose(0, 1) if curr_pos is not None else None
+            memory = memory.transpose(0, 1)
+            memory_pos = memory_pos.transpose(0, 1) if memory_pos is not None else None
+        for layer in self.layers:
+            output = layer(
+                tgt=output,
+                memory=memory,
+                pos=memory_pos,
+                query_pos=curr_pos,
+                num_k_exclude_rope=num_obj_ptr_tokens,
+            )
+        normed = self.norm(output)
+        if self.batch_first:
+            normed = normed.transpose(0, 1)
+        return normed

@@ -1,0 +1,130 @@
+"""Memory encoder: fuses a frame's features with its predicted mask into a memory."""
+
+from __future__ import annotations
+
+import math
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sam2_fast.modeling.common import LayerNorm2d
+from sam2_fast.modeling.position_encoding import PositionEmbeddingSine
+
+
+class MaskDownSampler(nn.Module):
+    """Downsamples a ``[B, 1, H, W]`` mask by ``total_stride`` with strided convs
+    (channels grow by ``stride**2`` each time), then projects to ``embed_dim``."""
+
+    def __init__(
+        self,
+        embed_dim: int = 256,
+        kernel_size: int = 4,
+        stride: int = 4,
+        padding: int = 0,
+        total_stride: int = 16,
+        activation=nn.GELU,
+    ) -> None:
+        super().__init__()
+        num_layers = int(math.log2(total_stride) // math.log2(stride))
+        if stride**num_layers != total_stride:
+            raise ValueError(f"total_stride {total_stride} is not a power of stride {stride}")
+        self.encoder = nn.Sequential()
+        in_ch = out_ch = 1
+        for _ in range(num_layers):
+            out_ch = in_ch * stride**2
+            self.encoder.append(
+                nn.Conv2d(in_ch, out_ch, kernel_size=kernel_size, stride=stride, padding=padding)
+            )
+            self.encoder.append(LayerNorm2d(out_ch))
+            self.encoder.append(activation())
+            in_ch = out_ch
+        self.encoder.append(nn.Conv2d(out_ch, embed_dim, kernel_size=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+
+class CXBlock(nn.Module):
+    """ConvNeXt block: depthwise 7x7 conv, LayerNorm, pointwise MLP, layer scale, residual."""
+
+    def __init__(
+        self,
+        dim: int,
+        kernel_size: int = 7,
+        padding: int = 3,
+        layer_scale_init_value: float = 1e-6,
+        use_dwconv: bool = True,
+    ) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(
+            dim, dim, kernel_size=kernel_size, padding=padding, groups=dim if use_dwconv else 1
+        )
+        self.norm = LayerNorm2d(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.gamma = (
+            nn.Parameter(layer_scale_init_value * torch.ones(dim))
+            if layer_scale_init_value > 0
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.dwconv(x)).permute(0, 2, 3, 1)
+        y = self.pwconv2(self.act(self.pwconv1(y)))
+        if self.gamma is not None:
+            y = self.gamma * y
+        return x + y.permute(0, 3, 1, 2)
+
+
+class Fuser(nn.Module):
+    """A stack of :class:`CXBlock` (optionally after a 1x1 input projection)."""
+
+    def __init__(self, layer_factory, num_layers: int, dim: int | None = None, input_projection: bool = False) -> None:
+        super().__init__()
+        self.proj = nn.Identity()
+        self.layers = nn.ModuleList(layer_factory() for _ in range(num_layers))
+        if input_projection:
+            if dim is None:
+                raise ValueError("dim is required with input_projection=True")
+            self.proj = nn.Conv2d(dim, dim, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class MemoryEncoder(nn.Module):
+    """``pix_feat [B, 256, h, w]`` + mask ``[B, 1, 16h, 16w]`` -> memory ``[B, out_dim, h, w]``
+    and its sine position encoding."""
+
+    def __init__(
+        self,
+        out_dim: int,
+        mask_downsampler: MaskDownSampler,
+        fuser: Fuser,
+        position_encoding: PositionEmbeddingSine,
+        in_dim: int = 256,
+    ) -> None:
+        super().__init__()
+        self.mask_downsampler = mask_downsampler
+        self.pix_feat_proj = nn.Conv2d(in_dim, in_dim, kernel_size=1)
+        self.fuser = fuser
+        self.position_encoding = position_encoding
+        self.out_proj = nn.Conv2d(in_dim, out_dim, kernel_size=1) if out_dim != in_dim else nn.Identity()
+
+    def forward(
+        self, pix_feat: torch.Tensor, masks: torch.Tensor, skip_mask_sigmoid: bool = False
+    ) -> Dict[str, object]:
+        if not skip_mask_sigmoid:
+            masks = F.sigmoid(masks)
+        masks = self.mask_downsampler(masks)
+        pix_feat = pix_feat.to(masks.device)
+        x = self.pix_feat_proj(pix_feat) + masks
+        x = self.out_proj(self.fuser(x))
+        pos = self.position_encoding(x).to(x.dtype)
+        return {"vision_features": x, "vision_pos_enc": [pos]}

@@ -1,0 +1,777 @@
+"""SAM 2 base model: image encoder, SAM heads, memory attention and memory encoder.
+
+Method names, arguments and outputs follow the official ``sam2.modeling.sam2_base.SAM2Base``
+so code written against the official model keeps working; state-dict keys are identical.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.init import trunc_normal_
+
+from sam2_fast.modeling.common import MLP
+from sam2_fast.modeling.config import SAM2Config
+from sam2_fast.modeling.hiera import Hiera
+from sam2_fast.modeling.image_encoder import FpnNeck, ImageEncoder
+from sam2_fast.modeling.mask_decoder import MaskDecoder
+from sam2_fast.modeling.memory_attention import MemoryAttention, MemoryAttentionLayer
+from sam2_fast.modeling.memory_encoder import CXBlock, Fuser, MaskDownSampler, MemoryEncoder
+from sam2_fast.modeling.position_encoding import PositionEmbeddingSine, get_1d_sine_pe
+from sam2_fast.modeling.prompt_encoder import PromptEncoder
+from sam2_fast.modeling.transformer import RoPEAttention, TwoWayTransformer
+
+# a large negative value as a placeholder score for missing objects
+NO_OBJ_SCORE = -1024.0
+
+# SAM2Base constructor arguments that come from the config (everything but the modules)
+_BASE_FIELDS = (
+    "num_maskmem", "image_size", "backbone_stride", "sigmoid_scale_for_mem_enc",
+    "sigmoid_bias_for_mem_enc", "binarize_mask_from_pts_for_mem_enc",
+    "use_mask_input_as_output_without_sam", "max_cond_frames_in_attn",
+    "directly_add_no_mem_embed", "use_high_res_features_in_sam", "multimask_output_in_sam",
+    "multimask_min_pt_num", "multimask_max_pt_num", "multimask_output_for_tracking",
+    "use_multimask_token_for_obj_ptr", "iou_prediction_use_sigmoid",
+    "memory_temporal_stride_for_eval", "non_overlap_masks_for_mem_enc",
+    "use_obj_ptrs_in_encoder", "max_obj_ptrs_in_encoder", "add_tpos_enc_to_obj_ptrs",
+    "proj_tpos_enc_in_obj_ptrs", "use_signed_tpos_enc_to_obj_ptrs",
+    "only_obj_ptrs_in_the_past_for_eval", "pred_obj_scores", "pred_obj_scores_mlp",
+    "fixed_no_obj_ptr", "soft_no_obj_ptr", "use_mlp_for_obj_ptr_proj", "no_obj_embed_spatial",
+)
+_DECODER_EXTRA_FIELDS = (
+    "dynamic_multimask_via_stability",
+    "dynamic_multimask_stability_delta",
+    "dynamic_multimask_stability_thresh",
+)
+
+
+def select_closest_cond_frames(
+    frame_idx: int, cond_frame_outputs: Dict[int, Any], max_cond_frame_num: int
+) -> Tuple[Dict[int, Any], Dict[int, Any]]:
+    """Up to ``max_cond_frame_num`` conditioning frames closest in time to ``frame_idx``:
+    the closest before, the closest at/after, then the nearest others. Returns
+    (selected, unselected)."""
+    if max_cond_frame_num == -1 or len(cond_frame_outputs) <= max_cond_frame_num:
+        return cond_frame_outputs, {}
+    if max_cond_frame_num < 2:
+        raise ValueError("max_cond_frames_in_attn must allow 2 or more conditioning frames")
+    selected: Dict[int, Any] = {}
+    idx_before = max((t for t in cond_frame_outputs if t < frame_idx), default=None)
+    if idx_before is not None:
+        selected[idx_before] = cond_frame_outputs[idx_before]
+    idx_after = min((t for t in cond_frame_outputs if t >= frame_idx), default=None)
+    if idx_after is not None:
+        selected[idx_after] = cond_frame_outputs[idx_after]
+    num_remain = max_cond_frame_num - len(selected)
+    remaining = sorted(
+        (t for t in cond_frame_outputs if t not in selected), key=lambda t: abs(t - frame_idx)
+    )[:num_remain]
+    selected.update((t, cond_frame_outputs[t]) for t in remaining)
+    unselected = {t: v for t, v in cond_frame_outputs.items() if t not in selected}
+    return selected, unselected
+
+
+def build_image_encoder(cfg: SAM2Config) -> ImageEncoder:
+    neck = FpnNeck(
+        position_encoding=PositionEmbeddingSine(num_pos_feats=cfg.d_model),
+        d_model=cfg.d_model,
+        backbone_channel_list=cfg.backbone_channel_list,
+        fpn_top_down_levels=cfg.fpn_top_down_levels,
+        fpn_interp_model=cfg.fpn_interp_model,
+    )
+    return ImageEncoder(trunk=Hiera(cfg.trunk), neck=neck, scalp=cfg.scalp)
+
+
+def build_memory_attention(cfg: SAM2Config) -> MemoryAttention:
+    def rope_attention(**extra) -> RoPEAttention:
+        return RoPEAttention(
+            cfg.d_model,
+            num_heads=1,
+            downsample_rate=1,
+            dropout=cfg.memory_attention_dropout,
+            rope_theta=cfg.rope_theta,
+            feat_sizes=cfg.rope_feat_sizes,
+            **extra,
+        )
+
+    def layer() -> MemoryAttentionLayer:
+        return MemoryAttentionLayer(
+            activation="relu",
+            self_attention=rope_attention(),
+            cross_attention=rope_attention(rope_k_repeat=True, kv_in_dim=cfg.mem_dim),
+            d_model=cfg.d_model,
+            dim_feedforward=cfg.memory_attention_dim_feedforward,
+            dropout=cfg.memory_attention_dropout,
+            pos_enc_at_attn=False,
+            pos_enc_at_cross_attn_keys=True,
+            pos_enc_at_cross_attn_queries=False,
+        )
+
+    return MemoryAttention(
+        d_model=cfg.d_model,
+        pos_enc_at_input=True,
+        layer_factory=layer,
+        num_layers=cfg.memory_attention_num_layers,
+    )
+
+
+def build_memory_encoder(cfg: SAM2Config) -> MemoryEncoder:
+    return MemoryEncoder(
+        out_dim=cfg.mem_dim,
+        position_encoding=PositionEmbeddingSine(num_pos_feats=cfg.mem_dim),
+        mask_downsampler=MaskDownSampler(kernel_size=3, stride=2, padding=1),
+        fuser=Fuser(lambda: CXBlock(dim=cfg.d_model, kernel_size=7, padding=3), num_layers=2),
+        in_dim=cfg.d_model,
+    )
+
+
+class SAM2Base(nn.Module):
+    """The SAM 2 model (official ``SAM2Base`` semantics, weights-compatible)."""
+
+    def __init__(
+        self,
+        image_encoder: ImageEncoder,
+        memory_attention: MemoryAttention,
+        memory_encoder: MemoryEncoder,
+        num_maskmem: int = 7,
+        image_size: int = 512,
+        backbone_stride: int = 16,
+        sigmoid_scale_for_mem_enc: float = 1.0,
+        sigmoid_bias_for_mem_enc: float = 0.0,
+        binarize_mask_from_pts_for_mem_enc: bool = False,
+        use_mask_input_as_output_without_sam: bool = False,
+        max_cond_frames_in_attn: int = -1,
+        directly_add_no_mem_embed: bool = False,
+        use_high_res_features_in_sam: bool = False,
+        multimask_output_in_sam: bool = False,
+        multimask_min_pt_num: int = 1,
+        multimask_max_pt_num: int = 1,
+        multimask_output_for_tracking: bool = False,
+        use_multimask_token_for_obj_ptr: bool = False,
+        iou_prediction_use_sigmoid: bool = False,
+        memory_temporal_stride_for_eval: int = 1,
+        non_overlap_masks_for_mem_enc: bool = False,
+        use_obj_ptrs_in_encoder: bool = False,
+        max_obj_ptrs_in_encoder: int = 16,
+        add_tpos_enc_to_obj_ptrs: bool = True,
+        proj_tpos_enc_in_obj_ptrs: bool = False,
+        use_signed_tpos_enc_to_obj_ptrs: bool = False,
+        only_obj_ptrs_in_the_past_for_eval: bool = False,
+        pred_obj_scores: bool = False,
+        pred_obj_scores_mlp: bool = False,
+        fixed_no_obj_ptr: bool = False,
+        soft_no_obj_ptr: bool = False,
+        use_mlp_for_obj_ptr_proj: bool = False,
+        no_obj_embed_spatial: bool = False,
+        sam_mask_decoder_extra_args: Optional[Dict[str, Any]] = None,
+        compile_image_encoder: bool = False,
+        config: Optional[SAM2Config] = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        # image backbone
+        self.image_encoder = image_encoder
+        self.use_high_res_features_in_sam = use_high_res_features_in_sam
+        self.num_feature_levels = 3 if use_high_res_features_in_sam else 1
+        self.use_obj_ptrs_in_encoder = use_obj_ptrs_in_encoder
+        self.max_obj_ptrs_in_encoder = max_obj_ptrs_in_encoder
+        if use_obj_ptrs_in_encoder:
+            # downsamples a mask prompt to stride 4 and to SAM logit scale (to make a pointer)
+            self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
+        self.add_tpos_enc_to_obj_ptrs = add_tpos_enc_to_obj_ptrs
+        if proj_tpos_enc_in_obj_ptrs and not add_tpos_enc_to_obj_ptrs:
+            raise ValueError("proj_tpos_enc_in_obj_ptrs requires add_tpos_enc_to_obj_ptrs")
+        self.proj_tpos_enc_in_obj_ptrs = proj_tpos_enc_in_obj_ptrs
+        self.use_signed_tpos_enc_to_obj_ptrs = use_signed_tpos_enc_to_obj_ptrs
+        self.only_obj_ptrs_in_the_past_for_eval = only_obj_ptrs_in_the_past_for_eval
+
+        # memory attention and memory encoder
+        self.memory_attention = memory_attention
+        self.hidden_dim = image_encoder.neck.d_model
+        self.memory_encoder = memory_encoder
+        self.mem_dim = self.hidden_dim
+        out_proj = getattr(memory_encoder, "out_proj", None)
+        if out_proj is not None and hasattr(out_proj, "weight"):
+            self.mem_dim = out_proj.weight.shape[0]  # memories are compressed channel-wise
+        self.num_maskmem = num_maskmem
+        self.maskmem_tpos_enc = nn.Parameter(torch.zeros(num_maskmem, 1, 1, self.mem_dim))
+        self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, self.hidden_dim))
+        self.no_mem_pos_enc = nn.Parameter(torch.zeros(1, 1, self.hidden_dim))
+        self.directly_add_no_mem_embed = directly_add_no_mem_embed
+        self.sigmoid_scale_for_mem_enc = sigmoid_scale_for_mem_enc
+        self.sigmoid_bias_for_mem_enc = sigmoid_bias_for_mem_enc
+        self.binarize_mask_from_pts_for_mem_enc = binarize_mask_from_pts_for_mem_enc
+        self.non_overlap_masks_for_mem_enc = non_overlap_masks_for_mem_enc
+        self.memory_temporal_stride_for_eval = memory_temporal_stride_for_eval
+        self.use_mask_input_as_output_without_sam = use_mask_input_as_output_without_sam
+        self.multimask_output_in_sam = multimask_output_in_sam
+        self.multimask_min_pt_num = multimask_min_pt_num
+        self.multimask_max_pt_num = multimask_max_pt_num
+        self.multimask_output_for_tracking = multimask_output_for_tracking
+        self.use_multimask_token_for_obj_ptr = use_multimask_token_for_obj_ptr
+        self.iou_prediction_use_sigmoid = iou_prediction_use_sigmoid
+
+        # SAM prompt encoder and mask decoder
+        self.image_size = image_size
+        self.backbone_stride = backbone_stride
+        self.sam_mask_decoder_extra_args = sam_mask_decoder_extra_args
+        self.pred_obj_scores = pred_obj_scores
+        self.pred_obj_scores_mlp = pred_obj_scores_mlp
+        self.fixed_no_obj_ptr = fixed_no_obj_ptr
+        self.soft_no_obj_ptr = soft_no_obj_ptr
+        if fixed_no_obj_ptr and not (pred_obj_scores and use_obj_ptrs_in_encoder):
+            raise ValueError("fixed_no_obj_ptr requires pred_obj_scores and use_obj_ptrs_in_encoder")
+        if pred_obj_scores and use_obj_ptrs_in_encoder:
+            self.no_obj_ptr = nn.Parameter(torch.zeros(1, self.hidden_dim))
+        self.use_mlp_for_obj_ptr_proj = use_mlp_for_obj_ptr_proj
+        self.no_obj_embed_spatial = None
+        if no_obj_embed_spatial:
+            self.no_obj_embed_spatial = nn.Parameter(torch.zeros(1, self.mem_dim))
+        self._build_sam_heads()
+        self.max_cond_frames_in_attn = max_cond_frames_in_attn
+        self._init_embeddings()
+
+        if compile_image_encoder:
+            self.image_encoder.forward = torch.compile(
+                self.image_encoder.forward, mode="max-autotune", fullgraph=True, dynamic=False
+            )
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, config: SAM2Config) -> "SAM2Base":
+        """Build the modules of ``config`` (random weights) on the current default device."""
+        extra = {name: getattr(config, name) for name in _DECODER_EXTRA_FIELDS}
+        return cls(
+            image_encoder=build_image_encoder(config),
+            memory_attention=build_memory_attention(config),
+            memory_encoder=build_memory_encoder(config),
+            sam_mask_decoder_extra_args=extra,
+            config=config,
+            **{name: getattr(config, name) for name in _BASE_FIELDS},
+        )
+
+    def _init_embeddings(self) -> None:
+        for p in (self.maskmem_tpos_enc, self.no_mem_embed, self.no_mem_pos_enc):
+            if p.device.type != "meta":
+                trunc_normal_(p, std=0.02)
+        for name in ("no_obj_ptr", "no_obj_embed_spatial"):
+            p = getattr(self, name, None)
+            if isinstance(p, nn.Parameter) and p.device.type != "meta":
+                trunc_normal_(p, std=0.02)
+
+    def _build_sam_heads(self) -> None:
+        self.sam_prompt_embed_dim = self.hidden_dim
+        self.sam_image_embedding_size = self.image_size // self.backbone_stride
+        self.sam_prompt_encoder = PromptEncoder(
+            embed_dim=self.sam_prompt_embed_dim,
+            image_embedding_size=(self.sam_image_embedding_size, self.sam_image_embedding_size),
+            input_image_size=(self.image_size, self.image_size),
+            mask_in_chans=16,
+        )
+        self.sam_mask_decoder = MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(
+                depth=2, embedding_dim=self.sam_prompt_embed_dim, mlp_dim=2048, num_heads=8
+            ),
+            transformer_dim=self.sam_prompt_embed_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+            use_high_res_features=self.use_high_res_features_in_sam,
+            iou_prediction_use_sigmoid=self.iou_prediction_use_sigmoid,
+            pred_obj_scores=self.pred_obj_scores,
+            pred_obj_scores_mlp=self.pred_obj_scores_mlp,
+            use_multimask_token_for_obj_ptr=self.use_multimask_token_for_obj_ptr,
+            **(self.sam_mask_decoder_extra_args or {}),
+        )
+        if self.use_obj_ptrs_in_encoder:
+            self.obj_ptr_proj = (
+                MLP(self.hidden_dim, self.hidden_dim, self.hidden_dim, 3)
+                if self.use_mlp_for_obj_ptr_proj
+                else nn.Linear(self.hidden_dim, self.hidden_dim)
+            )
+        else:
+            self.obj_ptr_proj = nn.Identity()
+        if self.proj_tpos_enc_in_obj_ptrs:
+            self.obj_ptr_tpos_proj = nn.Linear(self.hidden_dim, self.mem_dim)
+        else:
+            self.obj_ptr_tpos_proj = nn.Identity()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError(
+            "SAM2Base has no forward(); use SAM2ImagePredictor or SAM2VideoPredictor "
+            "(or forward_image / track_step directly)"
+        )
+
+    # ------------------------------------------------------------------ SAM heads
+    def _forward_sam_heads(
+        self,
+        backbone_features: torch.Tensor,
+        point_inputs: Optional[Dict[str, torch.Tensor]] = None,
+        mask_inputs: Optional[torch.Tensor] = None,
+        high_res_features: Optional[List[torch.Tensor]] = None,
+        multimask_output: bool = False,
+    ):
+        """Prompt encoder + mask decoder on ``backbone_features [B, C, h, w]``.
+
+        ``point_inputs``: ``{"point_coords": [B, P, 2] pixels (x, y) in the model's input
+        frame, "point_labels": [B, P] int}``; ``mask_inputs``: ``[B, 1, H, W]``.
+
+        Returns ``(low_res_multimasks [B, M, 4h, 4w], high_res_multimasks [B, M, H, W],
+        ious [B, M], low_res_masks [B, 1, 4h, 4w], high_res_masks [B, 1, H, W],
+        obj_ptr [B, C], object_score_logits [B, 1])`` (the single masks are the best by IoU).
+        """
+        b = backbone_features.size(0)
+        device = backbone_features.device
+        if point_inputs is not None:
+            sam_point_coords = point_inputs["point_coords"]
+            sam_point_labels = point_inputs["point_labels"]
+        else:
+            sam_point_coords = torch.zeros(b, 1, 2, device=device)
+            sam_point_labels = -torch.ones(b, 1, dtype=torch.int32, device=device)
+
+        if mask_inputs is not None:
+            if mask_inputs.shape[-2:] != self.sam_prompt_encoder.mask_input_size:
+                sam_mask_prompt = F.interpolate(
+                    mask_inputs.float(),
+                    size=self.sam_prompt_encoder.mask_input_size,
+                    align_corners=False,
+                    mode="bilinear",
+                    antialias=True,
+                )
+            else:
+                sam_mask_prompt = mask_inputs
+        else:
+            sam_mask_prompt = None
+
+        sparse_embeddings, dense_embeddings = self.sam_prompt_encoder(
+            points=(sam_point_coords, sam_point_labels), boxes=None, masks=sam_mask_prompt
+        )
+        low_res_multimasks, ious, sam_output_tokens, object_score_logits = self.sam_mask_decoder(
+            image_embeddings=backbone_features,
+            image_pe=self.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse_embeddings,
+            dense_prompt_embeddings=dense_embeddings,
+            multimask_output=multimask_output,
+            repeat_image=False,
+            high_res_features=high_res_features,
+        )
+        if self.pred_obj_scores:
+            is_obj_appearing = object_score_logits > 0
+            # memories use a hard choice between object and no object
+            low_res_multimasks = torch.where(
+                is_obj_appearing[:, None, None], low_res_multimasks, NO_OBJ_SCORE
+            )
+        low_res_multimasks = low_res_multimasks.float()
+        high_res_multimasks = F.interpolate(
+            low_res_multimasks,
+            size=(self.image_size, self.image_size),
+            mode="bilinear",
+            align_corners=False,
+        )
+        sam_output_token = sam_output_tokens[:, 0]
+        if multimask_output:
+            best_iou_inds = torch.argmax(ious, dim=-1)
+            batch_inds = torch.arange(b, device=device)
+            low_res_masks = low_res_multimasks[batch_inds, best_iou_inds].unsqueeze(1)
+            high_res_masks = high_res_multimasks[batch_inds, best_iou_inds].unsqueeze(1)
+            if sam_output_tokens.size(1) > 1:
+                sam_output_token = sam_output_tokens[batch_inds, best_iou_inds]
+        else:
+            low_res_masks, high_res_masks = low_res_multimasks, high_res_multimasks
+
+        obj_ptr = self.obj_ptr_proj(sam_output_token)
+        if self.pred_obj_scores:
+            if self.soft_no_obj_ptr:
+                lambda_is_obj_appearing = object_score_logits.sigmoid()
+            else:
+                lambda_is_obj_appearing = is_obj_appearing.float()
+            if self.fixed_no_obj_ptr:
+                obj_ptr = lambda_is_obj_appearing * obj_ptr
+            obj_ptr = obj_ptr + (1 - lambda_is_obj_appearing) * self.no_obj_ptr
+        return (
+            low_res_multimasks,
+            high_res_multimasks,
+            ious,
+            low_res_masks,
+            high_res_masks,
+            obj_ptr,
+            object_score_logits,
+        )
+
+    def _use_mask_as_output(
+        self,
+        backbone_features: torch.Tensor,
+        high_res_features: Optional[List[torch.Tensor]],
+        mask_inputs: torch.Tensor,
+    ):
+        """Turn a binary ``mask_inputs [B, 1, H, W]`` directly into output logits (+/-10),
+        with the same outputs as :meth:`_forward_sam_heads`."""
+        out_scale, out_bias = 20.0, -10.0
+        mask_inputs_float = mask_inputs.float()
+        high_res_masks = mask_inputs_float * out_scale + out_bias
+        low_res_masks = F.interpolate(
+            high_res_masks,
+            size=(high_res_masks.size(-2) // 4, high_res_masks.size(-1) // 4),
+            align_corners=False,
+            mode="bilinear",
+            antialias=True,
+        )
+        ious = mask_inputs.new_ones(mask_inputs.size(0), 1).float()
+        if not self.use_obj_ptrs_in_encoder:
+            obj_ptr = torch.zeros(mask_inputs.size(0), self.hidden_dim, device=mask_inputs.device)
+        else:
+            _, _, _, _, _, obj_ptr, _ = self._forward_sam_heads(
+                backbone_features=backbone_features,
+                mask_inputs=self.mask_downsample(mask_inputs_float),
+                high_res_features=high_res_features,
+            )
+        is_obj_appearing = torch.any(mask_inputs.flatten(1).float() > 0.0, dim=1)[..., None]
+        lambda_is_obj_appearing = is_obj_appearing.float()
+        object_score_logits = out_scale * lambda_is_obj_appearing + out_bias
+        if self.pred_obj_scores:
+            if self.fixed_no_obj_ptr:
+                obj_ptr = lambda_is_obj_appearing * obj_ptr
+            obj_ptr = obj_ptr + (1 - lambda_is_obj_appearing) * self.no_obj_ptr
+        return (
+            low_res_masks,
+            high_res_masks,
+            ious,
+            low_res_masks,
+            high_res_masks,
+            obj_ptr,
+            object_score_logits,
+        )
+
+    # ------------------------------------------------------------------ image features
+    def forward_image(self, img_batch: torch.Tensor) -> Dict[str, Any]:
+        """Backbone features of ``img_batch [B, 3, S, S]`` (normalised, ``S = image_size``).
+
+        The two high-resolution levels are projected by the decoder's ``conv_s0/conv_s1``
+        here once, instead of on every click.
+        """
+        backbone_out = self.image_encoder(img_batch)
+        if self.use_high_res_features_in_sam:
+            fpn = backbone_out["backbone_fpn"]
+            fpn[0] = self.sam_mask_decoder.conv_s0(fpn[0])
+            fpn[1] = self.sam_mask_decoder.conv_s1(fpn[1])
+        return backbone_out
+
+    def _prepare_backbone_features(self, backbone_out: Dict[str, Any]):
+        """Flatten the used levels to sequence-first ``[HW, B, C]``.
+
+        Returns ``(backbone_out, vision_feats, vision_pos_embeds, feat_sizes)``.
+        """
+        backbone_out = backbone_out.copy()
+        feature_maps = backbone_out["backbone_fpn"][-self.num_feature_levels :]
+        vision_pos_embeds = backbone_out["vision_pos_enc"][-self.num_feature_levels :]
+        feat_sizes = [(x.shape[-2], x.shape[-1]) for x in vision_pos_embeds]
+        vision_feats = [x.flatten(2).permute(2, 0, 1) for x in feature_maps]
+        vision_pos_embeds = [x.flatten(2).permute(2, 0, 1) for x in vision_pos_embeds]
+        return backbone_out, vision_feats, vision_pos_embeds, feat_sizes
+
+    # ------------------------------------------------------------------ memory
+    def _prepare_memory_conditioned_features(
+        self,
+        frame_idx: int,
+        is_init_cond_frame: bool,
+        current_vision_feats: List[torch.Tensor],
+        current_vision_pos_embeds: List[torch.Tensor],
+        feat_sizes: List[Tuple[int, int]],
+        output_dict: Dict[str, Dict[int, Any]],
+        num_frames: int,
+        track_in_reverse: bool = False,
+    ) -> torch.Tensor:
+        """Fuse the current frame's top-level features with the memory bank -> ``[B, C, h, w]``."""
+        b = current_vision_feats[-1].size(1)
+        c = self.hidden_dim
+        h, w = feat_sizes[-1]
+        device = current_vision_feats[-1].device
+        if self.num_maskmem == 0:  # SAM on images: no memory
+            return current_vision_feats[-1].permute(1, 2, 0).view(b, c, h, w)
+
+        num_obj_ptr_tokens = 0
+        tpos_sign_mul = -1 if track_in_reverse else 1
+        if not is_init_cond_frame:
+            to_cat_memory, to_cat_memory_pos_embed = [], []
+            if len(output_dict["cond_frame_outputs"]) == 0:
+                raise RuntimeError("tracking a frame needs at least one conditioning frame")
+            selected_cond_outputs, unselected_cond_outputs = select_closest_cond_frames(
+                frame_idx, output_dict["cond_frame_outputs"], self.max_cond_frames_in_attn
+            )
+            t_pos_and_prevs = [(0, out) for out in selected_cond_outputs.values()]
+            stride = 1 if self.training else self.memory_temporal_stride_for_eval
+            for t_pos in range(1, self.num_maskmem):
+                t_rel = self.num_maskmem - t_pos  # frames before the current frame
+                if t_rel == 1:
+                    prev_frame_idx = frame_idx + t_rel if track_in_reverse else frame_idx - t_rel
+                elif not track_in_reverse:
+                    prev_frame_idx = ((frame_idx - 2) // stride) * stride
+                    prev_frame_idx = prev_frame_idx - (t_rel - 2) * stride
+                else:
+                    prev_frame_idx = -(-(frame_idx + 2) // stride) * stride
+                    prev_frame_idx = prev_frame_idx + (t_rel - 2) * stride
+                out = output_dict["non_cond_frame_outputs"].get(prev_frame_idx, None)
+                if out is None:
+                    # an unselected conditioning frame among the recent ones still counts
+                    out = unselected_cond_outputs.get(prev_frame_idx, None)
+                t_pos_and_prevs.append((t_pos, out))
+
+            for t_pos, prev in t_pos_and_prevs:
+                if prev is None:
+                    continue
+                feats = prev["maskmem_features"].to(device, non_blocking=True)
+                to_cat_memory.append(feats.flatten(2).permute(2, 0, 1))
+                maskmem_enc = prev["maskmem_pos_enc"][-1].to(device)
+                maskmem_enc = maskmem_enc.flatten(2).permute(2, 0, 1)
+                maskmem_enc = maskmem_enc + self.maskmem_tpos_enc[self.num_maskmem - t_pos - 1]
+                to_cat_memory_pos_embed.append(maskmem_enc)
+
+            if self.use_obj_ptrs_in_encoder:
+                max_obj_ptrs_in_encoder = min(num_frames, self.max_obj_ptrs_in_encoder)
+                if not self.training and self.only_obj_ptrs_in_the_past_for_eval:
+                    ptr_cond_outputs = {
+                        t: out
+                        for t, out in selected_cond_outputs.items()
+                        if (t >= frame_idx if track_in_reverse else t <= frame_idx)
+                    }
+                else:
+                    ptr_cond_outputs = selected_cond_outputs
+                pos_and_ptrs = [
+                    (
+                        (frame_idx - t) * tpos_sign_mul
+                        if self.use_signed_tpos_enc_to_obj_ptrs
+                        else abs(frame_idx - t),
+                        out["obj_ptr"],
+                    )
+                    for t, out in ptr_cond_outputs.items()
+                ]
+                for t_diff in range(1, max_obj_ptrs_in_encoder):
+                    t = frame_idx + t_diff if track_in_reverse else frame_idx - t_diff
+                    if t < 0 or (num_frames is not None and t >= num_frames):
+                        break
+                    out = output_dict["non_cond_frame_outputs"].get(
+                        t, unselected_cond_outputs.get(t, None)
+                    )
+                    if out is not None:
+                        pos_and_ptrs.append((t_diff, out["obj_ptr"]))
+                if pos_and_ptrs:
+                    pos_list, ptrs_list = zip(*pos_and_ptrs)
+                    obj_ptrs = torch.stack(ptrs_list, dim=0)  # [P, B, C]
+                    if self.add_tpos_enc_to_obj_ptrs:
+                        t_diff_max = max_obj_ptrs_in_encoder - 1
+                        tpos_dim = c if self.proj_tpos_enc_in_obj_ptrs else self.mem_dim
+                        obj_pos = torch.tensor(pos_list, device=device)
+                        obj_pos = get_1d_sine_pe(obj_pos / t_diff_max, dim=tpos_dim)
+                        obj_pos = self.obj_ptr_tpos_proj(obj_pos)
+                        obj_pos = obj_pos.unsqueeze(1).expand(-1, b, self.mem_dim)
+                    else:
+                        obj_pos = obj_ptrs.new_zeros(len(pos_list), b, self.mem_dim)
+                    if self.mem_dim < c:
+                        # split each pointer into C // mem_dim tokens
+                        obj_ptrs = obj_ptrs.reshape(-1, b, c // self.mem_dim, self.mem_dim)
+                        obj_ptrs = obj_ptrs.permute(0, 2, 1, 3).flatten(0, 1)
+                        obj_pos = obj_pos.repeat_interleave(c // self.mem_dim, dim=0)
+                    to_cat_memory.append(obj_ptrs)
+                    to_cat_memory_pos_embed.append(obj_pos)
+                    num_obj_ptr_tokens = obj_ptrs.shape[0]
+        else:
+            if self.directly_add_no_mem_embed:
+                pix_feat_with_mem = current_vision_feats[-1] + self.no_mem_embed
+                return pix_feat_with_mem.permute(1, 2, 0).view(b, c, h, w)
+            to_cat_memory = [self.no_mem_embed.expand(1, b, self.mem_dim)]
+            to_cat_memory_pos_embed = [self.no_mem_pos_enc.expand(1, b, self.mem_dim)]
+
+        memory = torch.cat(to_cat_memory, dim=0)
+        memory_pos_embed = torch.cat(to_cat_memory_pos_embed, dim=0)
+        pix_feat_with_mem = self.memory_attention(
+            curr=current_vision_feats,
+            curr_pos=current_vision_pos_embeds,
+            memory=memory,
+            memory_pos=memory_pos_embed,
+            num_obj_ptr_tokens=num_obj_ptr_tokens,
+        )
+        return pix_feat_with_mem.permute(1, 2, 0).view(b, c, h, w)
+
+    def _encode_new_memory(
+        self,
+        current_vision_feats: List[torch.Tensor],
+        feat_sizes: List[Tuple[int, int]],
+        pred_masks_high_res: torch.Tensor,
+        object_score_logits: torch.Tensor,
+        is_mask_from_pts: bool,
+    ):
+        """Encode the current frame and its predicted mask into ``(maskmem_features
+        [B, mem_dim, h, w], maskmem_pos_enc [list of one [B, mem_dim, h, w]])``."""
+        b = current_vision_feats[-1].size(1)
+        c = self.hidden_dim
+        h, w = feat_sizes[-1]
+        pix_feat = current_vision_feats[-1].permute(1, 2, 0).view(b, c, h, w)
+        if self.non_overlap_masks_for_mem_enc and not self.training:
+            pred_masks_high_res = self._apply_non_overlapping_constraints(pred_masks_high_res)
+        binarize = self.binarize_mask_from_pts_for_mem_enc and is_mask_from_pts
+        if binarize and not self.training:
+            mask_for_mem = (pred_masks_high_res > 0).float()
+        else:
+            mask_for_mem = torch.sigmoid(pred_masks_high_res)
+        if self.sigmoid_scale_for_mem_enc != 1.0:
+            mask_for_mem = mask_for_mem * self.sigmoid_scale_for_mem_enc
+        if self.sigmoid_bias_for_mem_enc != 0.0:
+            mask_for_mem = mask_for_mem + self.sigmoid_bias_for_mem_enc
+        maskmem_out = self.memory_encoder(pix_feat, mask_for_mem, skip_mask_sigmoid=True)
+        maskmem_features = maskmem_out["vision_features"]
+        maskmem_pos_enc = maskmem_out["vision_pos_enc"]
+        if self.no_obj_embed_spatial is not None:
+            # mark memories of frames where the object is predicted absent
+            is_obj_appearing = (object_score_logits > 0).float()
+            maskmem_features = maskmem_features + (
+                1 - is_obj_appearing[..., None, None]
+            ) * self.no_obj_embed_spatial[..., None, None]
+        return maskmem_features, maskmem_pos_enc
+
+    def _track_step(
+        self,
+        frame_idx,
+        is_init_cond_frame,
+        current_vision_feats,
+        current_vision_pos_embeds,
+        feat_sizes,
+        point_inputs,
+        mask_inputs,
+        output_dict,
+        num_frames,
+        track_in_reverse,
+        prev_sam_mask_logits,
+    ):
+        current_out = {"point_inputs": point_inputs, "mask_inputs": mask_inputs}
+        if len(current_vision_feats) > 1:
+            high_res_features = [
+                x.permute(1, 2, 0).view(x.size(1), x.size(2), *s)
+                for x, s in zip(current_vision_feats[:-1], feat_sizes[:-1])
+            ]
+        else:
+            high_res_features = None
+        if mask_inputs is not None and self.use_mask_input_as_output_without_sam:
+            pix_feat = current_vision_feats[-1].permute(1, 2, 0)
+            pix_feat = pix_feat.view(-1, self.hidden_dim, *feat_sizes[-1])
+            sam_outputs = self._use_mask_as_output(pix_feat, high_res_features, mask_inputs)
+        else:
+            pix_feat = self._prepare_memory_conditioned_features(
+                frame_idx=frame_idx,
+                is_init_cond_frame=is_init_cond_frame,
+                current_vision_feats=current_vision_feats[-1:],
+                current_vision_pos_embeds=current_vision_pos_embeds[-1:],
+                feat_sizes=feat_sizes[-1:],
+                output_dict=output_dict,
+                num_frames=num_frames,
+                track_in_reverse=track_in_reverse,
+            )
+            if prev_sam_mask_logits is not None:
+                if point_inputs is None or mask_inputs is not None:
+                    raise ValueError("prev_sam_mask_logits needs point_inputs and no mask_inputs")
+                mask_inputs = prev_sam_mask_logits
+            multimask_output = self._use_multimask(is_init_cond_frame, point_inputs)
+            sam_outputs = self._forward_sam_heads(
+                backbone_features=pix_feat,
+                point_inputs=point_inputs,
+                mask_inputs=mask_inputs,
+                high_res_features=high_res_features,
+                multimask_output=multimask_output,
+            )
+        return current_out, sam_outputs, high_res_features, pix_feat
+
+    def _encode_memory_in_output(
+        self,
+        current_vision_feats,
+        feat_sizes,
+        point_inputs,
+        run_mem_encoder,
+        high_res_masks,
+        object_score_logits,
+        current_out,
+    ) -> None:
+        if run_mem_encoder and self.num_maskmem > 0:
+            maskmem_features, maskmem_pos_enc = self._encode_new_memory(
+                current_vision_feats=current_vision_feats,
+                feat_sizes=feat_sizes,
+                pred_masks_high_res=high_res_masks,
+                object_score_logits=object_score_logits,
+                is_mask_from_pts=point_inputs is not None,
+            )
+            current_out["maskmem_features"] = maskmem_features
+            current_out["maskmem_pos_enc"] = maskmem_pos_enc
+        else:
+            current_out["maskmem_features"] = None
+            current_out["maskmem_pos_enc"] = None
+
+    def track_step(
+        self,
+        frame_idx,
+        is_init_cond_frame,
+        current_vision_feats,
+        current_vision_pos_embeds,
+        feat_sizes,
+        point_inputs,
+        mask_inputs,
+        output_dict,
+        num_frames,
+        track_in_reverse=False,
+        run_mem_encoder=True,
+        prev_sam_mask_logits=None,
+    ) -> Dict[str, Any]:
+        """One tracking step on one frame (all objects of the batch): predict masks from the
+        prompts and the memory bank, then (optionally) encode the new memory."""
+        current_out, sam_outputs, _, _ = self._track_step(
+            frame_idx,
+            is_init_cond_frame,
+            current_vision_feats,
+            current_vision_pos_embeds,
+            feat_sizes,
+            point_inputs,
+            mask_inputs,
+            output_dict,
+            num_frames,
+            track_in_reverse,
+            prev_sam_mask_logits,
+        )
+        _, _, _, low_res_masks, high_res_masks, obj_ptr, object_score_logits = sam_outputs
+        current_out["pred_masks"] = low_res_masks
+        current_out["pred_masks_high_res"] = high_res_masks
+        current_out["obj_ptr"] = obj_ptr
+        if not self.training:
+            current_out["object_score_logits"] = object_score_logits
+        self._encode_memory_in_output(
+            current_vision_feats,
+            feat_sizes,
+            point_inputs,
+            run_mem_encoder,
+            high_res_masks,
+            object_score_logits,
+            current_out,
+        )
+        return current_out
+
+    def _use_multimask(self, is_init_cond_frame: bool, point_inputs) -> bool:
+        """Multimask output on the first click(s) of a frame, as configured."""
+        num_pts = 0 if point_inputs is None else point_inputs["point_labels"].size(1)
+        return (
+            self.multimask_output_in_sam
+            and (is_init_cond_frame or self.multimask_output_for_tracking)
+            and (self.multimask_min_pt_num <= num_pts <= self.multimask_max_pt_num)
+        )
+
+    def _apply_non_overlapping_constraints(self, pred_masks: torch.Tensor) -> torch.Tensor:
+        """Keep only the highest-scoring object at each pixel (others clamped to <= -10)."""
+        batch_size = pred_masks.size(0)
+        if batch_size == 1:
+            return pred_masks
+        max_obj_inds = torch.argmax(pred_masks, dim=0, keepdim=True)
+        batch_obj_inds = torch.arange(batch_size, device=pred_masks.device)[:, None, None, None]
+        keep = max_obj_inds == batch_obj_inds
+        return torch.where(keep, pred_masks, torch.clamp(pred_masks, max=-10.0))

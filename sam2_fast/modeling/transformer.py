@@ -1,0 +1,225 @@
+"""Attention layers and SAM's two-way transformer (mask decoder)."""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Tuple, Type
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sam2_fast.modeling.common import MLP
+from sam2_fast.modeling.position_encoding import apply_rope, axial_rope_cos_sin
+
+
+class Attention(nn.Module):
+    """Multi-head attention whose projections may shrink the width by ``downsample_rate``
+    and whose keys/values may have another width (``kv_in_dim``)."""
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_heads: int,
+        downsample_rate: int = 1,
+        dropout: float = 0.0,
+        kv_in_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.embedding_dim = embedding_dim
+        self.kv_in_dim = kv_in_dim if kv_in_dim is not None else embedding_dim
+        self.internal_dim = embedding_dim // downsample_rate
+        self.num_heads = num_heads
+        if self.internal_dim % num_heads != 0:
+            raise ValueError(
+                f"num_heads ({num_heads}) must divide the internal width ({self.internal_dim})"
+            )
+        self.q_proj = nn.Linear(embedding_dim, self.internal_dim)
+        self.k_proj = nn.Linear(self.kv_in_dim, self.internal_dim)
+        self.v_proj = nn.Linear(self.kv_in_dim, self.internal_dim)
+        self.out_proj = nn.Linear(self.internal_dim, embedding_dim)
+        self.dropout_p = dropout
+
+    def _separate_heads(self, x: Tensor) -> Tensor:
+        """``[B, N, C]`` -> ``[B, heads, N, C / heads]``."""
+        b, n, c = x.shape
+        return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+
+    @staticmethod
+    def _recombine_heads(x: Tensor) -> Tensor:
+        """``[B, heads, N, Ch]`` -> ``[B, N, heads * Ch]``."""
+        b, h, n, c = x.shape
+        return x.transpose(1, 2).reshape(b, n, h * c)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        q = self._separate_heads(self.q_proj(q))
+        k = self._separate_heads(self.k_proj(k))
+        v = self._separate_heads(self.v_proj(v))
+        dropout_p = self.dropout_p if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+        return self.out_proj(self._recombine_heads(out))
+
+
+class RoPEAttention(Attention):
+    """Attention with 2D axial rotary position encoding on a square query grid.
+
+    Keys are ``r`` stacked copies of the query grid (``rope_k_repeat``: memories of ``r``
+    past frames) followed by ``num_k_exclude_rope`` tokens that are not rotated (object
+    pointers).
+    """
+
+    def __init__(
+        self,
+        *args,
+        rope_theta: float = 10000.0,
+        rope_k_repeat: bool = False,
+        feat_sizes: Tuple[int, int] = (64, 64),
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.rope_theta = rope_theta
+        self.rope_k_repeat = rope_k_repeat
+        self.feat_sizes = tuple(feat_sizes)
+        self._rope_cache: Dict[Tuple[int, str], Tuple[Tensor, Tensor]] = {}
+
+    def rope_tables(self, num_tokens: int, device: torch.device) -> Tuple[Tensor, Tensor]:
+        """Cos/sin tables ``[num_tokens, head_dim / 2]`` for a square grid of ``num_tokens``."""
+        key = (num_tokens, str(device))
+        tables = self._rope_cache.get(key)
+        if tables is None:
+            side = math.isqrt(num_tokens)
+            if side * side != num_tokens:
+                raise ValueError(
+                    f"RoPE attention needs a square query grid, got {num_tokens} query tokens"
+                )
+            tables = axial_rope_cos_sin(
+                self.internal_dim // self.num_heads, side, side, self.rope_theta, device=device
+            )
+            self._rope_cache[key] = tables
+        return tables
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, num_k_exclude_rope: int = 0) -> Tensor:
+        q = self._separate_heads(self.q_proj(q))
+        k = self._separate_heads(self.k_proj(k))
+        v = self._separate_heads(self.v_proj(v))
+
+        nq = q.shape[-2]
+        cos, sin = self.rope_tables(nq, q.device)
+        q = apply_rope(q, cos, sin)
+        num_k_rope = k.shape[-2] - num_k_exclude_rope
+        if num_k_rope > 0:
+            if num_k_rope != nq and not self.rope_k_repeat:
+                raise ValueError(
+                    f"{num_k_rope} rotated keys but {nq} queries; set rope_k_repeat=True"
+                )
+            if num_k_rope % nq != 0:
+                raise ValueError(
+                    f"rotated keys ({num_k_rope}) must be a multiple of the queries ({nq})"
+                )
+            k_rope = k[:, :, :num_k_rope]
+            k_rope = apply_rope(k_rope.unflatten(2, (-1, nq)), cos, sin).flatten(2, 3)
+            k = torch.cat([k_rope, k[:, :, num_k_rope:]], dim=2)
+
+        dropout_p = self.dropout_p if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+        return self.out_proj(self._recombine_heads(out))
+
+
+class TwoWayAttentionBlock(nn.Module):
+    """Token self-attention, token->image cross-attention, token MLP, image->token
+    cross-attention (each with a residual and a LayerNorm)."""
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_heads: int,
+        mlp_dim: int = 2048,
+        activation: Type[nn.Module] = nn.ReLU,
+        attention_downsample_rate: int = 2,
+        skip_first_layer_pe: bool = False,
+    ) -> None:
+        super().__init__()
+        self.self_attn = Attention(embedding_dim, num_heads)
+        self.norm1 = nn.LayerNorm(embedding_dim)
+        self.cross_attn_token_to_image = Attention(
+            embedding_dim, num_heads, downsample_rate=attention_downsample_rate
+        )
+        self.norm2 = nn.LayerNorm(embedding_dim)
+        self.mlp = MLP(embedding_dim, mlp_dim, embedding_dim, num_layers=2, activation=activation)
+        self.norm3 = nn.LayerNorm(embedding_dim)
+        self.norm4 = nn.LayerNorm(embedding_dim)
+        self.cross_attn_image_to_token = Attention(
+            embedding_dim, num_heads, downsample_rate=attention_downsample_rate
+        )
+        self.skip_first_layer_pe = skip_first_layer_pe
+
+    def forward(
+        self, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor
+    ) -> Tuple[Tensor, Tensor]:
+        if self.skip_first_layer_pe:
+            queries = self.self_attn(q=queries, k=queries, v=queries)
+        else:
+            q = queries + query_pe
+            queries = queries + self.self_attn(q=q, k=q, v=queries)
+        queries = self.norm1(queries)
+
+        q = queries + query_pe
+        k = keys + key_pe
+        queries = self.norm2(queries + self.cross_attn_token_to_image(q=q, k=k, v=keys))
+
+        queries = self.norm3(queries + self.mlp(queries))
+
+        q = queries + query_pe
+        keys = self.norm4(keys + self.cross_attn_image_to_token(q=k, k=q, v=queries))
+        return queries, keys
+
+
+class TwoWayTransformer(nn.Module):
+    """SAM's decoder transformer: prompt tokens and image tokens attend to each other."""
+
+    def __init__(
+        self,
+        depth: int,
+        embedding_dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        activation: Type[nn.Module] = nn.ReLU,
+        attention_downsample_rate: int = 2,
+    ) -> None:
+        super().__init__()
+        self.depth = depth
+        self.embedding_dim = embedding_dim
+        self.num_heads = num_heads
+        self.mlp_dim = mlp_dim
+        self.layers = nn.ModuleList(
+            TwoWayAttentionBlock(
+                embedding_dim=embedding_dim,
+                num_heads=num_heads,
+                mlp_dim=mlp_dim,
+                activation=activation,
+                attention_downsample_rate=attention_downsample_rate,
+                skip_first_layer_pe=(i == 0),
+            )
+            for i in range(depth)
+        )
+        self.final_attn_token_to_image = Attention(
+            embedding_dim, num_heads, downsample_rate=attention_downsample_rate
+        )
+        self.norm_final_attn = nn.LayerNorm(embedding_dim)
+
+    def forward(
+        self, image_embedding: Tensor, image_pe: Tensor, point_embedding: Tensor
+    ) -> Tuple[Tensor, Tensor]:
+        """``image_embedding``/``image_pe`` ``[B, C, h, w]``, ``point_embedding`` ``[B, N, C]``.
+
+        Returns the processed tokens ``[B, N, C]`` and image tokens ``[B, h*w, C]``.
+        """
+        image_embedding = image_embedding.flatten(2).permute(0, 2, 1)
+        image_pe = image_pe.flatten(2).permute(0, 2, 1)
+        queries, keys = point_embedding, image_embedding
+        for layer in self.layers:
+            queries, keys = layer(queries=queries, keys=keys, query_pe=point_embedding, key_pe=image_pe)
+        q = queries + point_embedding
+        k = keys + image_pe
+        queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q=q, k=k, v=keys))
+        return queries, keys

@@ -1,0 +1,1 @@
+"""Predictors: image (this release), video, stream and automatic mask generation."""

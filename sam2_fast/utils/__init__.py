@@ -1,0 +1,1 @@
+"""Utilities: image/prompt transforms and input validation."""
