@@ -1,0 +1,230 @@
+"""``sam2-fast`` command line: info, segment, convert, demo.
+
+Examples::
+
+    sam2-fast info
+    sam2-fast segment photo.jpg --point 320,240 --point 100,80,0 --model sam2.1-hiera-tiny --out mask.png
+    sam2-fast segment photo.jpg --box 50,60,400,380 --model ./sam2.1_hiera_tiny.pt --out mask.png
+    sam2-fast convert sam2.1_hiera_tiny.pt sam2.1_hiera_tiny.safetensors
+    sam2-fast demo --out demo_out
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+logger = logging.getLogger("sam2_fast.cli")
+
+DEFAULT_MODEL = "sam2.1-hiera-tiny"
+
+
+# ---------------------------------------------------------------- argument types
+def _numbers(text: str, option: str, counts: Sequence[int]) -> List[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in counts:
+        raise argparse.ArgumentTypeError(f"{option} expects {' or '.join(map(str, counts))} comma-separated numbers, got {text!r}")
+    return values
+
+
+def point_arg(text: str) -> Tuple[float, float, int]:
+    """``X,Y`` or ``X,Y,LABEL`` (label 1 = foreground, 0 = background)."""
+    values = _numbers(text, "--point X,Y[,LABEL]", (2, 3))
+    label = int(values[2]) if len(values) == 3 else 1
+    if label not in (0, 1):
+        raise argparse.ArgumentTypeError(f"--point label must be 1 (foreground) or 0 (background), got {text!r}")
+    return values[0], values[1], label
+
+
+def box_arg(text: str) -> Tuple[float, float, float, float]:
+    """``X0,Y0,X1,Y1`` in pixels."""
+    x0, y0, x1, y1 = _numbers(text, "--box X0,Y0,X1,Y1", (4,))
+    return x0, y0, x1, y1
+
+
+# ---------------------------------------------------------------- shared work
+def load_image(path: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise SystemExit(f"error: IMAGE {path!r} does not exist or is not a file")
+    try:
+        with Image.open(p) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise SystemExit(f"error: IMAGE {path!r} could not be read as an image: {exc}") from None
+
+
+def segment(
+    predictor,
+    image: np.ndarray,
+    points: Optional[np.ndarray],
+    labels: Optional[np.ndarray],
+    box: Optional[np.ndarray],
+    multimask: bool,
+) -> Tuple[np.ndarray, float, dict]:
+    """Embed ``image``, predict, and return the best mask (bool ``[H, W]``), its predicted
+    IoU and timings in seconds."""
+    t0 = time.perf_counter()
+    predictor.set_image(image)
+    t1 = time.perf_counter()
+    masks, scores, _ = predictor.predict(
+        point_coords=points, point_labels=labels, box=box, multimask_output=multimask
+    )
+    t2 = time.perf_counter()
+    best = int(np.argmax(scores))
+    return masks[best] > 0.5, float(scores[best]), {"set_image": t1 - t0, "predict": t2 - t1}
+
+
+def write_outputs(image, mask, points, labels, box, mask_path: Path, overlay_path: Optional[Path]) -> None:
+    from sam2_fast.utils.visualize import overlay_masks, save_png
+
+    save_png(mask, mask_path)
+    if overlay_path is not None:
+        save_png(overlay_masks(image, [mask], points=points, labels=labels, boxes=box), overlay_path)
+
+
+# ---------------------------------------------------------------- commands
+def cmd_info(args: argparse.Namespace) -> int:
+    from sam2_fast.info import format_info
+
+    print(format_info())
+    return 0
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from sam2_fast import SAM2ImagePredictor
+
+    if not args.point and args.box is None:
+        raise SystemExit("error: give at least one --point X,Y[,LABEL] or a --box X0,Y0,X1,Y1")
+    image = load_image(args.image)
+    points = np.array([p[:2] for p in args.point], np.float32) if args.point else None
+    labels = np.array([p[2] for p in args.point], np.int32) if args.point else None
+    box = np.array(args.box, np.float32) if args.box is not None else None
+    predictor = SAM2ImagePredictor.from_pretrained(args.model, device=args.device)
+    try:
+        mask, score, times = segment(predictor, image, points, labels, box, args.multimask)
+    except (ValueError, TypeError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    out = Path(args.out)
+    overlay = Path(args.overlay) if args.overlay else out.with_name(out.stem + "_overlay.png")
+    write_outputs(image, mask, points, labels, box, out, overlay)
+    print(
+        f"mask: {out} ({int(mask.sum())} px, predicted IoU {score:.3f}); overlay: {overlay}; "
+        f"set_image {times['set_image']:.2f}s, predict {times['predict']:.3f}s"
+    )
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from sam2_fast.checkpoint import convert_checkpoint
+
+    dst = convert_checkpoint(args.src, args.dst)
+    print(f"wrote {dst}")
+    return 0
+
+
+def _demo_model(name: str, device):
+    """Real weights when found (local cache or Hub), else random weights (with a warning)."""
+    from sam2_fast import build_sam2
+    from sam2_fast.build_sam import build_sam2_hf
+    from sam2_fast.hub import CheckpointNotFoundError
+
+    try:
+        return build_sam2_hf(name, device=device), True, ""
+    except CheckpointNotFoundError as exc:
+        reason = str(exc).splitlines()[0]
+    from sam2_fast.modeling.init import random_state_dict
+    from sam2_fast.zoo import get_model_info
+
+    model = build_sam2(name, device=device)
+    model.load_state_dict(random_state_dict(get_model_info(name).config, seed=0))
+    return model, False, reason
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sam2_fast import SAM2ImagePredictor
+    from sam2_fast.sample import SAMPLE_OBJECTS, sample_image
+
+    out_dir = Path(args.out)
+    image = sample_image()
+    model, real, reason = _demo_model(args.model, args.device)
+    if not real:
+        banner = "!" * 78
+        print(
+            f"{banner}\nWARNING: no checkpoint for {args.model!r} was found locally or on the Hub,\n"
+            f"so the demo runs with RANDOM WEIGHTS: the masks below are meaningless.\n"
+            f"({reason})\nDownload the official weights (needs network), e.g.\n"
+            f"  huggingface-cli download facebook/{args.model} \n"
+            f"then run `sam2-fast demo` again.\n{banner}",
+            file=sys.stderr,
+        )
+    predictor = SAM2ImagePredictor(model)
+    name, (x, y) = next(iter(SAMPLE_OBJECTS.items()))
+    points, labels = np.array([[x, y]], np.float32), np.array([1], np.int32)
+    mask, score, times = segment(predictor, image, points, labels, None, multimask=True)
+    from sam2_fast.utils.visualize import save_png
+
+    save_png(image, out_dir / "sample.png")
+    write_outputs(image, mask, points, labels, None, out_dir / "mask.png", out_dir / "overlay.png")
+    print(
+        f"model {args.model} ({'pretrained' if real else 'RANDOM weights'}) on {predictor.device}; "
+        f"clicked the {name} at ({x}, {y}): mask {int(mask.sum())} px, predicted IoU {score:.3f}\n"
+        f"set_image {times['set_image']:.2f}s, predict {times['predict']:.3f}s\n"
+        f"wrote {out_dir / 'sample.png'}, {out_dir / 'mask.png'}, {out_dir / 'overlay.png'}"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sam2-fast", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="version, build flags, backends of every op")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("segment", help="segment an image from clicks and/or a box")
+    p.add_argument("image", help="input image (any format PIL reads)")
+    p.add_argument("--point", action="append", type=point_arg, default=[], metavar="X,Y[,LABEL]",
+                   help="a click in pixels; LABEL 1 = object (default), 0 = background; repeatable")
+    p.add_argument("--box", type=box_arg, metavar="X0,Y0,X1,Y1", help="a box prompt in pixels")
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|PATH",
+                   help=f"zoo name, Hub id or checkpoint path (default {DEFAULT_MODEL})")
+    p.add_argument("--out", default="mask.png", help="output mask PNG (default mask.png)")
+    p.add_argument("--overlay", help="overlay PNG (default: <out>_overlay.png)")
+    p.add_argument("--multimask", action="store_true", help="predict 3 masks and keep the best")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: auto)")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("convert", help="convert an official .pt checkpoint to .safetensors")
+    p.add_argument("src", help="input checkpoint (.pt or .safetensors)")
+    p.add_argument("dst", nargs="?", help="output file (default: SRC with the other extension)")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("demo", help="segment a generated sample image and write PNGs")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"zoo name (default {DEFAULT_MODEL})")
+    p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: auto)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
