@@ -87,7 +87,7 @@ def _build(
             state_dict = read_state_dict(ckpt_path)
         with torch.device("meta"):
             model = SAM2Base.from_config(cfg)
-        load_model_weights(model, state_dict, info=info, assign=True)
+        load_model_weights(model, state_dict, info=info, assign=True, source=ckpt_path)
         model = model.to(device=dev, dtype=torch.float32)
     model.train(mode == "train")
     return model

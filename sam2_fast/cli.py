@@ -129,7 +129,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from sam2_fast.checkpoint import convert_checkpoint
 
-    dst = convert_checkpoint(args.src, args.dst)
+    dst = convert_checkpoint(args.src, args.dst, trust_pickle=args.trust_pickle)
     print(f"wrote {dst}")
     return 0
 
@@ -143,7 +143,7 @@ def _demo_model(name: str, device):
     try:
         return build_sam2_hf(name, device=device), True, ""
     except CheckpointNotFoundError as exc:
-        reason = str(exc).splitlines()[0]
+        reason = str(exc)
     from sam2_fast.modeling.init import random_state_dict
     from sam2_fast.zoo import get_model_info
 
@@ -163,10 +163,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         banner = "!" * 78
         print(
             f"{banner}\nWARNING: no checkpoint for {args.model!r} was found locally or on the Hub,\n"
-            f"so the demo runs with RANDOM WEIGHTS: the masks below are meaningless.\n"
-            f"({reason})\nDownload the official weights (needs network), e.g.\n"
-            f"  huggingface-cli download facebook/{args.model} \n"
-            f"then run `sam2-fast demo` again.\n{banner}",
+            f"so the demo runs with RANDOM WEIGHTS: the masks below are meaningless.\n\n"
+            f"{reason}\n\nThen run `sam2-fast demo` again.\n{banner}",
             file=sys.stderr,
         )
     predictor = SAM2ImagePredictor(model)
@@ -210,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert an official .pt checkpoint to .safetensors")
     p.add_argument("src", help="input checkpoint (.pt or .safetensors)")
     p.add_argument("dst", nargs="?", help="output file (default: SRC with the other extension)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a .pt that needs full unpickling (runs code from the file: only for "
+                        "checkpoints from a source you trust)")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("demo", help="segment a generated sample image and write PNGs")
@@ -222,8 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    from sam2_fast.checkpoint import CheckpointError
+
+    try:
+        return args.func(args)
+    except (CheckpointError, ValueError, TypeError) as exc:
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

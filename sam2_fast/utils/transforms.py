@@ -38,7 +38,10 @@ class SAM2Transforms:
 
     def to_input(self, image_hwc: np.ndarray, device: Union[str, torch.device] = "cpu") -> torch.Tensor:
         """``[H, W, 3]`` uint8 -> normalised ``[3, S, S]`` float32 on ``device``."""
-        x = torch.from_numpy(np.ascontiguousarray(image_hwc)).to(device)
+        arr = np.ascontiguousarray(image_hwc)
+        if not arr.flags.writeable:  # e.g. np.asarray(PIL image); torch wants writable memory
+            arr = arr.copy()
+        x = torch.from_numpy(arr).to(device)
         x = x.permute(2, 0, 1).float().div_(255.0)
         x = F.interpolate(
             x[None],

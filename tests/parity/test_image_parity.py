@@ -118,7 +118,6 @@ def test_mask_input_refinement_matches_official(predictors, variant):
     assert_same_prediction(ours.predict(**second), ref.predict(**second))
 
 
-@pytest.mark.slow
 def test_larger_variant_matches_official(predictors):
     ours, ref = predictors("sam2.1-hiera-base-plus", (480, 640))
     for case in ("one_point_multimask", "box_and_points", "batched_boxes"):
