@@ -112,10 +112,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     labels = np.array([p[2] for p in args.point], np.int32) if args.point else None
     box = np.array(args.box, np.float32) if args.box is not None else None
     predictor = SAM2ImagePredictor.from_pretrained(args.model, device=args.device)
-    try:
-        mask, score, times = segment(predictor, image, points, labels, box, args.multimask)
-    except (ValueError, TypeError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+    mask, score, times = segment(predictor, image, points, labels, box, args.multimask)
     out = Path(args.out)
     overlay = Path(args.overlay) if args.overlay else out.with_name(out.stem + "_overlay.png")
     write_outputs(image, mask, points, labels, box, out, overlay)
