@@ -1,0 +1,152 @@
+"""What this installation of sam2-fast has: versions, the compiled extension, and for every op
+which backend runs a typical input and why the others refuse (``sam2-fast info``).
+
+Nothing here initialises CUDA: the CUDA verdicts are computed on fake tensors (no memory, no
+context), and the GPU itself is only queried when asked with ``query_devices=True``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+from typing import Any
+
+from sam2_fast import __version__
+
+__all__ = ["collect_info", "format_info"]
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _describe(args: tuple[Any, ...]) -> str:
+    import torch
+
+    return ", ".join(
+        f"{str(a.dtype).removeprefix('torch.')}{list(a.shape)}"
+        if isinstance(a, torch.Tensor)
+        else repr(a)
+        for a in args
+    )
+
+
+def _op_verdicts(op: Any, device: str) -> dict[str, Any]:
+    """The example input of ``op`` on ``device``, each backend's verdict and the selected one."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from sam2_fast.ops import BackendError
+
+    if device == "cpu":
+        args = op.example(device)
+    else:
+        with FakeTensorMode():  # a CUDA tensor without touching the GPU
+            args = op.example(device)
+    try:
+        selected, error = op.select(*args).name, None
+    except BackendError as exc:
+        selected, error = None, str(exc)
+    return {
+        "input": _describe(args),
+        "verdicts": op.explain(*args),
+        "selected": selected,
+        "error": error,
+    }
+
+
+def collect_info(query_devices: bool = False) -> dict[str, Any]:
+    """Versions, extension status and per-op backend verdicts, as plain data.
+
+    Args:
+        query_devices: also report ``torch.cuda.is_available()`` and the device count (this
+            loads the CUDA driver, but creates no context).
+    """
+    info: dict[str, Any] = {
+        "sam2_fast": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "triton": _package_version("triton"),
+    }
+    try:
+        import torch
+    except Exception as exc:  # a broken torch raises more than ImportError
+        info["torch"] = {"error": f"{type(exc).__name__}: {exc}"}
+        return info
+    info["torch"] = {"version": torch.__version__, "cuda": torch.version.cuda}
+    if query_devices:
+        available = torch.cuda.is_available()
+        info["torch"]["cuda_available"] = available
+        info["torch"]["cuda_devices"] = torch.cuda.device_count() if available else 0
+
+    from sam2_fast._ext import load_extension
+    from sam2_fast.ops import list_ops
+
+    ext, reason = load_extension()
+    info["extension"] = {
+        "loaded": ext is not None,
+        "reason": reason,
+        "build_info": ext.build_info() if ext is not None else None,
+    }
+    info["ops"] = {
+        op.name: {device: _op_verdicts(op, device) for device in ("cpu", "cuda")}
+        for op in list_ops()
+        if op.example is not None
+    }
+    return info
+
+
+def _format_extension(extension: dict[str, Any]) -> list[str]:
+    if not extension["loaded"]:
+        return [f"extension  sam2_fast._C {extension['reason']}"]
+    build = extension["build_info"]
+    cuda = (
+        f"yes (CUDA {build['cuda_version']}, archs {build['cuda_archs']})"
+        if build["cuda"]
+        else f"no ({build['cuda_skip_reason']})"
+    )
+    return [
+        "extension  sam2_fast._C loaded",
+        f"  built against torch {build['torch_version']}, {build['compiler']}, "
+        f"{build['build_type']} [{build['cxx_flags']}]",
+        f"  CUDA ops   {cuda}",
+    ]
+
+
+def _format_ops(ops: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["ops        (* = runs this input, ok = could run it, - = refuses)"]
+    for name, per_device in ops.items():
+        lines.append(f"  {name}")
+        for device, result in per_device.items():
+            lines.append(f"    {device}: {result['input']}")
+            for backend, reason in result["verdicts"].items():
+                mark = "*" if backend == result["selected"] else "ok" if reason is None else "-"
+                lines.append(f"      {mark:>2} {backend:<10} {reason or ''}".rstrip())
+            if result["error"] is not None:
+                lines.append(f"      error: {result['error']}")
+    return lines
+
+
+def format_info(info: dict[str, Any] | None = None) -> str:
+    """:func:`collect_info` (or ``info``) as human-readable text."""
+    info = collect_info() if info is None else info
+    torch_info = info["torch"]
+    if "error" in torch_info:
+        torch_line = f"not importable ({torch_info['error']})"
+    else:
+        torch_line = f"{torch_info['version']} (CUDA build: {torch_info['cuda'] or 'no'})"
+        if "cuda_available" in torch_info:
+            torch_line += f", {torch_info['cuda_devices']} CUDA device(s) available"
+    lines = [
+        f"sam2-fast  {info['sam2_fast']}",
+        f"python     {info['python']} on {info['platform']}",
+        f"torch      {torch_line}",
+        f"triton     {info['triton'] or 'not installed'}",
+    ]
+    if "extension" in info:
+        lines += _format_extension(info["extension"])
+    if "ops" in info:
+        lines += _format_ops(info["ops"])
+    return "\n".join(lines)

@@ -1,0 +1,30 @@
+"""Fused operations. Each op has several backends (``reference``, ``cpp``, ``cuda``, ...) and a
+small dispatcher that runs the first one able to handle the inputs; see
+:mod:`sam2_fast.ops._dispatch` for how to list, explain and force backends.
+
+Importing this package imports torch and registers every op; it does not load the compiled
+extension or initialise CUDA.
+"""
+
+from sam2_fast.ops._dispatch import (
+    STANDARD_BACKENDS,
+    Backend,
+    BackendError,
+    Op,
+    get_op,
+    list_ops,
+    use_backend,
+)
+from sam2_fast.ops.connected_components import connected_components, fill_holes_and_sprinkles
+
+__all__ = [
+    "STANDARD_BACKENDS",
+    "Backend",
+    "BackendError",
+    "Op",
+    "connected_components",
+    "fill_holes_and_sprinkles",
+    "get_op",
+    "list_ops",
+    "use_backend",
+]

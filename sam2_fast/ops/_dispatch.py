@@ -1,0 +1,216 @@
+"""A small op dispatcher: each op has an ordered list of backends, the first that can run wins.
+
+A backend is a name, a callable and a ``supports(*args, **kwargs)`` check that returns None when
+it can run those inputs, or a string that says why it refuses ("extension not built: ...",
+"mask is on cuda but the CUDA ops were not compiled", ...). :meth:`Op.explain` shows every
+verdict, which is what ``sam2-fast info`` prints.
+
+Standard backend names: ``reference`` (readable torch, the ground truth), ``compiled``
+(``torch.compile`` of the reference), ``triton``, ``cpp`` and ``cuda``.
+
+Forcing a backend, innermost first:
+
+* ``with sam2_fast.ops.use_backend("reference"):`` for every op, or
+  ``use_backend("cpp", op="connected_components")`` for one op;
+* the environment variable ``SAM2_FAST_BACKEND``: ``reference`` for every op, or
+  ``connected_components=cpp,other_op=reference`` per op (both forms can be mixed; a per-op
+  entry wins over a global one).
+
+A backend forced for every op applies to the ops that have a backend of that name; the others
+choose as usual. A forced backend that refuses the inputs raises :class:`BackendError` naming
+the op, the backend and its reason: forcing never falls back silently.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+STANDARD_BACKENDS = ("reference", "compiled", "triton", "cpp", "cuda")
+ENV_VAR = "SAM2_FAST_BACKEND"
+
+Supports = Callable[..., "str | None"]
+
+_REGISTRY: dict[str, Op] = {}
+# use_backend() entries, innermost last: (op name or None for every op, backend name)
+_FORCED: ContextVar[tuple[tuple[str | None, str], ...]] = ContextVar(
+    "sam2_fast_forced_backends", default=()
+)
+
+
+class BackendError(RuntimeError):
+    """No backend can run an op on the given inputs, or a forced backend refuses them."""
+
+
+def _always(*args: Any, **kwargs: Any) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One implementation of an op: ``fn`` runs when ``supports`` returns None."""
+
+    name: str
+    fn: Callable[..., Any]
+    supports: Supports = _always
+
+
+class Op:
+    """A named operation with backends in order of preference; calling it runs the first one
+    whose ``supports`` accepts the inputs (or the forced one, see the module docstring).
+
+    ``example(device)`` returns typical positional inputs on ``device``; ``sam2-fast info``
+    uses it to show each backend's verdict.
+    """
+
+    def __init__(
+        self, name: str, *, example: Callable[[str], tuple[Any, ...]] | None = None
+    ) -> None:
+        if name in _REGISTRY:
+            raise ValueError(f"op {name!r} is already registered")
+        self.name = name
+        self.example = example
+        self._backends: dict[str, Backend] = {}
+        _REGISTRY[name] = self
+
+    def __repr__(self) -> str:
+        return f"Op({self.name!r}, backends={self.backend_names})"
+
+    @property
+    def backend_names(self) -> list[str]:
+        return list(self._backends)
+
+    def backend(self, name: str) -> Backend:
+        try:
+            return self._backends[name]
+        except KeyError:
+            raise KeyError(
+                f"op {self.name!r} has no backend {name!r}; it has {self.backend_names}"
+            ) from None
+
+    def add_backend(self, name: str, fn: Callable[..., Any], supports: Supports = _always) -> None:
+        """Append a backend; earlier backends are preferred."""
+        if name in self._backends:
+            raise ValueError(f"op {self.name!r} already has a backend {name!r}")
+        self._backends[name] = Backend(name, fn, supports)
+
+    def register(
+        self, name: str, supports: Supports = _always
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator form of :meth:`add_backend`; returns the function unchanged."""
+
+        def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self.add_backend(name, fn, supports)
+            return fn
+
+        return decorator
+
+    def explain(self, *args: Any, **kwargs: Any) -> dict[str, str | None]:
+        """Each backend's verdict on these inputs, in order: None = can run, else the reason."""
+        return {b.name: b.supports(*args, **kwargs) for b in self._backends.values()}
+
+    def select(self, *args: Any, **kwargs: Any) -> Backend:
+        """The backend that a call with these inputs runs; raises :class:`BackendError`."""
+        forced = _forced_backend(self)
+        if forced is not None:
+            name, source = forced
+            backend = self.backend(name)
+            reason = backend.supports(*args, **kwargs)
+            if reason is not None:
+                raise BackendError(
+                    f"op {self.name!r}: backend {name!r} (forced by {source}) cannot run these "
+                    f"inputs: {reason}"
+                )
+            return backend
+        verdicts = []
+        for backend in self._backends.values():
+            reason = backend.supports(*args, **kwargs)
+            if reason is None:
+                return backend
+            verdicts.append(f"{backend.name}: {reason}")
+        raise BackendError(
+            f"op {self.name!r}: no backend can run these inputs ({'; '.join(verdicts)})"
+        )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.select(*args, **kwargs).fn(*args, **kwargs)
+
+
+def list_ops() -> list[Op]:
+    """All registered ops, sorted by name (importing :mod:`sam2_fast.ops` registers them)."""
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def get_op(name: str) -> Op:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown op {name!r}; registered ops: {sorted(_REGISTRY)}") from None
+
+
+def _check_backend_name(name: str, op: str | None, source: str) -> None:
+    if op is not None:
+        if op not in _REGISTRY:
+            raise BackendError(f"{source}: unknown op {op!r}; registered ops: {sorted(_REGISTRY)}")
+        if name not in _REGISTRY[op].backend_names:
+            raise BackendError(
+                f"{source}: op {op!r} has no backend {name!r}; it has {_REGISTRY[op].backend_names}"
+            )
+    elif name not in STANDARD_BACKENDS and not any(
+        name in o.backend_names for o in _REGISTRY.values()
+    ):
+        raise BackendError(
+            f"{source}: unknown backend {name!r}; standard names: {STANDARD_BACKENDS}"
+        )
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_env(value: str) -> tuple[tuple[str | None, str], ...]:
+    """``"cpp"`` / ``"op=cpp,op2=reference"`` -> ((op or None, backend), ...), validated."""
+    entries: list[tuple[str | None, str]] = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        op, sep, name = (part.strip() for part in item.partition("="))
+        entry = (op, name) if sep else (None, op)
+        _check_backend_name(entry[1], entry[0], f"{ENV_VAR}={value!r}")
+        entries.append(entry)
+    return tuple(entries)
+
+
+def _applies(entry: tuple[str | None, str], op: Op) -> bool:
+    target, name = entry
+    return target == op.name or (target is None and name in op.backend_names)
+
+
+def _forced_backend(op: Op) -> tuple[str, str] | None:
+    """(backend name, what forced it) for ``op``, or None when nothing forces one."""
+    for entry in reversed(_FORCED.get()):
+        if _applies(entry, op):
+            target = "" if entry[0] is None else f", op={entry[0]!r}"
+            return entry[1], f"use_backend({entry[1]!r}{target})"
+    env = os.environ.get(ENV_VAR, "")
+    if env:
+        applicable = [entry for entry in _parse_env(env) if _applies(entry, op)]
+        # a per-op entry wins over a global one
+        applicable.sort(key=lambda entry: entry[0] is None)
+        if applicable:
+            return applicable[0][1], f"{ENV_VAR}={env!r}"
+    return None
+
+
+@contextmanager
+def use_backend(name: str, op: str | None = None) -> Iterator[None]:
+    """Force backend ``name`` for ``op`` (or for every op that has it) inside the block.
+
+    Raises :class:`BackendError` at once for an unknown op or backend name.
+    """
+    _check_backend_name(name, op, "use_backend")
+    token = _FORCED.set((*_FORCED.get(), (op, name)))
+    try:
+        yield
+    finally:
+        _FORCED.reset(token)
