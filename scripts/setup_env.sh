@@ -25,7 +25,9 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
-PIP=("$PY" -m pip install --quiet)
+PIP=(pip_quiet install --quiet)
+# pip warns about every missing entry of the machine's local package indexes; hide that noise
+pip_quiet() { "$PY" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 
 echo "==> torch ($TORCH_REQ)"
 if [[ $WITH_TEST == 1 ]]; then
@@ -56,7 +58,7 @@ echo "    built and installed in $(( $(date +%s) - start ))s"
 if [[ $WITH_TEST == 1 ]] && ! "$PY" -c "import sam2" >/dev/null 2>&1; then
   echo "==> official sam2 1.1.0 (the test oracle, CPU build)"
   tmp=$(mktemp -d)
-  SAM2_BUILD_CUDA=0 "$PY" -m pip download --quiet --no-deps --no-build-isolation sam2==1.1.0 -d "$tmp"
+  SAM2_BUILD_CUDA=0 pip_quiet download --quiet --no-deps --no-build-isolation sam2==1.1.0 -d "$tmp"
   "${PIP[@]}" hydra-core iopath
   SAM2_BUILD_CUDA=0 "${PIP[@]}" --no-build-isolation --no-deps "$tmp"/sam2-1.1.0.tar.gz
   rm -rf "$tmp"

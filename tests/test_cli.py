@@ -34,12 +34,15 @@ def image_file(tmp_path_factory) -> Path:
     return path
 
 
-def test_info_console_script_runs_without_cuda_initialisation():
+def test_info_console_script_runs_without_cuda_initialisation(tmp_path):
     code = (
         "import sys, torch; from sam2_fast.cli import main; rc = main(['info']); "
         "assert not torch.cuda.is_initialized(); sys.exit(rc)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    # run outside the repository so the installed package is imported, not the source tree
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr
     import sam2_fast
 
