@@ -67,6 +67,9 @@ def _build(
     kwargs: dict,
     state_dict: Optional[dict] = None,
 ) -> SAM2Base:
+    model_cls = SAM2Base
+    if video:
+        from sam2_fast.predictors.video_predictor import SAM2VideoPredictor as model_cls
     if mode not in ("eval", "train"):
         raise ValueError(f"mode: expected 'eval' or 'train', got {mode!r}")
     if kwargs:
@@ -79,14 +82,14 @@ def _build(
     dev = resolve_device(device)
 
     if ckpt_path is None and state_dict is None:
-        model = SAM2Base.from_config(cfg).to(dev)
+        model = model_cls.from_config(cfg).to(dev)
     else:
         from sam2_fast.checkpoint import load_model_weights, read_state_dict
 
         if state_dict is None:
             state_dict = read_state_dict(ckpt_path)
         with torch.device("meta"):
-            model = SAM2Base.from_config(cfg)
+            model = model_cls.from_config(cfg)
         load_model_weights(model, state_dict, info=info, assign=True, source=ckpt_path)
         model = model.to(device=dev, dtype=torch.float32)
     model.train(mode == "train")
@@ -114,10 +117,43 @@ def build_sam2(
     )
 
 
+def build_sam2_video_predictor(
+    config_file: ConfigLike,
+    ckpt_path: Optional[Union[str, Path]] = None,
+    device: DeviceLike = None,
+    mode: str = "eval",
+    hydra_overrides_extra: Optional[Sequence[str]] = None,
+    apply_postprocessing: bool = True,
+    vos_optimized: bool = False,
+    **kwargs: Any,
+):
+    """Build a :class:`~sam2_fast.predictors.video_predictor.SAM2VideoPredictor` (official
+    signature). With ``apply_postprocessing`` it also binarizes clicked masks for the memory
+    and fills holes of up to 8 low-res pixels, as the official builder does.
+    ``vos_optimized`` is accepted for compatibility; the batched predictor needs no
+    separate compiled class."""
+    if vos_optimized:
+        logger.info("vos_optimized=True: the batched video predictor is used as is")
+    return _build(
+        config_file, ckpt_path, device, mode, hydra_overrides_extra, apply_postprocessing,
+        video=True, kwargs=kwargs,
+    )
+
+
 def build_sam2_hf(model_id: str, **kwargs: Any) -> SAM2Base:
     """Build a model from the Hugging Face Hub (or its local cache), e.g.
     ``"facebook/sam2.1-hiera-tiny"``; a zoo name or a local checkpoint path works too
     (the variant of a bare checkpoint file is recognised from its weights)."""
+    return _build_from_hub(model_id, video=False, kwargs=kwargs)
+
+
+def build_sam2_video_predictor_hf(model_id: str, **kwargs: Any):
+    """:func:`build_sam2_video_predictor` for a Hub id, zoo name or checkpoint path."""
+    kwargs.pop("vos_optimized", None)
+    return _build_from_hub(model_id, video=True, kwargs=kwargs)
+
+
+def _build_from_hub(model_id: str, video: bool, kwargs: dict):
     from sam2_fast.hub import resolve_checkpoint
 
     ckpt_path, info = resolve_checkpoint(model_id)
@@ -139,7 +175,7 @@ def build_sam2_hf(model_id: str, **kwargs: Any) -> SAM2Base:
         kwargs.pop("mode", "eval"),
         kwargs.pop("hydra_overrides_extra", None),
         kwargs.pop("apply_postprocessing", True),
-        video=False,
+        video=video,
         kwargs=kwargs,
         state_dict=state_dict,
     )

@@ -37,3 +37,35 @@ def sample_image(height: int = 512, width: int = 768) -> np.ndarray:
     triangle = (rel >= 0) & (rel <= 1) & (np.abs(xx - tx) <= rel * half)
     img[triangle] = (40, 170, 70)
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def sample_video_frame(index: int, height: int = 384, width: int = 512) -> np.ndarray:
+    """Frame ``index`` of a generated video: a disc, a square and a triangle moving across a
+    textured background; the disc passes in front of the square around frame 12.
+
+    Object centres at frame ``t`` are given by :func:`sample_video_objects`.
+    """
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.empty((height, width, 3), np.float32)
+    shift = 3.0 * index
+    img[..., 0] = 150 + 30 * np.sin((xx + shift) / 37.0) * np.cos(yy / 53.0)
+    img[..., 1] = 160 + 25 * np.cos((xx + yy - shift) / 61.0)
+    img[..., 2] = 140 + 20 * np.sin(yy / 29.0)
+    centres = sample_video_objects(index, height, width)
+    r = 0.1 * min(height, width)
+    (sx, sy), (dx, dy), (tx, ty) = centres["square"], centres["disc"], centres["triangle"]
+    img[(np.abs(xx - sx) < r) & (np.abs(yy - sy) < r)] = (35, 70, 200)
+    img[(xx - dx) ** 2 + (yy - dy) ** 2 < r**2] = (205, 40, 45)
+    rel = (yy - (ty - r)) / (2 * r)
+    img[(rel >= 0) & (rel <= 1) & (np.abs(xx - tx) <= rel * r)] = (40, 170, 70)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def sample_video_objects(index: int, height: int = 384, width: int = 512) -> Dict[str, Tuple[int, int]]:
+    """Centres ``(x, y)`` in pixels of the moving objects of :func:`sample_video_frame`."""
+    t = float(index)
+    return {
+        "disc": (int(0.2 * width + 0.025 * width * t), int(0.45 * height + 0.05 * height * np.sin(t / 4))),
+        "square": (int(0.55 * width), int(0.45 * height)),
+        "triangle": (int(0.8 * width - 0.01 * width * t), int(0.75 * height)),
+    }

@@ -6,7 +6,8 @@ so code written against the official model keeps working; state-dict keys are id
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,30 @@ _DECODER_EXTRA_FIELDS = (
     "dynamic_multimask_stability_delta",
     "dynamic_multimask_stability_thresh",
 )
+
+
+@dataclass
+class MemoryPlan:
+    """The memories one object (or one batch) attends to on a frame.
+
+    ``spatial``: ``(t_pos, frame_output)`` pairs, in attention order (t_pos 0 =
+    conditioning frame); ``pointers``: ``(temporal distance, frame_output)`` pairs;
+    ``max_obj_ptrs``: the pointer window that normalises the distances.
+    """
+
+    spatial: List[Tuple[int, Dict[str, Any]]]
+    pointers: List[Tuple[int, Dict[str, Any]]]
+    max_obj_ptrs: int
+
+    @property
+    def signature(self) -> Tuple[Tuple[int, ...], Tuple[int, ...], int]:
+        """Plans with equal signatures have equal memory lengths and position encodings,
+        so their objects can run through the memory attention as one batch."""
+        return (
+            tuple(t for t, _ in self.spatial),
+            tuple(d for d, _ in self.pointers),
+            self.max_obj_ptrs,
+        )
 
 
 def select_closest_cond_frames(
@@ -251,7 +276,13 @@ class SAM2Base(nn.Module):
             sam_mask_decoder_extra_args=extra,
             config=config,
             **{name: getattr(config, name) for name in _BASE_FIELDS},
+            **cls._extra_config_kwargs(config),
         )
+
+    @classmethod
+    def _extra_config_kwargs(cls, config: SAM2Config) -> Dict[str, Any]:
+        """Constructor arguments a subclass takes from the config (none here)."""
+        return {}
 
     def _init_embeddings(self) -> None:
         for p in (self.maskmem_tpos_enc, self.no_mem_embed, self.no_mem_pos_enc):
@@ -477,6 +508,116 @@ class SAM2Base(nn.Module):
         return backbone_out, vision_feats, vision_pos_embeds, feat_sizes
 
     # ------------------------------------------------------------------ memory
+    def select_memories(
+        self,
+        frame_idx: int,
+        output_dict: Dict[str, Dict[int, Any]],
+        num_frames: int,
+        track_in_reverse: bool = False,
+    ) -> MemoryPlan:
+        """Which stored frame outputs (of one object, or one batch) the memory attention
+        reads on a non-conditioning frame ``frame_idx``, by the official selection rules:
+        the (closest) conditioning frames at t_pos 0, the last ``num_maskmem - 1`` frames
+        (every ``memory_temporal_stride_for_eval``-th), and up to ``max_obj_ptrs_in_encoder``
+        object pointers with their temporal distances."""
+        if len(output_dict["cond_frame_outputs"]) == 0:
+            raise RuntimeError("tracking a frame needs at least one conditioning frame")
+        selected_cond, unselected_cond = select_closest_cond_frames(
+            frame_idx, output_dict["cond_frame_outputs"], self.max_cond_frames_in_attn
+        )
+        spatial: List[Tuple[int, Dict[str, Any]]] = [(0, out) for out in selected_cond.values()]
+        stride = 1 if self.training else self.memory_temporal_stride_for_eval
+        for t_pos in range(1, self.num_maskmem):
+            t_rel = self.num_maskmem - t_pos  # frames before the current frame
+            if t_rel == 1:
+                prev_frame_idx = frame_idx + t_rel if track_in_reverse else frame_idx - t_rel
+            elif not track_in_reverse:
+                prev_frame_idx = ((frame_idx - 2) // stride) * stride
+                prev_frame_idx = prev_frame_idx - (t_rel - 2) * stride
+            else:
+                prev_frame_idx = -(-(frame_idx + 2) // stride) * stride
+                prev_frame_idx = prev_frame_idx + (t_rel - 2) * stride
+            out = output_dict["non_cond_frame_outputs"].get(prev_frame_idx, None)
+            if out is None:
+                # an unselected conditioning frame among the recent ones still counts
+                out = unselected_cond.get(prev_frame_idx, None)
+            if out is not None:
+                spatial.append((t_pos, out))
+
+        pointers: List[Tuple[int, Dict[str, Any]]] = []
+        if self.use_obj_ptrs_in_encoder:
+            max_obj_ptrs = min(num_frames, self.max_obj_ptrs_in_encoder)
+            if not self.training and self.only_obj_ptrs_in_the_past_for_eval:
+                ptr_cond = {
+                    t: out
+                    for t, out in selected_cond.items()
+                    if (t >= frame_idx if track_in_reverse else t <= frame_idx)
+                }
+            else:
+                ptr_cond = selected_cond
+            sign = -1 if track_in_reverse else 1
+            for t, out in ptr_cond.items():
+                dist = (frame_idx - t) * sign if self.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t)
+                pointers.append((dist, out))
+            for t_diff in range(1, max_obj_ptrs):
+                t = frame_idx + t_diff if track_in_reverse else frame_idx - t_diff
+                if t < 0 or (num_frames is not None and t >= num_frames):
+                    break
+                out = output_dict["non_cond_frame_outputs"].get(t, unselected_cond.get(t, None))
+                if out is not None:
+                    pointers.append((t_diff, out))
+        return MemoryPlan(spatial, pointers, min(num_frames, self.max_obj_ptrs_in_encoder))
+
+    def assemble_memory(
+        self, plans: Sequence[MemoryPlan], device: torch.device
+    ) -> Tuple[torch.Tensor, torch.Tensor, int]:
+        """Stack the memories of ``plans`` (same :attr:`MemoryPlan.signature`; their stored
+        tensors are concatenated along the batch) into sequence-first ``memory [M, B, C_mem]``,
+        ``memory_pos [M, B, C_mem]`` and the number of trailing object-pointer tokens."""
+        first = plans[0]
+        if any(p.signature != first.signature for p in plans[1:]):
+            raise ValueError("memory plans batched together must have the same signature")
+        c = self.hidden_dim
+        to_cat_memory, to_cat_pos = [], []
+        for slot, (t_pos, out) in enumerate(first.spatial):
+            # the spatial encoding is the same sine map for every frame and object
+            enc = out["maskmem_pos_enc"][-1][:1].to(device)
+            # memories may be stored in bf16; compute in the encoding's dtype
+            feats = torch.cat(
+                [
+                    p.spatial[slot][1]["maskmem_features"].to(device=device, dtype=enc.dtype, non_blocking=True)
+                    for p in plans
+                ]
+            )
+            to_cat_memory.append(feats.flatten(2).permute(2, 0, 1))
+            enc = enc.expand(feats.shape[0], -1, -1, -1).flatten(2).permute(2, 0, 1)
+            to_cat_pos.append(enc + self.maskmem_tpos_enc[self.num_maskmem - t_pos - 1])
+        num_obj_ptr_tokens = 0
+        if first.pointers:
+            # [P, B, C]: slot-major, objects concatenated along the batch
+            obj_ptrs = torch.stack(
+                [torch.cat([p.pointers[slot][1]["obj_ptr"] for p in plans]) for slot in range(len(first.pointers))]
+            )
+            b = obj_ptrs.shape[1]
+            if self.add_tpos_enc_to_obj_ptrs:
+                t_diff_max = first.max_obj_ptrs - 1
+                tpos_dim = c if self.proj_tpos_enc_in_obj_ptrs else self.mem_dim
+                obj_pos = torch.tensor([d for d, _ in first.pointers], device=device)
+                obj_pos = get_1d_sine_pe(obj_pos / t_diff_max, dim=tpos_dim)
+                obj_pos = self.obj_ptr_tpos_proj(obj_pos)
+                obj_pos = obj_pos.unsqueeze(1).expand(-1, b, self.mem_dim)
+            else:
+                obj_pos = obj_ptrs.new_zeros(len(first.pointers), b, self.mem_dim)
+            if self.mem_dim < c:
+                # split each pointer into C // mem_dim tokens
+                obj_ptrs = obj_ptrs.reshape(-1, b, c // self.mem_dim, self.mem_dim)
+                obj_ptrs = obj_ptrs.permute(0, 2, 1, 3).flatten(0, 1)
+                obj_pos = obj_pos.repeat_interleave(c // self.mem_dim, dim=0)
+            to_cat_memory.append(obj_ptrs)
+            to_cat_pos.append(obj_pos)
+            num_obj_ptr_tokens = obj_ptrs.shape[0]
+        return torch.cat(to_cat_memory, dim=0), torch.cat(to_cat_pos, dim=0), num_obj_ptr_tokens
+
     def _prepare_memory_conditioned_features(
         self,
         frame_idx: int,
@@ -496,100 +637,18 @@ class SAM2Base(nn.Module):
         if self.num_maskmem == 0:  # SAM on images: no memory
             return current_vision_feats[-1].permute(1, 2, 0).view(b, c, h, w)
 
-        num_obj_ptr_tokens = 0
-        tpos_sign_mul = -1 if track_in_reverse else 1
         if not is_init_cond_frame:
-            to_cat_memory, to_cat_memory_pos_embed = [], []
-            if len(output_dict["cond_frame_outputs"]) == 0:
-                raise RuntimeError("tracking a frame needs at least one conditioning frame")
-            selected_cond_outputs, unselected_cond_outputs = select_closest_cond_frames(
-                frame_idx, output_dict["cond_frame_outputs"], self.max_cond_frames_in_attn
-            )
-            t_pos_and_prevs = [(0, out) for out in selected_cond_outputs.values()]
-            stride = 1 if self.training else self.memory_temporal_stride_for_eval
-            for t_pos in range(1, self.num_maskmem):
-                t_rel = self.num_maskmem - t_pos  # frames before the current frame
-                if t_rel == 1:
-                    prev_frame_idx = frame_idx + t_rel if track_in_reverse else frame_idx - t_rel
-                elif not track_in_reverse:
-                    prev_frame_idx = ((frame_idx - 2) // stride) * stride
-                    prev_frame_idx = prev_frame_idx - (t_rel - 2) * stride
-                else:
-                    prev_frame_idx = -(-(frame_idx + 2) // stride) * stride
-                    prev_frame_idx = prev_frame_idx + (t_rel - 2) * stride
-                out = output_dict["non_cond_frame_outputs"].get(prev_frame_idx, None)
-                if out is None:
-                    # an unselected conditioning frame among the recent ones still counts
-                    out = unselected_cond_outputs.get(prev_frame_idx, None)
-                t_pos_and_prevs.append((t_pos, out))
-
-            for t_pos, prev in t_pos_and_prevs:
-                if prev is None:
-                    continue
-                feats = prev["maskmem_features"].to(device, non_blocking=True)
-                to_cat_memory.append(feats.flatten(2).permute(2, 0, 1))
-                maskmem_enc = prev["maskmem_pos_enc"][-1].to(device)
-                maskmem_enc = maskmem_enc.flatten(2).permute(2, 0, 1)
-                maskmem_enc = maskmem_enc + self.maskmem_tpos_enc[self.num_maskmem - t_pos - 1]
-                to_cat_memory_pos_embed.append(maskmem_enc)
-
-            if self.use_obj_ptrs_in_encoder:
-                max_obj_ptrs_in_encoder = min(num_frames, self.max_obj_ptrs_in_encoder)
-                if not self.training and self.only_obj_ptrs_in_the_past_for_eval:
-                    ptr_cond_outputs = {
-                        t: out
-                        for t, out in selected_cond_outputs.items()
-                        if (t >= frame_idx if track_in_reverse else t <= frame_idx)
-                    }
-                else:
-                    ptr_cond_outputs = selected_cond_outputs
-                pos_and_ptrs = [
-                    (
-                        (frame_idx - t) * tpos_sign_mul
-                        if self.use_signed_tpos_enc_to_obj_ptrs
-                        else abs(frame_idx - t),
-                        out["obj_ptr"],
-                    )
-                    for t, out in ptr_cond_outputs.items()
-                ]
-                for t_diff in range(1, max_obj_ptrs_in_encoder):
-                    t = frame_idx + t_diff if track_in_reverse else frame_idx - t_diff
-                    if t < 0 or (num_frames is not None and t >= num_frames):
-                        break
-                    out = output_dict["non_cond_frame_outputs"].get(
-                        t, unselected_cond_outputs.get(t, None)
-                    )
-                    if out is not None:
-                        pos_and_ptrs.append((t_diff, out["obj_ptr"]))
-                if pos_and_ptrs:
-                    pos_list, ptrs_list = zip(*pos_and_ptrs)
-                    obj_ptrs = torch.stack(ptrs_list, dim=0)  # [P, B, C]
-                    if self.add_tpos_enc_to_obj_ptrs:
-                        t_diff_max = max_obj_ptrs_in_encoder - 1
-                        tpos_dim = c if self.proj_tpos_enc_in_obj_ptrs else self.mem_dim
-                        obj_pos = torch.tensor(pos_list, device=device)
-                        obj_pos = get_1d_sine_pe(obj_pos / t_diff_max, dim=tpos_dim)
-                        obj_pos = self.obj_ptr_tpos_proj(obj_pos)
-                        obj_pos = obj_pos.unsqueeze(1).expand(-1, b, self.mem_dim)
-                    else:
-                        obj_pos = obj_ptrs.new_zeros(len(pos_list), b, self.mem_dim)
-                    if self.mem_dim < c:
-                        # split each pointer into C // mem_dim tokens
-                        obj_ptrs = obj_ptrs.reshape(-1, b, c // self.mem_dim, self.mem_dim)
-                        obj_ptrs = obj_ptrs.permute(0, 2, 1, 3).flatten(0, 1)
-                        obj_pos = obj_pos.repeat_interleave(c // self.mem_dim, dim=0)
-                    to_cat_memory.append(obj_ptrs)
-                    to_cat_memory_pos_embed.append(obj_pos)
-                    num_obj_ptr_tokens = obj_ptrs.shape[0]
+            plan = self.select_memories(frame_idx, output_dict, num_frames, track_in_reverse)
+            memory, memory_pos_embed, num_obj_ptr_tokens = self.assemble_memory([plan], device)
+        elif self.directly_add_no_mem_embed:
+            pix_feat_with_mem = current_vision_feats[-1] + self.no_mem_embed
+            return pix_feat_with_mem.permute(1, 2, 0).view(b, c, h, w)
         else:
-            if self.directly_add_no_mem_embed:
-                pix_feat_with_mem = current_vision_feats[-1] + self.no_mem_embed
-                return pix_feat_with_mem.permute(1, 2, 0).view(b, c, h, w)
-            to_cat_memory = [self.no_mem_embed.expand(1, b, self.mem_dim)]
-            to_cat_memory_pos_embed = [self.no_mem_pos_enc.expand(1, b, self.mem_dim)]
+            # a dummy token on the first frame (the transformer needs a non-empty memory)
+            memory = self.no_mem_embed.expand(1, b, self.mem_dim)
+            memory_pos_embed = self.no_mem_pos_enc.expand(1, b, self.mem_dim)
+            num_obj_ptr_tokens = 0
 
-        memory = torch.cat(to_cat_memory, dim=0)
-        memory_pos_embed = torch.cat(to_cat_memory_pos_embed, dim=0)
         pix_feat_with_mem = self.memory_attention(
             curr=current_vision_feats,
             curr_pos=current_vision_pos_embeds,
@@ -606,14 +665,20 @@ class SAM2Base(nn.Module):
         pred_masks_high_res: torch.Tensor,
         object_score_logits: torch.Tensor,
         is_mask_from_pts: bool,
+        across_batch_constraints: bool = True,
     ):
         """Encode the current frame and its predicted mask into ``(maskmem_features
-        [B, mem_dim, h, w], maskmem_pos_enc [list of one [B, mem_dim, h, w]])``."""
+        [B, mem_dim, h, w], maskmem_pos_enc [list of one [B, mem_dim, h, w]])``.
+
+        ``non_overlap_masks_for_mem_enc`` compares the masks across the batch; pass
+        ``across_batch_constraints=False`` when the batch holds independently tracked objects
+        (the official video predictor encodes each object alone, where it has no effect).
+        """
         b = current_vision_feats[-1].size(1)
         c = self.hidden_dim
         h, w = feat_sizes[-1]
         pix_feat = current_vision_feats[-1].permute(1, 2, 0).view(b, c, h, w)
-        if self.non_overlap_masks_for_mem_enc and not self.training:
+        if self.non_overlap_masks_for_mem_enc and not self.training and across_batch_constraints:
             pred_masks_high_res = self._apply_non_overlapping_constraints(pred_masks_high_res)
         binarize = self.binarize_mask_from_pts_for_mem_enc and is_mask_from_pts
         if binarize and not self.training:

@@ -101,8 +101,6 @@ class RoPEAttention(Attention):
     def forward(self, q: Tensor, k: Tensor, v: Tensor, num_k_exclude_rope: int = 0) -> Tensor:
         q = self._separate_heads(self.q_proj(q))
         k = self._separate_heads(self.k_proj(k))
-        v = self._separate_heads(self.v_proj(v))
-
         nq = q.shape[-2]
         cos, sin = self.rope_tables(nq, q.device)
         q = apply_rope(q, cos, sin)
@@ -120,6 +118,7 @@ class RoPEAttention(Attention):
             k_rope = apply_rope(k_rope.unflatten(2, (-1, nq)), cos, sin).flatten(2, 3)
             k = torch.cat([k_rope, k[:, :, num_k_rope:]], dim=2)
 
+        v = self._separate_heads(self.v_proj(v))
         dropout_p = self.dropout_p if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
         return self.out_proj(self._recombine_heads(out))

@@ -168,9 +168,12 @@ def fill_holes_and_sprinkles(
     mask_threshold: float,
     max_hole_area: float,
     max_sprinkle_area: float,
+    hole_fill_value: float | None = None,
 ) -> torch.Tensor:
     """Remove small holes and sprinkles from mask logits, as official SAM 2 does before
-    upsampling (``SAM2Transforms.postprocess_masks``).
+    upsampling (``SAM2Transforms.postprocess_masks``; the video predictor's
+    ``fill_holes_in_mask_scores`` is ``mask_threshold=0, max_sprinkle_area=0,
+    hole_fill_value=0.1``).
 
     Holes are 8-connected background components (logits ``<= mask_threshold``) of at most
     ``max_hole_area`` pixels: their logits become ``mask_threshold + 10``. Sprinkles are
@@ -183,6 +186,7 @@ def fill_holes_and_sprinkles(
         mask_threshold: score above which a pixel is foreground.
         max_hole_area: largest hole to fill, in pixels.
         max_sprinkle_area: largest sprinkle to remove, in pixels.
+        hole_fill_value: the logit holes get (default ``mask_threshold + 10``).
 
     Returns:
         ``[B, C, H, W]`` float32 logits. When both areas are ``<= 0`` this is
@@ -199,7 +203,8 @@ def fill_holes_and_sprinkles(
     mask_flat = masks.flatten(0, 1).unsqueeze(1)  # every mask as a 1-channel image
     if max_hole_area > 0:
         is_hole = _small_components(mask_flat <= mask_threshold, max_hole_area)
-        masks = torch.where(is_hole.reshape_as(masks), mask_threshold + 10.0, masks)
+        fill = mask_threshold + 10.0 if hole_fill_value is None else hole_fill_value
+        masks = torch.where(is_hole.reshape_as(masks), fill, masks)
     if max_sprinkle_area > 0:
         is_sprinkle = _small_components(mask_flat > mask_threshold, max_sprinkle_area)
         masks = torch.where(is_sprinkle.reshape_as(masks), mask_threshold - 10.0, masks)
