@@ -21,6 +21,7 @@ _LAZY = {
     "build_sam2_video_predictor_hf": "sam2_fast.build_sam",
     "SAM2ImagePredictor": "sam2_fast.predictors.image_predictor",
     "SAM2VideoPredictor": "sam2_fast.predictors.video_predictor",
+    "SAM2StreamPredictor": "sam2_fast.predictors.stream_predictor",
     "SAM2Base": "sam2_fast.modeling.sam2_base",
     "SAM2Config": "sam2_fast.modeling.config",
     "list_models": "sam2_fast.zoo",

@@ -54,6 +54,42 @@ def fill_holes_in_mask_scores(mask: torch.Tensor, max_area: int) -> torch.Tensor
     return fill_holes_and_sprinkles(mask, 0.0, max_area, 0, hole_fill_value=0.1)
 
 
+def new_inference_state(
+    images: LazyVideoFrames,
+    num_frames: int,
+    video_hw: Tuple[int, int],
+    device: torch.device,
+    offload_video_to_cpu: bool = False,
+    offload_state_to_cpu: bool = False,
+) -> InferenceState:
+    """An empty tracking session over ``images`` (the official ``inference_state`` keys)."""
+    return {
+        "images": images,
+        "num_frames": num_frames,
+        "offload_video_to_cpu": offload_video_to_cpu,
+        "offload_state_to_cpu": offload_state_to_cpu,
+        "video_height": video_hw[0],
+        "video_width": video_hw[1],
+        "device": device,
+        "storage_device": torch.device("cpu") if offload_state_to_cpu else device,
+        # prompts per object: {obj_idx: {frame_idx: inputs}}
+        "point_inputs_per_obj": {},
+        "mask_inputs_per_obj": {},
+        # image features of recent frames (LRU)
+        "cached_features": OrderedDict(),
+        # values shared by all frames (the memory position encoding)
+        "constants": {},
+        "obj_id_to_idx": OrderedDict(),
+        "obj_idx_to_id": OrderedDict(),
+        "obj_ids": [],
+        # per object: {"cond_frame_outputs": {...}, "non_cond_frame_outputs": {...}}
+        "output_dict_per_obj": {},
+        # outputs of prompts not yet encoded into memory (merged when tracking starts)
+        "temp_output_dict_per_obj": {},
+        "frames_tracked_per_obj": {},
+    }
+
+
 class SAM2VideoPredictor(SAM2Base):
     """The SAM 2 model with the interactive video-tracking API."""
 
@@ -130,26 +166,14 @@ class SAM2VideoPredictor(SAM2Base):
             cache_size=2,
             prefetch=2 if async_loading_frames else 0,
         )
-        state: InferenceState = {
-            "images": images,
-            "num_frames": len(images),
-            "offload_video_to_cpu": offload_video_to_cpu,
-            "offload_state_to_cpu": offload_state_to_cpu,
-            "video_height": source.height,
-            "video_width": source.width,
-            "device": compute_device,
-            "storage_device": torch.device("cpu") if offload_state_to_cpu else compute_device,
-            "point_inputs_per_obj": {},
-            "mask_inputs_per_obj": {},
-            "cached_features": OrderedDict(),
-            "constants": {},
-            "obj_id_to_idx": OrderedDict(),
-            "obj_idx_to_id": OrderedDict(),
-            "obj_ids": [],
-            "output_dict_per_obj": {},
-            "temp_output_dict_per_obj": {},
-            "frames_tracked_per_obj": {},
-        }
+        state = new_inference_state(
+            images,
+            num_frames=len(images),
+            video_hw=(source.height, source.width),
+            device=compute_device,
+            offload_video_to_cpu=offload_video_to_cpu,
+            offload_state_to_cpu=offload_state_to_cpu,
+        )
         # warm up on frame 0, where users usually click first
         self._get_image_feature(state, frame_idx=0, batch_size=1)
         return state
@@ -467,7 +491,6 @@ class SAM2VideoPredictor(SAM2Base):
         self.propagate_in_video_preflight(inference_state)
         obj_ids = inference_state["obj_ids"]
         num_frames = inference_state["num_frames"]
-        batch_size = self._get_obj_num(inference_state)
         if start_frame_idx is None:
             start_frame_idx = min(
                 t
@@ -491,29 +514,40 @@ class SAM2VideoPredictor(SAM2Base):
         step = -1 if reverse else 1
         for frame_idx in tqdm(processing_order, desc="propagate in video", disable=not self.show_progress):
             images.prefetch(frame_idx + step * k for k in range(1, 3))
-            to_track = [
-                obj_idx
-                for obj_idx in range(batch_size)
-                if frame_idx not in inference_state["output_dict_per_obj"][obj_idx]["cond_frame_outputs"]
-            ]
-            new_outputs, new_masks = self._track_objects(inference_state, frame_idx, to_track, reverse)
-            pred_masks_per_obj = []
-            for obj_idx in range(batch_size):
-                obj_output_dict = inference_state["output_dict_per_obj"][obj_idx]
-                if obj_idx in new_outputs:
-                    obj_output_dict["non_cond_frame_outputs"][frame_idx] = new_outputs[obj_idx]
-                    pred_masks = new_masks[obj_idx]
-                else:
-                    # frames with prompts keep their consolidated outputs
-                    out = obj_output_dict["cond_frame_outputs"][frame_idx]
-                    pred_masks = out["pred_masks"].to(inference_state["device"], non_blocking=True)
-                    if self.clear_non_cond_mem_around_input:
-                        self._clear_obj_non_cond_mem_around_input(inference_state, frame_idx, obj_idx)
-                inference_state["frames_tracked_per_obj"][obj_idx][frame_idx] = {"reverse": reverse}
-                pred_masks_per_obj.append(pred_masks)
-            all_pred_masks = torch.cat(pred_masks_per_obj, dim=0)
-            _, video_res_masks = self._get_orig_video_res_output(inference_state, all_pred_masks)
+            video_res_masks = self._propagate_frame(inference_state, frame_idx, reverse)
             yield frame_idx, obj_ids, video_res_masks
+
+    def _propagate_frame(self, inference_state: InferenceState, frame_idx: int, reverse: bool) -> torch.Tensor:
+        """Track every object without a prompt on ``frame_idx`` (one batched pass), store the
+        results, and return all objects' masks at video resolution ``[N, 1, H, W]``.
+
+        The state is only modified after the model ran, so an exception (or an interrupt)
+        leaves it as it was before this frame.
+        """
+        batch_size = self._get_obj_num(inference_state)
+        to_track = [
+            obj_idx
+            for obj_idx in range(batch_size)
+            if frame_idx not in inference_state["output_dict_per_obj"][obj_idx]["cond_frame_outputs"]
+        ]
+        new_outputs, new_masks = self._track_objects(inference_state, frame_idx, to_track, reverse)
+        pred_masks_per_obj = []
+        for obj_idx in range(batch_size):
+            obj_output_dict = inference_state["output_dict_per_obj"][obj_idx]
+            if obj_idx in new_outputs:
+                obj_output_dict["non_cond_frame_outputs"][frame_idx] = new_outputs[obj_idx]
+                pred_masks = new_masks[obj_idx]
+            else:
+                # frames with prompts keep their consolidated outputs
+                out = obj_output_dict["cond_frame_outputs"][frame_idx]
+                pred_masks = out["pred_masks"].to(inference_state["device"], non_blocking=True)
+                if self.clear_non_cond_mem_around_input:
+                    self._clear_obj_non_cond_mem_around_input(inference_state, frame_idx, obj_idx)
+            inference_state["frames_tracked_per_obj"][obj_idx][frame_idx] = {"reverse": reverse}
+            pred_masks_per_obj.append(pred_masks)
+        all_pred_masks = torch.cat(pred_masks_per_obj, dim=0)
+        _, video_res_masks = self._get_orig_video_res_output(inference_state, all_pred_masks)
+        return video_res_masks
 
     def _track_objects(
         self,
