@@ -1,10 +1,11 @@
-"""``sam2-fast`` command line: info, segment, convert, demo.
+"""``sam2-fast`` command line: info, segment, track, convert, demo.
 
 Examples::
 
     sam2-fast info
     sam2-fast segment photo.jpg --point 320,240 --point 100,80,0 --model sam2.1-hiera-tiny --out mask.png
     sam2-fast segment photo.jpg --box 50,60,400,380 --model ./sam2.1_hiera_tiny.pt --out mask.png
+    sam2-fast track clip.mp4 --point 0,320,240 --box 12,50,60,400,380,2 --out clip_out
     sam2-fast convert sam2.1_hiera_tiny.pt sam2.1_hiera_tiny.safetensors
     sam2-fast demo --out demo_out
 """
@@ -131,9 +132,26 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _random_weights_model(name: str, device, video: bool = False, overrides: Sequence[str] = ()):
+    """The ``name`` variant (zoo name or Hub id) with random weights (seed 0); ``overrides``
+    are official hydra-style config overrides."""
+    from sam2_fast import build_sam2, build_sam2_video_predictor
+    from sam2_fast.modeling.init import random_state_dict
+    from sam2_fast.zoo import get_model_info
+
+    build = build_sam2_video_predictor if video else build_sam2
+    model = build(name, device=device, hydra_overrides_extra=list(overrides))
+    model.load_state_dict(random_state_dict(get_model_info(name).config, seed=0))
+    return model
+
+
+def _warn_random_weights(message: str) -> None:
+    banner = "!" * 78
+    print(f"{banner}\n{message}\n{banner}", file=sys.stderr)
+
+
 def _demo_model(name: str, device):
     """Real weights when found (local cache or Hub), else random weights (with a warning)."""
-    from sam2_fast import build_sam2
     from sam2_fast.build_sam import build_sam2_hf
     from sam2_fast.hub import CheckpointNotFoundError
 
@@ -141,12 +159,7 @@ def _demo_model(name: str, device):
         return build_sam2_hf(name, device=device), True, ""
     except CheckpointNotFoundError as exc:
         reason = str(exc)
-    from sam2_fast.modeling.init import random_state_dict
-    from sam2_fast.zoo import get_model_info
-
-    model = build_sam2(name, device=device)
-    model.load_state_dict(random_state_dict(get_model_info(name).config, seed=0))
-    return model, False, reason
+    return _random_weights_model(name, device), False, reason
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -157,12 +170,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     image = sample_image()
     model, real, reason = _demo_model(args.model, args.device)
     if not real:
-        banner = "!" * 78
-        print(
-            f"{banner}\nWARNING: no checkpoint for {args.model!r} was found locally or on the Hub,\n"
+        _warn_random_weights(
+            f"WARNING: no checkpoint for {args.model!r} was found locally or on the Hub,\n"
             f"so the demo runs with RANDOM WEIGHTS: the masks below are meaningless.\n\n"
-            f"{reason}\n\nThen run `sam2-fast demo` again.\n{banner}",
-            file=sys.stderr,
+            f"{reason}\n\nThen run `sam2-fast demo` again."
         )
     predictor = SAM2ImagePredictor(model)
     name, (x, y) = next(iter(SAMPLE_OBJECTS.items()))
@@ -201,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--multimask", action="store_true", help="predict 3 masks and keep the best")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: auto)")
     p.set_defaults(func=cmd_segment)
+
+    from sam2_fast.cli_track import add_track_parser
+
+    add_track_parser(sub)
 
     p = sub.add_parser("convert", help="convert an official .pt checkpoint to .safetensors")
     p.add_argument("src", help="input checkpoint (.pt or .safetensors)")

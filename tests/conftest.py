@@ -43,7 +43,17 @@ def extension() -> ModuleType:
 
 
 # ----------------------------------------------------------------------------------------
-# checkpoints (tests/test_checkpoint.py, tests/test_hub.py)
+# checkpoints (tests/test_checkpoint.py, tests/test_hub.py, tests/test_cli*.py)
+
+
+@pytest.fixture
+def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hugging Face cache with downloads disabled; returns the cache folder."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "hf" / "hub"
+
 
 TINY = "sam2.1-hiera-tiny"
 

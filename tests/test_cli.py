@@ -18,15 +18,6 @@ from sam2_fast.sample import SAMPLE_OBJECTS, sample_image
 TINY = "sam2.1-hiera-tiny"
 
 
-@pytest.fixture
-def offline_hub(tmp_path, monkeypatch):
-    """An empty Hugging Face cache with downloads disabled."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return tmp_path / "hf" / "hub"
-
-
 @pytest.fixture(scope="module")
 def image_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("img") / "scene.png"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import List, Optional, Union
 
-import torch
 from torch import Tensor, nn
 
 from sam2_fast.modeling.common import activation_fn

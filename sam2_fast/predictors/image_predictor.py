@@ -9,7 +9,7 @@ removal (``max_hole_area`` / ``max_sprinkle_area``) also runs on CPU.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -17,6 +17,9 @@ import torch
 from sam2_fast.modeling.sam2_base import SAM2Base
 from sam2_fast.utils import validation as V
 from sam2_fast.utils.transforms import SAM2Transforms
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL.Image import Image
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +99,7 @@ class SAM2ImagePredictor:
         return {"image_embed": feats[-1], "high_res_feats": feats[:-1]}
 
     @torch.no_grad()
-    def set_image(self, image: Union[np.ndarray, "PIL.Image.Image"]) -> None:  # noqa: F821
+    def set_image(self, image: Union[np.ndarray, "Image"]) -> None:
         """Compute the embeddings of ``image`` (``[H, W, 3]`` uint8 RGB array or PIL image)."""
         img = V.as_rgb_uint8(image, "image")
         logger.info("Computing image embeddings for the provided image...")

@@ -8,6 +8,7 @@ the model-sized input of recent frames is cached.
 from __future__ import annotations
 
 import abc
+import bisect
 import os
 import threading
 from collections import OrderedDict
@@ -136,9 +137,17 @@ class VideoFileFrames(FrameSource):
                     raise VideoReadError(f"video_path: {str(self.path)!r} has no video stream")
                 stream = container.streams.video[0]
                 self._time_base = stream.time_base
-                # demux only (no decoding) to learn every frame's timestamp
-                self._pts = sorted(
-                    p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0
+                # demux only (no decoding) to learn every frame's timestamp and the key frames
+                packets = [
+                    (p.pts, p.pts if p.dts is None else p.dts, p.is_keyframe)
+                    for p in container.demux(stream)
+                    if p.pts is not None and p.size > 0
+                ]
+                self._pts = sorted(pts for pts, _, _ in packets)
+                # (pts, dts) of the key frames in presentation order; the first packet is
+                # a key frame in any decodable stream
+                self._keyframes = sorted(
+                    {(pts, dts) for i, (pts, dts, key) in enumerate(packets) if key or i == 0}
                 )
                 self.width, self.height = stream.codec_context.width, stream.codec_context.height
         except VideoReadError:
@@ -153,10 +162,14 @@ class VideoFileFrames(FrameSource):
         self._next_index: Optional[int] = None
 
     def _open_at(self, index: int) -> None:
+        """Seek to the last key frame shown at or before frame ``index``. Demuxers seek by
+        decode timestamp (mp4), which with B-frames can land on a later key frame than the
+        frame's own timestamp would: seek to that key frame's decode timestamp instead."""
         if self._container is None:
             self._container = self._av.open(str(self.path))
         stream = self._container.streams.video[0]
-        self._container.seek(self._pts[index], stream=stream, backward=True, any_frame=False)
+        k = max(bisect.bisect_right(self._keyframes, (self._pts[index], float("inf"))) - 1, 0)
+        self._container.seek(self._keyframes[k][1], stream=stream, backward=True, any_frame=False)
         self._decoder = self._container.decode(stream)
         self._next_index = None
 
@@ -169,13 +182,18 @@ class VideoFileFrames(FrameSource):
                 for frame in self._decoder:
                     if frame.pts is None or frame.pts < target:
                         continue
+                    if frame.pts > target:  # never hand out a neighbouring frame instead
+                        break
                     self._next_index = index + 1
                     return frame.to_ndarray(format="rgb24")
             except Exception as exc:
                 self._decoder = None
                 raise VideoReadError(f"frame {index} of {str(self.path)!r} could not be decoded ({exc})") from None
         self._decoder = None
-        raise VideoReadError(f"frame {index} of {str(self.path)!r} could not be decoded (stream ended)")
+        raise VideoReadError(
+            f"frame {index} of {str(self.path)!r} could not be decoded (the decoder skipped it "
+            "or the stream ended early)"
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -195,6 +213,20 @@ class ArrayFrames(FrameSource):
             raise VideoReadError("video_path: the sequence of frames is empty")
         first = as_rgb_uint8(frames[0], "video_path[0]")
         self.height, self.width = first.shape[:2]
+        if not isinstance(frames, np.ndarray):  # check every frame now, not mid-tracking
+            from PIL import Image
+
+            for i in range(1, self.num_frames):
+                frame = frames[i]
+                if isinstance(frame, Image.Image):  # header only: no decoding
+                    h, w = frame.height, frame.width
+                else:
+                    h, w = as_rgb_uint8(frame, f"video_path[{i}]").shape[:2]
+                if (h, w) != (self.height, self.width):
+                    raise VideoReadError(
+                        f"video_path[{i}]: frame is {w}x{h} but frame 0 is {self.width}x{self.height}; "
+                        "all frames of a video must have the same size"
+                    )
 
     def _read(self, index: int) -> np.ndarray:
         return as_rgb_uint8(self._frames[index], f"video_path[{index}]")

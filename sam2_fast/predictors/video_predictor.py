@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from contextlib import contextmanager
 from typing import Any, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -178,12 +179,12 @@ class SAM2VideoPredictor(SAM2Base):
         self._get_image_feature(state, frame_idx=0, batch_size=1)
         return state
 
-    def _check_frame_idx(self, inference_state: InferenceState, frame_idx: Any) -> int:
+    def _check_frame_idx(self, inference_state: InferenceState, frame_idx: Any, name: str = "frame_idx") -> int:
         if isinstance(frame_idx, bool) or not isinstance(frame_idx, (int, np.integer)):
-            raise TypeError(f"frame_idx: expected an int, got {type(frame_idx).__name__}")
+            raise TypeError(f"{name}: expected an int, got {type(frame_idx).__name__}")
         n = inference_state["num_frames"]
         if not 0 <= frame_idx < n:
-            raise IndexError(f"frame_idx: {frame_idx} is out of range for a video of {n} frames (0..{n - 1})")
+            raise IndexError(f"{name}: {frame_idx} is out of range for a video of {n} frames (0..{n - 1})")
         return int(frame_idx)
 
     def _obj_id_to_idx(self, inference_state: InferenceState, obj_id: Hashable) -> int:
@@ -251,7 +252,7 @@ class SAM2VideoPredictor(SAM2Base):
         if points is None and box is None:
             raise ValueError("at least one of points or box must be provided as input")
         hw = (inference_state["video_height"], inference_state["video_width"])
-        coords, lab = V.check_points(points, labels, hw, normalize_coords)
+        coords, lab = V.check_points(points, labels, hw, normalize_coords, names=("points", "labels"))
         if coords is not None and coords.ndim == 3:
             if coords.shape[0] != 1:
                 raise ValueError(f"points: one object at a time, expected [N, 2] or [1, N, 2], got {coords.shape}")
@@ -275,6 +276,7 @@ class SAM2VideoPredictor(SAM2Base):
         pts = (pts * self.image_size).to(inference_state["device"])
         lbl = lbl.to(inference_state["device"])
 
+        is_new_object = obj_id not in inference_state["obj_id_to_idx"]
         obj_idx = self._obj_id_to_idx(inference_state, obj_id)
         point_inputs_per_frame = inference_state["point_inputs_per_obj"][obj_idx]
         old = point_inputs_per_frame.get(frame_idx, None) if not clear_old_points else None
@@ -288,19 +290,20 @@ class SAM2VideoPredictor(SAM2Base):
             prev_sam_mask_logits = torch.clamp(
                 prev_out["pred_masks"].to(inference_state["device"], non_blocking=True), -32.0, 32.0
             )
-        current_out, _ = self._run_single_frame_inference(
-            inference_state=inference_state,
-            output_dict=inference_state["output_dict_per_obj"][obj_idx],
-            frame_idx=frame_idx,
-            batch_size=1,
-            is_init_cond_frame=is_init_cond_frame,
-            point_inputs=point_inputs,
-            mask_inputs=None,
-            reverse=reverse,
-            # memories are encoded when propagation starts (after the user's last click)
-            run_mem_encoder=False,
-            prev_sam_mask_logits=prev_sam_mask_logits,
-        )
+        with self._discard_new_object_on_error(inference_state, obj_id, is_new_object):
+            current_out, _ = self._run_single_frame_inference(
+                inference_state=inference_state,
+                output_dict=inference_state["output_dict_per_obj"][obj_idx],
+                frame_idx=frame_idx,
+                batch_size=1,
+                is_init_cond_frame=is_init_cond_frame,
+                point_inputs=point_inputs,
+                mask_inputs=None,
+                reverse=reverse,
+                # memories are encoded when propagation starts (after the user's last click)
+                run_mem_encoder=False,
+                prev_sam_mask_logits=prev_sam_mask_logits,
+            )
         # commit only after the model ran, so a failure leaves the state as it was
         point_inputs_per_frame[frame_idx] = point_inputs
         inference_state["mask_inputs_per_obj"][obj_idx].pop(frame_idx, None)
@@ -342,23 +345,36 @@ class SAM2VideoPredictor(SAM2Base):
         else:
             mask_inputs = mask_inputs_orig
 
+        is_new_object = obj_id not in inference_state["obj_id_to_idx"]
         obj_idx = self._obj_id_to_idx(inference_state, obj_id)
         is_init_cond_frame, reverse, is_cond, storage_key = self._frame_role(inference_state, obj_idx, frame_idx)
-        current_out, _ = self._run_single_frame_inference(
-            inference_state=inference_state,
-            output_dict=inference_state["output_dict_per_obj"][obj_idx],
-            frame_idx=frame_idx,
-            batch_size=1,
-            is_init_cond_frame=is_init_cond_frame,
-            point_inputs=None,
-            mask_inputs=mask_inputs,
-            reverse=reverse,
-            run_mem_encoder=False,
-        )
+        with self._discard_new_object_on_error(inference_state, obj_id, is_new_object):
+            current_out, _ = self._run_single_frame_inference(
+                inference_state=inference_state,
+                output_dict=inference_state["output_dict_per_obj"][obj_idx],
+                frame_idx=frame_idx,
+                batch_size=1,
+                is_init_cond_frame=is_init_cond_frame,
+                point_inputs=None,
+                mask_inputs=mask_inputs,
+                reverse=reverse,
+                run_mem_encoder=False,
+            )
         inference_state["mask_inputs_per_obj"][obj_idx][frame_idx] = mask_inputs
         inference_state["point_inputs_per_obj"][obj_idx].pop(frame_idx, None)
         inference_state["temp_output_dict_per_obj"][obj_idx][storage_key][frame_idx] = current_out
         return self._frame_output_at_video_res(inference_state, frame_idx, is_cond)
+
+    @contextmanager
+    def _discard_new_object_on_error(self, inference_state: InferenceState, obj_id: Hashable, is_new: bool):
+        """If the first prompt of a new object fails (an error, a KeyboardInterrupt), the
+        object is not added: otherwise tracking would stop on an object without prompts."""
+        try:
+            yield
+        except BaseException:
+            if is_new:
+                self.remove_object(inference_state, obj_id, need_output=False)
+            raise
 
     def _frame_role(self, inference_state: InferenceState, obj_idx: int, frame_idx: int):
         """(is_init_cond_frame, reverse, is_cond, storage_key) of a prompt on a frame: a frame
@@ -488,6 +504,16 @@ class SAM2VideoPredictor(SAM2Base):
         Each frame's results are stored before it is yielded, so stopping the generator (or
         an interrupt) leaves a consistent state from which propagation can resume.
         """
+        # check the arguments before the preflight changes the state
+        if start_frame_idx is not None:
+            start_frame_idx = self._check_frame_idx(inference_state, start_frame_idx, "start_frame_idx")
+        if max_frame_num_to_track is not None:
+            if isinstance(max_frame_num_to_track, bool) or not isinstance(max_frame_num_to_track, (int, np.integer)):
+                raise TypeError(
+                    f"max_frame_num_to_track: expected an int or None, got {type(max_frame_num_to_track).__name__}"
+                )
+            if max_frame_num_to_track < 0:
+                raise ValueError(f"max_frame_num_to_track: expected >= 0, got {max_frame_num_to_track}")
         self.propagate_in_video_preflight(inference_state)
         obj_ids = inference_state["obj_ids"]
         num_frames = inference_state["num_frames"]
@@ -497,12 +523,8 @@ class SAM2VideoPredictor(SAM2Base):
                 for obj_output_dict in inference_state["output_dict_per_obj"].values()
                 for t in obj_output_dict["cond_frame_outputs"]
             )
-        else:
-            start_frame_idx = self._check_frame_idx(inference_state, start_frame_idx)
         if max_frame_num_to_track is None:
             max_frame_num_to_track = num_frames
-        elif max_frame_num_to_track < 0:
-            raise ValueError(f"max_frame_num_to_track: expected >= 0, got {max_frame_num_to_track}")
         if reverse:
             end_frame_idx = max(start_frame_idx - max_frame_num_to_track, 0)
             processing_order = range(start_frame_idx, end_frame_idx - 1, -1) if start_frame_idx > 0 else range(0)

@@ -69,38 +69,41 @@ def check_points(
     point_labels,
     orig_hw: Tuple[int, int],
     normalize_coords: bool,
+    names: Tuple[str, str] = ("point_coords", "point_labels"),
 ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
     """Validate click prompts: coords ``[N, 2]`` or ``[B, N, 2]`` (x, y), labels ``[N]`` /
-    ``[B, N]`` in {-1, 0, 1, 2, 3}; points must lie inside the image."""
+    ``[B, N]`` in {-1, 0, 1, 2, 3}; points must lie inside the image. ``names`` are the
+    caller's argument names, used in the messages."""
+    c_name, l_name = names
     if point_coords is None:
         if point_labels is not None:
-            raise ValueError("point_labels was given without point_coords")
+            raise ValueError(f"{l_name} was given without {c_name}")
         return None, None
     if point_labels is None:
-        raise ValueError("point_labels must be supplied if point_coords is supplied")
-    coords = _as_float_array(point_coords, "point_coords")
+        raise ValueError(f"{l_name} must be supplied if {c_name} is supplied")
+    coords = _as_float_array(point_coords, c_name)
     labels = np.asarray(
         point_labels.detach().cpu() if hasattr(point_labels, "detach") else point_labels
     )
     if coords.ndim not in (2, 3) or coords.shape[-1] != 2:
         raise ValueError(
-            f"point_coords: expected shape [N, 2] or [B, N, 2] of (x, y), got {tuple(coords.shape)}"
+            f"{c_name}: expected shape [N, 2] or [B, N, 2] of (x, y), got {tuple(coords.shape)}"
         )
     if coords.shape[-2] == 0:
-        raise ValueError("point_coords: no points given (N = 0); pass None instead")
+        raise ValueError(f"{c_name}: no points given (N = 0); pass None instead")
     if labels.shape != coords.shape[:-1]:
         raise ValueError(
-            f"point_labels: expected shape {tuple(coords.shape[:-1])} (one label per point), "
+            f"{l_name}: expected shape {tuple(coords.shape[:-1])} (one label per point), "
             f"got {tuple(labels.shape)}"
         )
     if labels.dtype.kind not in "iub" and not (
         labels.dtype.kind == "f" and np.all(labels == np.round(labels))
     ):
-        raise TypeError(f"point_labels: expected integers, got {labels.dtype}")
+        raise TypeError(f"{l_name}: expected integers, got {labels.dtype}")
     bad = ~np.isin(labels, (-1, 0, 1, 2, 3))
     if bad.any():
         raise ValueError(
-            "point_labels: expected 1 (foreground), 0 (background), 2/3 (box corners) or "
+            f"{l_name}: expected 1 (foreground), 0 (background), 2/3 (box corners) or "
             f"-1 (padding), got {sorted(set(labels[bad].tolist()))}"
         )
     h, w = orig_hw
@@ -109,7 +112,7 @@ def check_points(
     if outside.any():
         first = coords[outside][0].tolist()
         frame = f"the {w}x{h} image (0 <= x <= {w}, 0 <= y <= {h})" if normalize_coords else "[0, 1]"
-        raise ValueError(f"point_coords: point {first} (x, y) lies outside {frame}")
+        raise ValueError(f"{c_name}: point {first} (x, y) lies outside {frame}")
     return coords.astype(np.float32), labels.astype(np.int32)
 
 

@@ -1,0 +1,446 @@
+"""``sam2-fast track``: track objects through a video from clicks, boxes or masks.
+
+Writes one PNG per object and frame, a COCO-RLE ``annotations.json`` and an overlay video.
+See ``sam2-fast track --help`` and the README's "Video" section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from sam2_fast.cli import DEFAULT_MODEL, _numbers, _random_weights_model, _warn_random_weights
+
+if TYPE_CHECKING:  # pragma: no cover - for type hints only (imports torch)
+    from sam2_fast.predictors.video_io import FrameSource
+
+#: ``track`` results: frame index -> object id -> compressed COCO RLE of the mask
+Tracked = Dict[int, Dict[int, dict]]
+
+
+# ---------------------------------------------------------------- argument types
+def _index(value: float, what: str, option: str, text: str) -> int:
+    if not value.is_integer() or value < 0:
+        raise argparse.ArgumentTypeError(f"{option}: {what} must be an integer >= 0, got {text!r}")
+    return int(value)
+
+
+def track_point_arg(text: str) -> Tuple[int, float, float, int, int]:
+    """``FRAME,X,Y[,LABEL][,OBJ]`` -> (frame, x, y, label, obj); LABEL defaults to 1, OBJ to 1."""
+    option = "--point FRAME,X,Y[,LABEL][,OBJ]"
+    values = _numbers(text, option, (3, 4, 5))
+    label = values[3] if len(values) >= 4 else 1
+    if label not in (0, 1):
+        raise argparse.ArgumentTypeError(f"--point label must be 1 (foreground) or 0 (background), got {text!r}")
+    obj = _index(values[4], "OBJ", option, text) if len(values) == 5 else 1
+    return _index(values[0], "FRAME", option, text), values[1], values[2], int(label), obj
+
+
+def track_box_arg(text: str) -> Tuple[int, Tuple[float, float, float, float], int]:
+    """``FRAME,X0,Y0,X1,Y1[,OBJ]`` -> (frame, box, obj); OBJ defaults to 1."""
+    option = "--box FRAME,X0,Y0,X1,Y1[,OBJ]"
+    values = _numbers(text, option, (5, 6))
+    obj = _index(values[5], "OBJ", option, text) if len(values) == 6 else 1
+    return _index(values[0], "FRAME", option, text), tuple(values[1:5]), obj
+
+
+def track_mask_arg(text: str) -> Tuple[int, str, int]:
+    """``FRAME,PNG[,OBJ]`` -> (frame, png path, obj); a last field of digits only is OBJ
+    (default 1), anything else belongs to the path."""
+    option = "--mask FRAME,PNG[,OBJ]"
+    frame, sep, rest = text.partition(",")
+    path, obj = rest, "1"
+    head, sep2, tail = rest.rpartition(",")
+    if sep2 and tail.strip().isdigit():
+        path, obj = head, tail
+    if not sep or not path or not frame.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{option} expects an integer frame, a PNG path and an optional object id, got {text!r}")
+    return int(frame), path, int(obj)
+
+
+def _int_at_least(text: str, minimum: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {what} (an integer >= {minimum}), got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _int_at_least(text, 1, "a count")
+
+
+def frame_index_arg(text: str) -> int:
+    return _int_at_least(text, 0, "a frame index")
+
+
+def image_size_arg(text: str) -> int:
+    value = _int_at_least(text, 32, "a size in pixels")
+    if value % 32:
+        raise argparse.ArgumentTypeError(f"expected a multiple of 32 (e.g. 512 or 1024), got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+# ---------------------------------------------------------------- track
+@dataclass
+class FramePrompt:
+    """Everything given for one object on one frame: clicks ``(x, y)`` in pixels with labels,
+    a box ``(x0, y0, x1, y1)`` in pixels, or a mask PNG (read into ``mask``, bool ``[H, W]``,
+    once the video's size is known)."""
+
+    frame: int
+    obj: int
+    points: List[Tuple[float, float]] = field(default_factory=list)
+    labels: List[int] = field(default_factory=list)
+    box: Optional[Tuple[float, float, float, float]] = None
+    mask_path: Optional[str] = None
+    mask: Optional[np.ndarray] = None
+
+    def describe(self) -> str:
+        return f"the prompt for object {self.obj} on frame {self.frame}"
+
+
+def collect_prompts(
+    points: Sequence[Tuple[int, float, float, int, int]],
+    boxes: Sequence[Tuple[int, Tuple[float, float, float, float], int]],
+    masks: Sequence[Tuple[int, str, int]],
+) -> List[FramePrompt]:
+    """Group parsed ``--point`` / ``--box`` / ``--mask`` options into one prompt per
+    (frame, object), in frame order (then object id)."""
+    prompts: Dict[Tuple[int, int], FramePrompt] = {}
+
+    def prompt(frame: int, obj: int) -> FramePrompt:
+        return prompts.setdefault((frame, obj), FramePrompt(frame, obj))
+
+    for frame, x, y, label, obj in points:
+        p = prompt(frame, obj)
+        p.points.append((x, y))
+        p.labels.append(label)
+    for frame, box, obj in boxes:
+        p = prompt(frame, obj)
+        if p.box is not None:
+            raise SystemExit(f"error: two --box for object {obj} on frame {frame}; give one box per object and frame")
+        p.box = box
+    for frame, path, obj in masks:
+        p = prompt(frame, obj)
+        if p.mask_path is not None or p.points or p.box is not None:
+            raise SystemExit(
+                f"error: --mask for object {obj} on frame {frame} cannot be combined with another "
+                "--mask, --point or --box for the same object and frame"
+            )
+        p.mask_path = path
+    if not prompts:
+        raise SystemExit("error: give at least one --point FRAME,X,Y, --box FRAME,X0,Y0,X1,Y1 or --mask FRAME,PNG")
+    return [prompts[key] for key in sorted(prompts)]
+
+
+def load_mask(path: str, height: int, width: int) -> np.ndarray:
+    """A ``--mask`` PNG as a bool ``[H, W]`` mask (nonzero = object); it must have the
+    video's size."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise SystemExit(f"error: --mask {path!r} does not exist or is not a file")
+    try:
+        with Image.open(p) as im:
+            mask = np.asarray(im.convert("L")) > 0
+    except (UnidentifiedImageError, OSError) as exc:
+        raise SystemExit(f"error: --mask {path!r} could not be read as an image: {exc}") from None
+    if mask.shape != (height, width):
+        raise SystemExit(
+            f"error: --mask {path!r} is {mask.shape[1]}x{mask.shape[0]} but the video is "
+            f"{width}x{height}; give a mask of the video's size"
+        )
+    return mask
+
+
+def _open_video(path: str):
+    from sam2_fast.predictors.video_io import VideoReadError, open_video
+
+    try:
+        return open_video(path)
+    except VideoReadError as exc:
+        raise SystemExit(f"error: VIDEO {path!r} could not be read: {exc}") from None
+
+
+def _source_fps(source: FrameSource) -> Optional[float]:
+    """The frame rate of a video file, ``None`` for a folder of frames."""
+    from sam2_fast.predictors.video_io import VideoFileFrames
+
+    if not isinstance(source, VideoFileFrames):
+        return None
+    import av
+
+    with av.open(str(source.path)) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+    return float(rate) if rate else None
+
+
+def _video_predictor(model: str, device, random_weights: bool, image_size: Optional[int]):
+    from sam2_fast import SAM2VideoPredictor
+
+    overrides = [] if image_size is None else [f"++model.image_size={image_size}"]
+    if not random_weights:
+        predictor = SAM2VideoPredictor.from_pretrained(model, device=device, hydra_overrides_extra=overrides)
+    else:
+        if Path(model).exists():
+            raise SystemExit(
+                "error: --random-weights builds the variant named by --model with random weights: "
+                f"give a zoo name or Hub id (e.g. {DEFAULT_MODEL}), not the file {model!r}"
+            )
+        _warn_random_weights(
+            f"WARNING: --random-weights: {model!r} runs with RANDOM WEIGHTS, no checkpoint is\n"
+            "loaded: the masks are meaningless (this only tries out the pipeline)."
+        )
+        predictor = _random_weights_model(model, device, video=True, overrides=overrides)
+    predictor.show_progress = False
+    return predictor
+
+
+def _add_prompts(predictor, state: dict, prompts: Sequence[FramePrompt]) -> None:
+    for p in prompts:
+        try:
+            if p.mask is not None:
+                predictor.add_new_mask(state, p.frame, p.obj, p.mask)
+            else:
+                predictor.add_new_points_or_box(
+                    state,
+                    p.frame,
+                    p.obj,
+                    points=np.array(p.points, np.float32) if p.points else None,
+                    labels=np.array(p.labels, np.int32) if p.points else None,
+                    box=np.array(p.box, np.float32) if p.box is not None else None,
+                )
+        except (ValueError, TypeError) as exc:
+            raise SystemExit(f"error: {p.describe()}: {exc}") from None
+
+
+def _track_passes(
+    prompts: Sequence[FramePrompt], start: Optional[int], reverse: bool, max_frames: Optional[int], num_frames: int
+) -> List[Tuple[int, bool, int]]:
+    """``(start frame, reverse, number of frames)`` of each propagation: forward from
+    ``start`` (default: the first prompted frame), then with ``reverse`` backward from the
+    later of that frame and the last prompted frame."""
+    limit = num_frames if max_frames is None else max_frames
+    first = min(p.frame for p in prompts) if start is None else start
+    passes = [(first, False, min(limit, num_frames - first))]
+    if reverse:
+        back = max(first, max(p.frame for p in prompts))
+        # the predictor tracks nothing backward from frame 0 (the forward pass covered it)
+        passes.append((back, True, min(limit, back + 1) if back > 0 else 0))
+    return passes
+
+
+def write_annotations(
+    path: Path,
+    tracked: Tracked,
+    video: str,
+    source: FrameSource,
+    fps: float,
+    model: str,
+    random_weights: bool,
+) -> None:
+    """Write the tracked masks as COCO-style JSON.
+
+    Format (``segmentation`` is a compressed COCO RLE as pycocotools writes it, ``bbox`` is
+    ``[x, y, w, h]`` in pixels, ``area`` in pixels; one annotation per object and tracked
+    frame, empty masks included)::
+
+        {"info": {"description", "version", "model", "random_weights"},
+         "videos": [{"id": 1, "file_name", "height", "width", "length", "fps"}],
+         "annotations": [{"id", "video_id": 1, "frame_index", "obj_id",
+                          "segmentation": {"size": [H, W], "counts": str}, "area", "bbox"}]}
+    """
+    import sam2_fast
+    from sam2_fast.utils.rle import area, rle_to_bbox
+
+    annotations = []
+    for frame_idx in sorted(tracked):
+        for obj_id in sorted(tracked[frame_idx]):
+            rle = tracked[frame_idx][obj_id]
+            annotations.append({
+                "id": len(annotations) + 1,
+                "video_id": 1,
+                "frame_index": frame_idx,
+                "obj_id": obj_id,
+                "segmentation": rle,
+                "area": area(rle),
+                "bbox": rle_to_bbox(rle).tolist(),
+            })
+    document = {
+        "info": {
+            "description": "sam2-fast track",
+            "version": sam2_fast.__version__,
+            "model": model,
+            "random_weights": random_weights,
+        },
+        "videos": [
+            {"id": 1, "file_name": video, "height": source.height, "width": source.width,
+             "length": len(source), "fps": fps}
+        ],
+        "annotations": annotations,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document))
+
+
+def write_overlay_video(
+    path: Path, source: FrameSource, tracked: Tracked, prompts: Sequence[FramePrompt], fps: float
+) -> str:
+    """Encode the tracked frames, in frame order, with every object's mask in its own colour
+    (and the clicks and boxes on the frames that have them); returns the codec used."""
+    from sam2_fast.utils.rle import rle_to_mask
+    from sam2_fast.utils.video_writer import VideoWriter
+    from sam2_fast.utils.visualize import overlay_masks
+
+    obj_ids = sorted({obj_id for masks in tracked.values() for obj_id in masks})
+    with VideoWriter(path, source.height, source.width, fps) as writer:
+        for frame_idx in sorted(tracked):
+            masks = [rle_to_mask(tracked[frame_idx][obj_id]) for obj_id in obj_ids]
+            on_frame = [p for p in prompts if p.frame == frame_idx]
+            points = [xy for p in on_frame for xy in p.points]
+            labels = [label for p in on_frame for label in p.labels]
+            boxes = [p.box for p in on_frame if p.box is not None]
+            writer.write(overlay_masks(
+                source.read(frame_idx),
+                masks,
+                points=np.array(points) if points else None,
+                labels=np.array(labels) if points else None,
+                boxes=np.array(boxes) if boxes else None,
+            ))
+    return writer.codec
+
+
+def _propagate(predictor, state: dict, passes: Sequence[Tuple[int, bool, int]], mask_dir: Path, quiet: bool) -> Tracked:
+    """Run the tracking passes with one progress bar, writing each frame's mask PNGs as they
+    come; a frame tracked again (by the backward pass) keeps its latest masks."""
+    from tqdm import tqdm
+
+    from sam2_fast.utils.rle import mask_to_rle
+    from sam2_fast.utils.visualize import save_png
+
+    tracked: Tracked = {}
+    total = sum(count for _, _, count in passes)
+    with tqdm(total=total, desc="track", unit="frame", file=sys.stderr, disable=quiet) as bar:
+        for start, reverse, count in passes:
+            frames = predictor.propagate_in_video(
+                state, start_frame_idx=start, max_frame_num_to_track=max(count - 1, 0), reverse=reverse
+            )
+            for frame_idx, obj_ids, logits in frames:  # logits [num_objects, 1, H, W]
+                masks = (logits[:, 0] > 0).cpu().numpy()
+                for obj_id, mask in zip(obj_ids, masks):
+                    save_png(mask, mask_dir / f"{frame_idx:05d}_obj{obj_id}.png")
+                    tracked.setdefault(frame_idx, {})[obj_id] = mask_to_rle(mask)
+                bar.update()
+    return tracked
+
+
+def _track(args: argparse.Namespace, prompts: List[FramePrompt], source: FrameSource) -> int:
+    n = len(source)
+    for p in prompts:
+        if p.frame >= n:
+            raise SystemExit(f"error: {p.describe()} is outside VIDEO, which has {n} frames (0..{n - 1})")
+    if args.start is not None and args.start >= n:
+        raise SystemExit(f"error: --start {args.start} is outside VIDEO, which has {n} frames (0..{n - 1})")
+    for p in prompts:  # a bad mask file fails before the model loads
+        if p.mask_path is not None:
+            p.mask = load_mask(p.mask_path, source.height, source.width)
+    fps = args.fps or _source_fps(source) or 24.0
+    predictor = _video_predictor(args.model, args.device, args.random_weights, args.image_size)
+
+    t0 = time.perf_counter()
+    state = predictor.init_state(source)
+    _add_prompts(predictor, state, prompts)
+    passes = _track_passes(prompts, args.start, args.reverse, args.max_frames, n)
+    out_dir = Path(args.out)
+    tracked = _propagate(predictor, state, passes, out_dir / "masks", args.quiet)
+    seconds = time.perf_counter() - t0
+
+    written = [f"{out_dir / 'masks'}/ ({sum(map(len, tracked.values()))} PNGs)", str(out_dir / "annotations.json")]
+    write_annotations(out_dir / "annotations.json", tracked, str(args.video), source, fps,
+                      args.model, args.random_weights)
+    if not args.no_video:
+        codec = write_overlay_video(out_dir / "overlay.mp4", source, tracked, prompts, fps)
+        written.append(f"{out_dir / 'overlay.mp4'} ({codec}, {fps:g} fps)")
+    obj_ids = sorted({obj_id for masks in tracked.values() for obj_id in masks})
+    steps = sum(count for _, _, count in passes)
+    print(
+        f"tracked object(s) {', '.join(map(str, obj_ids))} over {len(tracked)} of {n} frames with "
+        f"{args.model}{' (RANDOM weights)' if args.random_weights else ''} on {predictor.device} "
+        f"in {seconds:.1f}s ({steps / seconds:.2f} frames/s)\nwrote {', '.join(written)}"
+    )
+    return 0
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from sam2_fast.predictors.video_io import VideoReadError
+
+    prompts = collect_prompts(args.point, args.box, args.mask)
+    if not args.no_video and importlib.util.find_spec("av") is None:
+        raise SystemExit("error: writing overlay.mp4 needs PyAV: pip install av (or pass --no-video)")
+    source = _open_video(args.video)
+    try:
+        return _track(args, prompts, source)
+    except VideoReadError as exc:
+        raise SystemExit(f"error: VIDEO {args.video!r} could not be read: {exc}") from None
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+
+
+def add_track_parser(sub) -> None:
+    """The ``track`` subcommand of the ``sam2-fast`` parser."""
+    p = sub.add_parser("track", help="track objects through a video from clicks, boxes or masks")
+    p.add_argument("video", metavar="VIDEO", help="a video file (PyAV) or a folder of JPEG/PNG frames named by number")
+    p.add_argument("--point", action="append", type=track_point_arg, default=[], metavar="FRAME,X,Y[,LABEL][,OBJ]",
+                   help="a click in pixels on frame FRAME; LABEL 1 = object (default), 0 = background; "
+                        "OBJ the object id (default 1); clicks with the same FRAME and OBJ form one prompt")
+    p.add_argument("--box", action="append", type=track_box_arg, default=[], metavar="FRAME,X0,Y0,X1,Y1[,OBJ]",
+                   help="a box in pixels on frame FRAME for object OBJ (default 1)")
+    p.add_argument("--mask", action="append", type=track_mask_arg, default=[], metavar="FRAME,PNG[,OBJ]",
+                   help="a mask PNG of the video's size (nonzero = object) on frame FRAME for object OBJ (default 1)")
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|PATH",
+                   help=f"zoo name, Hub id or checkpoint path (default {DEFAULT_MODEL})")
+    p.add_argument("--out", default="track_out", metavar="DIR",
+                   help="output folder: masks/, annotations.json, overlay.mp4 (default track_out)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: auto)")
+    p.add_argument("--image-size", type=image_size_arg, metavar="PIXELS",
+                   help="model input size, a multiple of 32 (default: the variant's, 1024); smaller "
+                        "is faster and coarser")
+    p.add_argument("--start", type=frame_index_arg, metavar="FRAME",
+                   help="track forward from this frame (default: the first prompted frame)")
+    p.add_argument("--reverse", action="store_true",
+                   help="then also track backward, from the later of the start and the last prompted frame")
+    p.add_argument("--max-frames", type=positive_int, metavar="N",
+                   help="track at most N frames in each direction (the start frame included)")
+    p.add_argument("--no-video", action="store_true", help="do not write overlay.mp4")
+    p.add_argument("--fps", type=positive_float, metavar="F",
+                   help="frame rate of overlay.mp4 (default: the video's, else 24)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--random-weights", action="store_true",
+                   help="build the --model variant with random weights instead of loading a checkpoint "
+                        "(meaningless masks; for trying out the command)")
+    p.set_defaults(func=cmd_track)
