@@ -121,6 +121,10 @@ class SAM2VideoPredictor(SAM2Base):
         self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
         self.feature_cache_size = max(1, int(feature_cache_size))
         self.show_progress = True
+        #: objects per memory-attention call; None: one at a time on CPU (measured faster there:
+        #: batched attention temporaries no longer fit in cache), all objects with the same
+        #: memory layout at once on GPU
+        self.memory_attention_batch_size: Optional[int] = None
 
     @classmethod
     def _extra_config_kwargs(cls, config: SAM2Config) -> Dict[str, Any]:
@@ -276,39 +280,11 @@ class SAM2VideoPredictor(SAM2Base):
         pts = (pts * self.image_size).to(inference_state["device"])
         lbl = lbl.to(inference_state["device"])
 
-        is_new_object = obj_id not in inference_state["obj_id_to_idx"]
-        obj_idx = self._obj_id_to_idx(inference_state, obj_id)
-        point_inputs_per_frame = inference_state["point_inputs_per_obj"][obj_idx]
-        old = point_inputs_per_frame.get(frame_idx, None) if not clear_old_points else None
-        point_inputs = concat_points(old, pts, lbl)
-        is_init_cond_frame, reverse, is_cond, storage_key = self._frame_role(inference_state, obj_idx, frame_idx)
-
-        # feed the previously predicted logits of this frame with the new clicks
-        prev_out = self._latest_output(inference_state, obj_idx, frame_idx, storage_key)
-        prev_sam_mask_logits = None
-        if prev_out is not None and prev_out["pred_masks"] is not None:
-            prev_sam_mask_logits = torch.clamp(
-                prev_out["pred_masks"].to(inference_state["device"], non_blocking=True), -32.0, 32.0
-            )
-        with self._discard_new_object_on_error(inference_state, obj_id, is_new_object):
-            current_out, _ = self._run_single_frame_inference(
-                inference_state=inference_state,
-                output_dict=inference_state["output_dict_per_obj"][obj_idx],
-                frame_idx=frame_idx,
-                batch_size=1,
-                is_init_cond_frame=is_init_cond_frame,
-                point_inputs=point_inputs,
-                mask_inputs=None,
-                reverse=reverse,
-                # memories are encoded when propagation starts (after the user's last click)
-                run_mem_encoder=False,
-                prev_sam_mask_logits=prev_sam_mask_logits,
-            )
-        # commit only after the model ran, so a failure leaves the state as it was
-        point_inputs_per_frame[frame_idx] = point_inputs
-        inference_state["mask_inputs_per_obj"][obj_idx].pop(frame_idx, None)
-        inference_state["temp_output_dict_per_obj"][obj_idx][storage_key][frame_idx] = current_out
-        return self._frame_output_at_video_res(inference_state, frame_idx, is_cond)
+        known_idx = inference_state["obj_id_to_idx"].get(obj_id)
+        old = None
+        if not clear_old_points and known_idx is not None:
+            old = inference_state["point_inputs_per_obj"][known_idx].get(frame_idx, None)
+        return self._apply_prompt(inference_state, frame_idx, obj_id, point_inputs=concat_points(old, pts, lbl))
 
     def add_new_points(self, *args: Any, **kwargs: Any):
         """Deprecated alias of :meth:`add_new_points_or_box`."""
@@ -345,9 +321,30 @@ class SAM2VideoPredictor(SAM2Base):
         else:
             mask_inputs = mask_inputs_orig
 
+        return self._apply_prompt(inference_state, frame_idx, obj_id, mask_inputs=mask_inputs)
+
+    def _apply_prompt(
+        self,
+        inference_state: InferenceState,
+        frame_idx: int,
+        obj_id: Hashable,
+        point_inputs: Optional[Dict[str, torch.Tensor]] = None,
+        mask_inputs: Optional[torch.Tensor] = None,
+    ) -> Tuple[int, List[Hashable], torch.Tensor]:
+        """Run the model for one object's prompt (clicks or a mask) on a frame, store the
+        result as a temporary output (its memory is encoded when tracking starts) and return
+        every object's masks on that frame. The state changes only if the model ran."""
         is_new_object = obj_id not in inference_state["obj_id_to_idx"]
         obj_idx = self._obj_id_to_idx(inference_state, obj_id)
         is_init_cond_frame, reverse, is_cond, storage_key = self._frame_role(inference_state, obj_idx, frame_idx)
+        prev_sam_mask_logits = None
+        if point_inputs is not None:
+            # feed the previously predicted logits of this frame with the new clicks
+            prev_out = self._latest_output(inference_state, obj_idx, frame_idx, storage_key)
+            if prev_out is not None and prev_out["pred_masks"] is not None:
+                prev_sam_mask_logits = torch.clamp(
+                    prev_out["pred_masks"].to(inference_state["device"], non_blocking=True), -32.0, 32.0
+                )
         with self._discard_new_object_on_error(inference_state, obj_id, is_new_object):
             current_out, _ = self._run_single_frame_inference(
                 inference_state=inference_state,
@@ -355,13 +352,20 @@ class SAM2VideoPredictor(SAM2Base):
                 frame_idx=frame_idx,
                 batch_size=1,
                 is_init_cond_frame=is_init_cond_frame,
-                point_inputs=None,
+                point_inputs=point_inputs,
                 mask_inputs=mask_inputs,
                 reverse=reverse,
+                # memories are encoded when propagation starts (after the user's last prompt)
                 run_mem_encoder=False,
+                prev_sam_mask_logits=prev_sam_mask_logits,
             )
-        inference_state["mask_inputs_per_obj"][obj_idx][frame_idx] = mask_inputs
-        inference_state["point_inputs_per_obj"][obj_idx].pop(frame_idx, None)
+        points, masks = inference_state["point_inputs_per_obj"][obj_idx], inference_state["mask_inputs_per_obj"][obj_idx]
+        if point_inputs is not None:
+            points[frame_idx] = point_inputs
+            masks.pop(frame_idx, None)
+        else:
+            masks[frame_idx] = mask_inputs
+            points.pop(frame_idx, None)
         inference_state["temp_output_dict_per_obj"][obj_idx][storage_key][frame_idx] = current_out
         return self._frame_output_at_video_res(inference_state, frame_idx, is_cond)
 
@@ -644,8 +648,13 @@ class SAM2VideoPredictor(SAM2Base):
         groups: Dict[Any, List[int]] = {}
         for i, plan in enumerate(plans):
             groups.setdefault(plan.signature, []).append(i)
+        chunk = self.memory_attention_batch_size
+        if chunk is None:
+            chunk = 1 if device.type == "cpu" else len(plans)
+        elif not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"memory_attention_batch_size must be None or an int >= 1, got {chunk!r}")
         out = torch.empty(len(plans), c, h, w, device=device, dtype=vision_feats[-1].dtype)
-        for members in groups.values():
+        for members in (g[i : i + chunk] for g in groups.values() for i in range(0, len(g), chunk)):
             memory, memory_pos, num_ptr_tokens = self.assemble_memory([plans[i] for i in members], device)
             b = len(members)
             fused = self.memory_attention(
