@@ -85,3 +85,57 @@ def tiny_safetensors_file(tmp_path_factory: pytest.TempPathFactory, tiny_state_d
     path = tmp_path_factory.mktemp("ckpt") / "sam2.1_hiera_tiny.safetensors"
     save_file(tiny_state_dict, str(path))
     return path
+
+
+# ----------------------------------------------------------------------------------------
+# Triton kernels under the CPU interpreter (tests/ops/test_*.py)
+
+
+def _triton_module(name: str) -> bool:
+    """Modules re-imported for the interpreter (the compiled triton._C cannot be, and need not)."""
+    if name == "triton._C" or name.startswith("triton._C."):
+        return False
+    return name == "triton" or name.startswith(("triton.", "sam2_fast.kernels"))
+
+
+def _swap_triton_modules(replacement: dict) -> dict:
+    current = {name: module for name, module in sys.modules.items() if _triton_module(name)}
+    for name in current:
+        del sys.modules[name]
+    sys.modules.update(replacement)
+    return current
+
+
+@pytest.fixture(scope="session")
+def _interpreted_triton_modules() -> dict:
+    """triton (and our kernel modules, once imported) as imported under TRITON_INTERPRET=1."""
+    pytest.importorskip("triton")
+    import importlib
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRITON_INTERPRET", "1")
+        originals = _swap_triton_modules({})
+        importlib.import_module("triton")  # fresh, interpreted
+
+        interpreted = _swap_triton_modules(originals)
+    return interpreted
+
+
+@pytest.fixture
+def triton_interpreter(_interpreted_triton_modules: dict, monkeypatch: pytest.MonkeyPatch):
+    """Run Triton kernels on CPU tensors with ``TRITON_INTERPRET=1`` during one test.
+
+    Triton decides at ``@triton.jit`` time whether a function is compiled or interpreted, for
+    its own ``triton.language`` helpers too, so the test sees a triton (and kernel modules)
+    imported under the variable; the originals are back after it. Returns
+    ``importlib.import_module`` for importing kernel modules in that state.
+    """
+    import importlib
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    originals = _swap_triton_modules(_interpreted_triton_modules)
+    try:
+        yield importlib.import_module
+    finally:
+        _interpreted_triton_modules.clear()
+        _interpreted_triton_modules.update(_swap_triton_modules(originals))

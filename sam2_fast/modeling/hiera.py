@@ -15,34 +15,16 @@ from torch import nn
 
 from sam2_fast.modeling.common import MLP
 from sam2_fast.modeling.config import HieraConfig
+from sam2_fast.ops.window_attention import window_attention, window_partition, window_unpartition
 
-
-def window_partition(x: torch.Tensor, window_size: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
-    """``[B, H, W, C]`` -> ``[B * nW, ws, ws, C]`` windows (zero-padded at the bottom/right)
-    and the padded size ``(Hp, Wp)``."""
-    b, h, w, c = x.shape
-    pad_h = (window_size - h % window_size) % window_size
-    pad_w = (window_size - w % window_size) % window_size
-    if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    hp, wp = h + pad_h, w + pad_w
-    x = x.view(b, hp // window_size, window_size, wp // window_size, window_size, c)
-    windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, c)
-    return windows, (hp, wp)
-
-
-def window_unpartition(
-    windows: torch.Tensor, window_size: int, pad_hw: Tuple[int, int], hw: Tuple[int, int]
-) -> torch.Tensor:
-    """Inverse of :func:`window_partition`: ``[B * nW, ws, ws, C]`` -> ``[B, H, W, C]``."""
-    hp, wp = pad_hw
-    h, w = hw
-    b = windows.shape[0] // ((hp // window_size) * (wp // window_size))
-    x = windows.reshape(b, hp // window_size, wp // window_size, window_size, window_size, -1)
-    x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
-    if hp > h or wp > w:
-        x = x[:, :h, :w, :]
-    return x
+__all__ = [
+    "Hiera",
+    "MultiScaleAttention",
+    "MultiScaleBlock",
+    "PatchEmbed",
+    "window_partition",
+    "window_unpartition",
+]
 
 
 def _pool_nhwc(x: torch.Tensor, pool: Optional[nn.Module]) -> torch.Tensor:
@@ -64,32 +46,62 @@ class PatchEmbed(nn.Module):
 
 
 class MultiScaleAttention(nn.Module):
-    """Multi-head self-attention on ``[B, H, W, C]`` with optional query pooling."""
+    """Multi-head self-attention on ``[B, H, W, C]`` tokens, inside ``window_size`` windows
+    (0: global), with optional query pooling; one fused op
+    (:func:`~sam2_fast.ops.window_attention`) between the qkv and output projections.
+
+    ``window_size`` defaults to 0, so on already partitioned windows ``[B * nW, ws, ws, C]``
+    this is the official module. Padded tokens take part in the attention with the qkv bias
+    as their qkv, as they do after the official block's zero padding.
+    """
 
     def __init__(
-        self, dim: int, dim_out: int, num_heads: int, q_pool: Optional[nn.Module] = None
+        self,
+        dim: int,
+        dim_out: int,
+        num_heads: int,
+        q_pool: Optional[nn.Module] = None,
+        window_size: int = 0,
     ) -> None:
         super().__init__()
         self.dim = dim
         self.dim_out = dim_out
         self.num_heads = num_heads
         self.q_pool = q_pool
+        self.q_stride = _square_stride(q_pool)
+        self.window_size = window_size
         self.qkv = nn.Linear(dim, dim_out * 3)
         self.proj = nn.Linear(dim_out, dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, _ = x.shape
-        # [B, HW, 3, heads, Ch] -> 3 x [B, heads, HW, Ch]
-        qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        if self.q_pool is not None:
-            q = q.transpose(1, 2).reshape(b, h, w, -1)
-            q = _pool_nhwc(q, self.q_pool)
-            h, w = q.shape[1:3]
-            q = q.reshape(b, h * w, self.num_heads, -1).transpose(1, 2)
-        x = F.scaled_dot_product_attention(q, k, v)
-        x = x.transpose(1, 2).reshape(b, h, w, -1)
+        """``[B, H, W, dim]`` -> ``[B, H / q_stride, W / q_stride, dim_out]``."""
+        x = window_attention(
+            self.qkv(x), self.num_heads, self.window_size, self.q_stride, self.qkv.bias
+        )
         return self.proj(x)
+
+
+def _square_stride(pool: Optional[nn.Module]) -> int:
+    """The stride of a square max-pool with kernel == stride (1 for no pooling)."""
+    if pool is None:
+        return 1
+    kernel, stride = pool.kernel_size, pool.stride
+    kernel = kernel if isinstance(kernel, tuple) else (kernel, kernel)
+    stride = stride if isinstance(stride, tuple) else (stride, stride)
+    valid = (
+        isinstance(pool, nn.MaxPool2d)
+        and kernel == stride
+        and kernel[0] == kernel[1]
+        and not pool.ceil_mode
+        and pool.padding in (0, (0, 0))
+        and pool.dilation in (1, (1, 1))
+    )
+    if not valid:
+        raise ValueError(
+            f"q_pool must be nn.MaxPool2d with a square kernel equal to its stride, no padding "
+            f"and ceil_mode=False (Hiera's q_stride pooling), got {pool}"
+        )
+    return kernel[0]
 
 
 class MultiScaleBlock(nn.Module):
@@ -115,7 +127,9 @@ class MultiScaleBlock(nn.Module):
             if q_stride
             else None
         )
-        self.attn = MultiScaleAttention(dim, dim_out, num_heads=num_heads, q_pool=self.pool)
+        self.attn = MultiScaleAttention(
+            dim, dim_out, num_heads=num_heads, q_pool=self.pool, window_size=window_size
+        )
         self.norm2 = nn.LayerNorm(dim_out, eps=1e-6)
         self.mlp = MLP(dim_out, int(dim_out * mlp_ratio), dim_out, num_layers=2, activation=nn.GELU)
         if dim != dim_out:
@@ -127,21 +141,8 @@ class MultiScaleBlock(nn.Module):
         if self.dim != self.dim_out:
             shortcut = _pool_nhwc(self.proj(x), self.pool)
 
-        window_size = self.window_size
-        if window_size > 0:
-            x, pad_hw = window_partition(x, window_size)
+        # windowing, query pooling and un-partitioning happen inside the fused attention op
         x = self.attn(x)
-        if window_size > 0:
-            h, w = shortcut.shape[1:3]
-            if self.q_stride:
-                # windows shrank with the pooled queries
-                window_size = window_size // self.q_stride[0]
-                pad_hw = (
-                    h + (window_size - h % window_size) % window_size,
-                    w + (window_size - w % window_size) % window_size,
-                )
-            x = window_unpartition(x, window_size, pad_hw, (h, w))
-
         x = shortcut + x
         return x + self.mlp(self.norm2(x))
 

@@ -138,9 +138,31 @@ def axial_rope_cos_sin(
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate consecutive channel pairs of ``x [..., N, D]`` by ``cos/sin [N, D/2]``.
 
-    Computed in float32 and cast back to ``x.dtype`` (as the official code does).
+    Computed in float32 and returned in ``x.dtype`` (as the official code does).
     """
-    xf = x.float().unflatten(-1, (-1, 2))
-    x_even, x_odd = xf[..., 0], xf[..., 1]
-    out = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)
-    return out.flatten(-2).to(x.dtype)
+    xf = x.float()
+    if torch.is_grad_enabled() and (xf.requires_grad or cos.requires_grad or sin.requires_grad):
+        pairs = xf.unflatten(-1, (-1, 2))
+        even, odd = pairs[..., 0], pairs[..., 1]
+        out = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
+        return out.flatten(-2).to(x.dtype)
+    out = torch.empty_like(xf)
+    _rotate_pairs(xf.unflatten(-1, (-1, 2)), out.unflatten(-1, (-1, 2)), cos, sin)
+    return out.to(x.dtype)
+
+
+def apply_rope_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """In-place :func:`apply_rope` for float32 ``x`` (no autograd); returns ``x``."""
+    pairs = x.unflatten(-1, (-1, 2))
+    _rotate_pairs(pairs.clone(), pairs, cos, sin)
+    return x
+
+
+def _rotate_pairs(src: torch.Tensor, dst: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
+    """``dst = (e cos - o sin, e sin + o cos)`` for the pairs ``src = (e, o)`` ``[..., D/2, 2]``
+    (``dst`` must not overlap ``src``)."""
+    even, odd = src[..., 0], src[..., 1]
+    torch.mul(even, cos, out=dst[..., 0])
+    dst[..., 0].addcmul_(odd, sin, value=-1)
+    torch.mul(even, sin, out=dst[..., 1])
+    dst[..., 1].addcmul_(odd, cos)

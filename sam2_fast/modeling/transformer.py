@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from sam2_fast.modeling.common import MLP
 from sam2_fast.modeling.position_encoding import apply_rope, axial_rope_cos_sin
+from sam2_fast.ops.rope_attention import rope_attention
 
 
 class Attention(nn.Module):
@@ -103,25 +104,40 @@ class RoPEAttention(Attention):
         k = self._separate_heads(self.k_proj(k))
         nq = q.shape[-2]
         cos, sin = self.rope_tables(nq, q.device)
-        q = apply_rope(q, cos, sin)
         num_k_rope = k.shape[-2] - num_k_exclude_rope
         if num_k_rope > 0:
             if num_k_rope != nq and not self.rope_k_repeat:
-                raise ValueError(
-                    f"{num_k_rope} rotated keys but {nq} queries; set rope_k_repeat=True"
-                )
+                raise ValueError(f"{num_k_rope} rotated keys but {nq} queries; set rope_k_repeat=True")
             if num_k_rope % nq != 0:
-                raise ValueError(
-                    f"rotated keys ({num_k_rope}) must be a multiple of the queries ({nq})"
-                )
-            k_rope = k[:, :, :num_k_rope]
-            k_rope = apply_rope(k_rope.unflatten(2, (-1, nq)), cos, sin).flatten(2, 3)
-            k = torch.cat([k_rope, k[:, :, num_k_rope:]], dim=2)
-
+                raise ValueError(f"rotated keys ({num_k_rope}) must be a multiple of the queries ({nq})")
+        if self.training and self.dropout_p > 0:
+            v = self._separate_heads(self.v_proj(v))
+            q = apply_rope(q, cos, sin)
+            k = torch.cat([apply_rope(k[:, :, :num_k_rope].unflatten(2, (-1, nq)), cos, sin).flatten(2, 3),
+                           k[:, :, num_k_rope:]], dim=2)
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout_p)
+            return self.out_proj(self._recombine_heads(out))
+        if self.kv_in_dim < self.internal_dim:
+            # Values stay in their narrow input space: softmax rows sum to 1, so
+            # P (M W_v^T + b_v) W_o^T + b_o = (P M) (W_o W_v)^T + (W_o b_v + b_o), exactly.
+            out = rope_attention(q, k, v.unsqueeze(1).to(q.dtype), cos, sin, num_k_exclude_rope)
+            weight, bias = self._folded_value_output()
+            b, h, n, c = out.shape
+            return F.linear(out.transpose(1, 2).reshape(b, n, h * c), weight.to(out.dtype), bias.to(out.dtype))
         v = self._separate_heads(self.v_proj(v))
-        dropout_p = self.dropout_p if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+        out = rope_attention(q, k, v, cos, sin, num_k_exclude_rope)
         return self.out_proj(self._recombine_heads(out))
+
+    def _folded_value_output(self) -> Tuple[Tensor, Tensor]:
+        """``out_proj . v_proj`` per head: weight ``[C, heads * kv_in_dim]`` and bias ``[C]``."""
+        w_v, b_v = self.v_proj.weight, self.v_proj.bias
+        w_o, b_o = self.out_proj.weight, self.out_proj.bias
+        head_dim = self.internal_dim // self.num_heads
+        blocks = [
+            w_o[:, i * head_dim : (i + 1) * head_dim] @ w_v[i * head_dim : (i + 1) * head_dim]
+            for i in range(self.num_heads)
+        ]
+        return torch.cat(blocks, dim=1), w_o @ b_v + b_o
 
 
 class TwoWayAttentionBlock(nn.Module):

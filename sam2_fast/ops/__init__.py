@@ -16,15 +16,22 @@ from sam2_fast.ops._dispatch import (
     use_backend,
 )
 from sam2_fast.ops.connected_components import connected_components, fill_holes_and_sprinkles
+from sam2_fast.ops.rope_attention import rope_attention
+from sam2_fast.ops.mask_postprocess import UpsampledMasks, upsample_masks
+from sam2_fast.ops.window_attention import window_attention
 
 __all__ = [
     "STANDARD_BACKENDS",
     "Backend",
     "BackendError",
     "Op",
+    "UpsampledMasks",
     "connected_components",
     "fill_holes_and_sprinkles",
     "get_op",
     "list_ops",
+    "rope_attention",
+    "upsample_masks",
     "use_backend",
+    "window_attention",
 ]

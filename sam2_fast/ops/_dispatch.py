@@ -110,6 +110,14 @@ class Op:
 
         return decorator
 
+    def add_compiled_backend(self, reference: Callable[..., Any]) -> None:
+        """Add the ``compiled`` backend: ``torch.compile`` of ``reference``, compiled on first use.
+
+        It comes after the backends already added, so it runs only when nothing before it can, or
+        when forced (compiling takes seconds to minutes; see the module docstring).
+        """
+        self.add_backend("compiled", _CompiledFn(reference), _compiled_refusal)
+
     def explain(self, *args: Any, **kwargs: Any) -> dict[str, str | None]:
         """Each backend's verdict on these inputs, in order: None = can run, else the reason."""
         return {b.name: b.supports(*args, **kwargs) for b in self._backends.values()}
@@ -139,6 +147,36 @@ class Op:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.select(*args, **kwargs).fn(*args, **kwargs)
+
+
+class _CompiledFn:
+    """``torch.compile(fn)``, built on the first call."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self._compiled: Callable[..., Any] | None = None
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._compiled is None:
+            import torch
+
+            self._compiled = torch.compile(self.fn, dynamic=False)
+        return self._compiled(*args, **kwargs)
+
+
+def _compiled_refusal(*args: Any, **kwargs: Any) -> str | None:
+    import torch
+
+    if not hasattr(torch, "compile"):
+        return f"torch {torch.__version__} has no torch.compile"
+    try:
+        import torch._dynamo  # noqa: F401
+    except Exception as exc:
+        return f"torch.compile is unavailable ({type(exc).__name__}: {exc})"
+    if not torch._dynamo.is_dynamo_supported():
+        return "torch.compile is not supported on this Python"
+    return None
 
 
 def list_ops() -> list[Op]:

@@ -321,8 +321,12 @@ class SAM2ImagePredictor:
             repeat_image=batched_mode,
             high_res_features=high_res_features,
         )
-        masks = self._transforms.postprocess_masks(low_res_masks, self._orig_hw[img_idx])
+        orig_hw = self._orig_hw[img_idx]
+        if return_logits:
+            masks = self._transforms.postprocess_masks(low_res_masks, orig_hw)
+        else:  # upsampled and thresholded in one pass, no full-size float logits
+            masks = self._transforms.postprocess_binary_masks(
+                low_res_masks, orig_hw, self.mask_threshold
+            )
         low_res_masks = torch.clamp(low_res_masks, -32.0, 32.0)
-        if not return_logits:
-            masks = masks > self.mask_threshold
         return masks, iou_predictions, low_res_masks

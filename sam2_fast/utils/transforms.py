@@ -82,14 +82,30 @@ class SAM2Transforms:
         """``[B, 4]`` boxes -> ``[B, 2, 2]`` corners in the model's input frame."""
         return self.transform_coords(boxes.reshape(-1, 2, 2), normalize, orig_hw)
 
-    def postprocess_masks(self, masks: torch.Tensor, orig_hw: Tuple[int, int]) -> torch.Tensor:
-        """Low-res logits ``[B, C, h, w]`` -> logits at ``orig_hw`` (float32), after filling
-        holes / removing sprinkles up to the configured areas (in low-res pixels)."""
-        masks = masks.float()
+    def _fill_holes_and_sprinkles(self, masks: torch.Tensor) -> torch.Tensor:
+        """Low-res logits with holes / sprinkles up to the configured areas removed (float32);
+        ``masks`` itself when both areas are <= 0."""
         if self.max_hole_area > 0 or self.max_sprinkle_area > 0:
             from sam2_fast.ops.connected_components import fill_holes_and_sprinkles
 
             masks = fill_holes_and_sprinkles(
                 masks, self.mask_threshold, self.max_hole_area, self.max_sprinkle_area
             )
+        return masks
+
+    def postprocess_masks(self, masks: torch.Tensor, orig_hw: Tuple[int, int]) -> torch.Tensor:
+        """Low-res logits ``[B, C, h, w]`` -> logits at ``orig_hw`` (float32), after filling
+        holes / removing sprinkles up to the configured areas (in low-res pixels)."""
+        masks = self._fill_holes_and_sprinkles(masks).float()
         return F.interpolate(masks, tuple(orig_hw), mode="bilinear", align_corners=False)
+
+    def postprocess_binary_masks(
+        self, masks: torch.Tensor, orig_hw: Tuple[int, int], mask_threshold: float
+    ) -> torch.Tensor:
+        """``postprocess_masks(masks, orig_hw) > mask_threshold`` (``[B, C, H, W]`` bool)
+        without the full-size float logits (:func:`sam2_fast.ops.upsample_masks`, which
+        interpolates bfloat16 / float16 logits in float32 too)."""
+        from sam2_fast.ops.mask_postprocess import upsample_masks
+
+        masks = self._fill_holes_and_sprinkles(masks)
+        return upsample_masks(masks, tuple(orig_hw), mask_threshold).masks

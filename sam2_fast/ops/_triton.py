@@ -1,0 +1,42 @@
+"""When a Triton backend can run: shared by every op that has one.
+
+Triton kernels run on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1`` (the
+interpreter used by the tests on machines without a GPU). Importing this module does not import
+triton; :func:`triton_refusal` does, once.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+
+import torch
+
+
+@functools.lru_cache(maxsize=1)
+def _triton_import_error() -> str | None:
+    try:
+        importlib.import_module("triton.language")
+    except Exception as exc:  # a broken install raises more than ImportError
+        return f"triton is not importable ({type(exc).__name__}: {exc})"
+    return None
+
+
+def interpreting() -> bool:
+    """Whether Triton kernels run in the CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def triton_refusal(*tensors: torch.Tensor) -> str | None:
+    """None when a Triton kernel can take ``tensors``, else why not (devices are checked
+    first, so a CPU-only process never pays for importing triton)."""
+    devices = {t.device.type for t in tensors}
+    if len(devices) > 1:
+        return f"inputs are on several devices {sorted(devices)}"
+    device = devices.pop() if devices else "cpu"
+    if device == "cpu" and not interpreting():
+        return "inputs are on cpu; Triton kernels run on cuda (or on cpu with TRITON_INTERPRET=1)"
+    if device not in ("cuda", "cpu"):
+        return f"inputs are on {device}; Triton kernels run on cuda"
+    return _triton_import_error()

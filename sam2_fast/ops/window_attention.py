@@ -1,0 +1,267 @@
+"""Hiera's (windowed) multi-head attention with optional query pooling, from the qkv projection
+of the un-partitioned tokens to the attention output at un-partitioned positions.
+
+In an official Hiera block the tokens ``[B, H, W, C]`` are zero-padded at the bottom / right to
+a multiple of the window size, split into windows, projected to qkv (so a padded token's qkv is
+the Linear's bias), queries are optionally max-pooled ``q_stride x q_stride`` inside each
+window, and every window attends to all of its tokens, padded ones included (they are not
+masked out). The result is stitched back together and cropped. This op does all of that from
+the qkv projection of the un-partitioned tokens, with ``qkv_bias`` standing for the padded
+tokens' qkv.
+
+Backends, in order of preference:
+
+* ``triton``: ``kernels/window_attention.py``, one program per query tile of a window, head and
+  image; window partition, padding, pooling, flash-style softmax and un-partition are index
+  arithmetic and masks inside the kernel (cuda, or cpu under ``TRITON_INTERPRET=1``);
+* ``reference``: pad, :func:`window_partition`, max-pool, ``F.scaled_dot_product_attention``,
+  :func:`window_unpartition` in plain torch, any device (the numbers of the official model);
+* ``compiled``: ``torch.compile`` of the reference (only when forced).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from sam2_fast.ops._dispatch import Op
+from sam2_fast.ops._triton import triton_refusal
+
+__all__ = [
+    "window_attention",
+    "window_attention_reference",
+    "window_partition",
+    "window_unpartition",
+]
+
+_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _example(device: str) -> tuple:
+    """Stage 3 of Hiera-T / S at image size 1024: 14 x 14 windows over 64 x 64 tokens (padded to
+    70 x 70), four heads of 96."""
+    qkv = torch.zeros(1, 64, 64, 3 * 384, device=device)
+    return qkv, 4, 14, 1, torch.zeros(3 * 384, device=device)
+
+
+window_attention_op = Op("window_attention", example=_example)
+
+
+# ---------------------------------------------------------------------------------------------
+# window partition (shared with sam2_fast.modeling.hiera)
+
+
+def window_partition(x: torch.Tensor, window_size: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """``[B, H, W, C]`` -> ``[B * nW, ws, ws, C]`` windows (zero-padded at the bottom/right)
+    and the padded size ``(Hp, Wp)``."""
+    b, h, w, c = x.shape
+    pad_h = (window_size - h % window_size) % window_size
+    pad_w = (window_size - w % window_size) % window_size
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    hp, wp = h + pad_h, w + pad_w
+    x = x.view(b, hp // window_size, window_size, wp // window_size, window_size, c)
+    windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, c)
+    return windows, (hp, wp)
+
+
+def window_unpartition(
+    windows: torch.Tensor, window_size: int, pad_hw: Tuple[int, int], hw: Tuple[int, int]
+) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: ``[B * nW, ws, ws, C]`` -> ``[B, H, W, C]``."""
+    hp, wp = pad_hw
+    h, w = hw
+    b = windows.shape[0] // ((hp // window_size) * (wp // window_size))
+    x = windows.reshape(b, hp // window_size, wp // window_size, window_size, window_size, -1)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
+    if hp > h or wp > w:
+        x = x[:, :h, :w, :]
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# public op
+
+
+def _check(
+    qkv: torch.Tensor,
+    num_heads: int,
+    window_size: int,
+    q_stride: int,
+    qkv_bias: Optional[torch.Tensor],
+) -> None:
+    name = "window_attention"
+    if not isinstance(qkv, torch.Tensor):
+        raise TypeError(f"{name}: qkv must be a torch.Tensor, got {type(qkv).__name__}")
+    if qkv.dim() != 4:
+        raise ValueError(
+            f"{name}: qkv must be [B, H, W, 3 * C] (the qkv projection of un-partitioned tokens), "
+            f"got shape {list(qkv.shape)}"
+        )
+    if qkv.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name}: qkv must be float32, bfloat16 or float16, got {qkv.dtype}")
+    for arg, value, low in (("num_heads", num_heads, 1), ("window_size", window_size, 0), ("q_stride", q_stride, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name}: {arg} must be an int >= {low}, got {value!r}")
+    c3 = qkv.shape[3]
+    if c3 % (3 * num_heads):
+        raise ValueError(
+            f"{name}: the last dim of qkv ({c3}) must be 3 * num_heads * head_dim; it is not "
+            f"divisible by 3 * num_heads = {3 * num_heads}"
+        )
+    if window_size > 0 and window_size % q_stride:
+        raise ValueError(
+            f"{name}: window_size ({window_size}) must be a multiple of q_stride ({q_stride}) so "
+            "that pooled windows tile the pooled image"
+        )
+    if qkv_bias is None:
+        return
+    if not isinstance(qkv_bias, torch.Tensor):
+        raise TypeError(f"{name}: qkv_bias must be a torch.Tensor or None, got {type(qkv_bias).__name__}")
+    if qkv_bias.shape != (c3,):
+        raise ValueError(f"{name}: qkv_bias must be [{c3}] (qkv's last dim), got shape {list(qkv_bias.shape)}")
+    if not qkv_bias.is_floating_point():
+        raise TypeError(f"{name}: qkv_bias must be floating point, got {qkv_bias.dtype}")
+    if qkv_bias.device != qkv.device:
+        raise ValueError(
+            f"{name}: qkv_bias is on {qkv_bias.device} but qkv is on {qkv.device}; move it with "
+            f"qkv_bias.to({str(qkv.device)!r})"
+        )
+
+
+def window_attention(
+    qkv: torch.Tensor,
+    num_heads: int,
+    window_size: int,
+    q_stride: int = 1,
+    qkv_bias: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Multi-head attention inside ``window_size x window_size`` windows, before the output
+    projection, as an official Hiera block computes it.
+
+    Args:
+        qkv: ``[B, H, W, 3 * C]`` the qkv projection of the **un-partitioned** tokens; channels
+            are ``(q | k | v, head, head_dim)`` as ``nn.Linear(dim, 3 * C)`` lays them out.
+            Any strides; float32, bfloat16 or float16 (softmax in float32).
+        num_heads: heads; ``C / num_heads`` is the head dim.
+        window_size: side of the square windows; ``0`` for global attention (one window).
+            The image is padded at the bottom / right to a multiple of it.
+        q_stride: ``2`` max-pools the queries ``2 x 2`` (stride 2) inside each window, as at a
+            Hiera stage change; ``1`` for no pooling. ``window_size`` must be a multiple of it.
+        qkv_bias: ``[3 * C]``, the qkv of a padded token (the Linear's bias; zeros when None).
+            Padded tokens take part in the attention as keys and values, as in the official
+            model. Cast to ``qkv.dtype``.
+
+    Returns:
+        ``[B, H // q_stride, W // q_stride, C]`` in ``qkv.dtype``: the attention output of each
+        (pooled) query at its un-partitioned position, padding cropped. Where the official
+        model's shapes agree (``H``, ``W`` even when pooling, always the case in SAM 2) this is
+        its ``window_unpartition(attn(window_partition(x)))`` before ``attn.proj``.
+    """
+    _check(qkv, num_heads, window_size, q_stride, qkv_bias)
+    if qkv_bias is not None:
+        qkv_bias = qkv_bias.to(qkv.dtype)
+    needs_grad = qkv.requires_grad or (qkv_bias is not None and qkv_bias.requires_grad)
+    if torch.is_grad_enabled() and needs_grad:
+        return window_attention_reference(qkv, num_heads, window_size, q_stride, qkv_bias)
+    return torch.ops.sam2_fast.window_attention(qkv, num_heads, window_size, q_stride, qkv_bias)
+
+
+@torch.library.custom_op("sam2_fast::window_attention", mutates_args=())
+def _window_attention_custom_op(
+    qkv: torch.Tensor,
+    num_heads: int,
+    window_size: int,
+    q_stride: int,
+    qkv_bias: Optional[torch.Tensor],
+) -> torch.Tensor:
+    return window_attention_op(qkv, num_heads, window_size, q_stride, qkv_bias)
+
+
+@_window_attention_custom_op.register_fake
+def _(qkv, num_heads, window_size, q_stride, qkv_bias):
+    b, h, w, c3 = qkv.shape
+    return qkv.new_empty(b, h // q_stride, w // q_stride, c3 // 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# triton backend
+
+
+def _triton_refusal(qkv, num_heads, window_size, q_stride=1, qkv_bias=None) -> Optional[str]:
+    reason = triton_refusal(qkv) if qkv_bias is None else triton_refusal(qkv, qkv_bias)
+    if reason is not None:
+        return reason
+    if qkv_bias is not None and qkv_bias.dtype != qkv.dtype:
+        return f"qkv_bias is {qkv_bias.dtype} and qkv is {qkv.dtype}; the kernel takes one dtype"
+    from sam2_fast.kernels.window_attention import unsupported_reason
+
+    return unsupported_reason(qkv, num_heads, window_size, q_stride)
+
+
+def _triton(qkv, num_heads, window_size, q_stride=1, qkv_bias=None) -> torch.Tensor:
+    from sam2_fast.kernels.window_attention import window_attention_triton
+
+    return window_attention_triton(qkv, num_heads, window_size, q_stride, qkv_bias)
+
+
+window_attention_op.add_backend("triton", _triton, _triton_refusal)
+
+
+# ---------------------------------------------------------------------------------------------
+# reference backend
+
+
+def _pad_to_windows(qkv: torch.Tensor, window_size: int, fill: Optional[torch.Tensor]) -> torch.Tensor:
+    """``qkv`` padded at the bottom / right to a multiple of ``window_size``, with the vector
+    ``fill`` (zeros when None) in every padded token."""
+    b, h, w, c3 = qkv.shape
+    hp = -(-h // window_size) * window_size
+    wp = -(-w // window_size) * window_size
+    if (hp, wp) == (h, w):
+        return qkv
+    if fill is None:
+        return F.pad(qkv, (0, 0, 0, wp - w, 0, hp - h))
+    padded = qkv.new_empty(b, hp, wp, c3)
+    padded[:, :h, :w] = qkv
+    padded[:, h:] = fill
+    padded[:, :h, w:] = fill
+    return padded
+
+
+@window_attention_op.register("reference")
+def window_attention_reference(
+    qkv: torch.Tensor,
+    num_heads: int,
+    window_size: int,
+    q_stride: int = 1,
+    qkv_bias: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Plain torch :func:`window_attention` (same arguments, ``qkv_bias`` in ``qkv``'s dtype),
+    any device, differentiable: the official Hiera block's sequence of operations."""
+    b, h, w, c3 = qkv.shape
+    if window_size > 0:
+        qkv = _pad_to_windows(qkv, window_size, qkv_bias)
+        hp, wp = qkv.shape[1:3]
+        qkv, _ = window_partition(qkv, window_size)
+    n, hq, wq = qkv.shape[:3]
+    # [n, hq * wq, 3, heads, head_dim] -> 3 x [n, heads, hq * wq, head_dim]
+    q, k, v = qkv.reshape(n, hq * wq, 3, num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+    if q_stride > 1:
+        q = q.transpose(1, 2).reshape(n, hq, wq, -1).permute(0, 3, 1, 2)
+        q = F.max_pool2d(q, kernel_size=q_stride, stride=q_stride).permute(0, 2, 3, 1)
+        hq, wq = q.shape[1:3]
+        q = q.reshape(n, hq * wq, num_heads, -1).transpose(1, 2)
+    x = F.scaled_dot_product_attention(q, k, v)
+    x = x.transpose(1, 2).reshape(n, hq, wq, -1)
+    if window_size > 0:
+        pooled = window_size // q_stride
+        x = window_unpartition(x, pooled, (hp // q_stride, wp // q_stride), (h // q_stride, w // q_stride))
+    # contiguous like the other backends and the fake (the crop is a view); the output
+    # projection then sees the same rows as the official one on windows, bit for bit
+    return x.contiguous()
+
+
+window_attention_op.add_compiled_backend(window_attention_reference)

@@ -1,0 +1,170 @@
+"""rope_attention: every backend against an independent re-implementation (complex-number RoPE as
+in the official code, explicit softmax), and the memory attention's folded values against the
+module math."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sam2_fast.modeling.position_encoding import axial_rope_cos_sin
+from sam2_fast.ops import BackendError, rope_attention, use_backend
+from sam2_fast.ops.rope_attention import rope_attention_op
+
+# max |error| relative to max |reference| per input dtype (float32 accumulation everywhere; the
+# 16-bit inputs round the rotated q / k and the probabilities to 8 / 11 mantissa bits)
+TOLERANCE = {torch.float32: 2e-6, torch.float16: 2e-3, torch.bfloat16: 2e-2}
+
+
+def _official_style(q, k, v, side, num_exclude, theta=10000.0):
+    """Complex RoPE as in official ``apply_rotary_enc`` (float64 here), explicit softmax."""
+    d = q.shape[-1]
+    freqs = 1.0 / (theta ** (torch.arange(0, d, 4)[: d // 4].double() / d))
+    t = torch.arange(side * side)
+    tx, ty = (t % side).double(), torch.div(t, side, rounding_mode="floor").double()
+    angles = torch.cat([torch.outer(tx, freqs), torch.outer(ty, freqs)], dim=-1)
+    rot = torch.polar(torch.ones_like(angles), angles)
+
+    def rotate(x, reps):
+        xc = torch.view_as_complex(x.double().reshape(*x.shape[:-1], x.shape[-1] // 2, 2))
+        return torch.view_as_real(xc * rot.repeat(reps, 1)).flatten(-2)
+
+    nk_rope = k.shape[2] - num_exclude
+    qr = rotate(q, 1)
+    kr = torch.cat([rotate(k[:, :, :nk_rope], nk_rope // (side * side)), k[:, :, nk_rope:].double()], dim=2)
+    scores = qr @ kr.transpose(-1, -2) / math.sqrt(d)
+    return torch.softmax(scores, dim=-1) @ v.double().expand(-1, q.shape[1], -1, -1)
+
+
+def _inputs(b=2, h=1, side=4, d=32, frames=3, num_exclude=4, dv=16, shared_v=True, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    nq = side * side
+    nk = frames * nq + num_exclude
+    q = torch.randn(b, h, nq, d, generator=g)
+    k = torch.randn(b, h, nk, d, generator=g)
+    v = torch.randn(b, 1 if shared_v else h, nk, dv, generator=g)
+    cos, sin = axial_rope_cos_sin(d, side, side, 10000.0)
+    return [x.to(dtype) for x in (q, k, v)] + [cos, sin]
+
+
+CASES = {
+    "cross-attention, shared narrow values": dict(),
+    "self-attention (one frame, nothing excluded)": dict(frames=1, num_exclude=0, dv=32),
+    "several heads, per-head values": dict(h=2, shared_v=False),
+    "non-power-of-two grid and widths": dict(side=3, d=24, dv=12, num_exclude=3),
+    "7 memory frames, one object": dict(b=1, frames=7, num_exclude=8),
+    "only object pointers": dict(frames=0, num_exclude=5),
+}
+
+
+@pytest.mark.parametrize("backend", ["reference", "blocked"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_backends_match_official_math_fp32(case, backend):
+    q, k, v, cos, sin = _inputs(**CASES[case])
+    n_exclude = CASES[case].get("num_exclude", 4)
+    side = CASES[case].get("side", 4)
+    expected = _official_style(q, k, v, side, n_exclude)
+    with use_backend(backend, op="rope_attention"):
+        out = rope_attention(q, k, v, cos, sin, n_exclude)
+    assert out.dtype == q.dtype and out.shape == expected.shape
+    err = (out.double() - expected).abs().max() / expected.abs().max()
+    assert err < TOLERANCE[torch.float32], err
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("case", list(CASES))
+def test_triton_interpreter(case, dtype, triton_interpreter):
+    triton_interpreter("sam2_fast.kernels.rope_attention")
+    q, k, v, cos, sin = _inputs(dtype=dtype, **CASES[case])
+    n_exclude = CASES[case].get("num_exclude", 4)
+    side = CASES[case].get("side", 4)
+    expected = _official_style(q, k, v, side, n_exclude)
+    assert rope_attention_op.select(q, k, v, cos, sin, n_exclude).name == "triton"
+    out = rope_attention(q, k, v, cos, sin, n_exclude)
+    assert out.dtype == dtype
+    err = (out.double() - expected).abs().max() / expected.abs().max()
+    assert err < TOLERANCE[dtype], err
+
+
+def test_triton_interpreter_non_contiguous_inputs(triton_interpreter):
+    triton_interpreter("sam2_fast.kernels.rope_attention")
+    q, k, v, cos, sin = _inputs(h=2, shared_v=False)
+    # head-major storage read through strides, as produced by _separate_heads
+    q2, k2, v2 = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, v))
+    assert not q2.is_contiguous()
+    expected = _official_style(q, k, v, 4, 4)
+    out = rope_attention(q2, k2, v2, cos, sin, 4)
+    assert (out.double() - expected).abs().max() / expected.abs().max() < TOLERANCE[torch.float32]
+
+
+def test_cpu_default_is_blocked_and_cuda_fp32_refused_by_triton():
+    q, k, v, cos, sin = _inputs()
+    assert rope_attention_op.select(q, k, v, cos, sin, 4).name == "blocked"
+    verdicts = rope_attention_op.explain(q.bfloat16(), k.bfloat16(), v.bfloat16(), cos, sin, 4)
+    assert "float32" in verdicts["blocked"]
+    assert verdicts["reference"] is None
+
+
+def test_forced_backend_that_refuses_raises():
+    q, k, v, cos, sin = _inputs()
+    with use_backend("triton", op="rope_attention"), pytest.raises(BackendError, match="triton.*cannot run"):
+        rope_attention(q, k, v, cos, sin, 4)
+
+
+@pytest.mark.parametrize(
+    "mutate, error, match",
+    [
+        (lambda a: a.__setitem__(0, a[0][0]), ValueError, r"q must be \[B, heads, tokens, dim\]"),
+        (lambda a: a.__setitem__(0, a[0].long()), TypeError, "q must be float32, bfloat16 or float16"),
+        (lambda a: a.__setitem__(1, a[1].double()), TypeError, "q must be float32|k must be float32"),
+        (lambda a: a.__setitem__(1, a[1][..., :16]), ValueError, r"k must be \[2, 1, Nk, 32\]"),
+        (lambda a: a.__setitem__(2, a[2][:, :, :-1]), ValueError, "v must be"),
+        (lambda a: a.__setitem__(3, a[3][:-1]), ValueError, r"cos and sin must be \[16, 16\]"),
+        (lambda a: a.__setitem__(3, a[3].double()), TypeError, "cos and sin must be float32"),
+        (lambda a: a.__setitem__(5, 3), ValueError, "must be a multiple of the queries"),
+        (lambda a: a.__setitem__(5, -1), ValueError, "num_k_exclude_rope must be an int"),
+        (lambda a: a.__setitem__(0, "q"), TypeError, "q must be a torch.Tensor"),
+    ],
+)
+def test_bad_input(mutate, error, match):
+    args = [*_inputs(), 4]
+    mutate(args)
+    with pytest.raises(error, match=match):
+        rope_attention(*args)
+
+
+def test_autograd_uses_the_differentiable_reference():
+    q, k, v, cos, sin = _inputs()
+    q.requires_grad_(True)
+    rope_attention(q, k, v, cos, sin, 4).sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
+def test_memory_attention_value_fold_matches_unfolded_module():
+    """RoPEAttention with 64-dim memories (values folded into the output projection) equals
+    v_proj -> attention -> out_proj computed the plain way."""
+    import torch.nn.functional as F
+
+    from sam2_fast.modeling.transformer import RoPEAttention
+
+    torch.manual_seed(0)
+    attn = RoPEAttention(64, 2, kv_in_dim=16, rope_k_repeat=True, feat_sizes=(4, 4)).eval()
+    q_in, mem = torch.randn(2, 16, 64), torch.randn(2, 3 * 16 + 4, 16)
+    with torch.no_grad():
+        out = attn(q_in, mem, mem, num_k_exclude_rope=4)
+        q = attn._separate_heads(attn.q_proj(q_in))
+        k = attn._separate_heads(attn.k_proj(mem))
+        v = attn._separate_heads(attn.v_proj(mem))
+        cos, sin = attn.rope_tables(16, q.device)
+        from sam2_fast.ops.rope_attention import rope_attention_reference
+
+        plain = attn.out_proj(attn._recombine_heads(rope_attention_reference(q, k, v, cos, sin, 4)))
+    assert torch.allclose(out, plain, atol=1e-5, rtol=1e-5)
+    assert not torch.equal(out, F.linear(q_in, torch.zeros(64, 64)))  # a real output
+
+
+def test_compiled_is_only_used_when_forced():
+    names = rope_attention_op.backend_names
+    assert names.index("compiled") > names.index("reference")

@@ -1,0 +1,291 @@
+"""window_attention: the reference against the official Hiera block's math, the Triton kernel
+(in Triton's CPU interpreter) against the reference, bad inputs, the custom op and the
+dispatcher.
+
+Triton decides between GPU compilation and its CPU interpreter when it is imported
+(``TRITON_INTERPRET`` is read once), so the ``test_interpreter_*`` tests run only in a process
+started with ``TRITON_INTERPRET=1``; :func:`test_interpreter_suite_in_subprocess` starts one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sam2_fast.ops import BackendError, get_op, use_backend, window_attention
+from sam2_fast.ops.window_attention import window_attention_reference
+
+OP = "window_attention"
+INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+# Triton (bf16 / fp16 inputs, fp32 softmax and sums) against the float32 reference on the same
+# rounded inputs: outputs are averages of values of size ~1, so the output's own rounding
+# (2^-8 for bf16, 2^-11 for fp16) sets the scale.
+TOLERANCES = {
+    torch.float32: dict(atol=1e-5, rtol=1e-5),
+    torch.bfloat16: dict(atol=2e-2, rtol=2e-2),
+    torch.float16: dict(atol=2e-3, rtol=2e-3),
+}
+
+# (batch, H, W, window_size, q_stride, heads, head_dim); shapes kept small for the interpreter
+CASES = {
+    "window4 padded bottom+right, 2 images": (2, 10, 7, 4, 1, 2, 12),
+    "window4 pooled, padded": (1, 10, 6, 4, 2, 2, 12),
+    "window8 pooled, padded": (1, 12, 10, 8, 2, 1, 20),
+    "window7 padded (odd window)": (1, 9, 8, 7, 1, 1, 24),
+    "window14 several query and key tiles": (1, 14, 14, 14, 1, 1, 20),
+    "global, several key tiles": (1, 9, 11, 0, 1, 2, 24),
+    "global pooled, odd size, 2 images": (2, 9, 10, 0, 2, 1, 12),
+    "no padding": (1, 8, 8, 4, 1, 2, 16),
+}
+
+
+def make_qkv(case: tuple, dtype: torch.dtype = torch.float32, seed: int = 0):
+    """Random ``qkv`` ``[B, H, W, 3 * C]`` and ``qkv_bias`` ``[3 * C]`` for a case."""
+    b, h, w, _, _, heads, head_dim = case
+    generator = torch.Generator().manual_seed(seed)
+    c3 = 3 * heads * head_dim
+    qkv = torch.randn(b, h, w, c3, generator=generator).to(dtype)
+    bias = torch.randn(c3, generator=generator).to(dtype)
+    return qkv, bias
+
+
+def op_args(case: tuple) -> tuple[int, int, int]:
+    _, _, _, window_size, q_stride, heads, _ = case
+    return heads, window_size, q_stride
+
+
+# ---------------------------------------------------------------------------------------------
+# the reference against the official block's math
+
+
+def official_block_attention(
+    x: torch.Tensor, qkv: nn.Linear, heads: int, window_size: int, q_stride: int
+) -> torch.Tensor:
+    """The official ``MultiScaleBlock`` around ``MultiScaleAttention`` (sam2 1.1.0
+    ``hieradet.py`` / ``utils.py``), without the output projection: zero-pad the tokens,
+    partition, project, pool the queries, attend, un-partition and crop."""
+    b, h, w, _ = x.shape
+    if window_size > 0:
+        pad_h = (window_size - h % window_size) % window_size
+        pad_w = (window_size - w % window_size) % window_size
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        hp, wp = h + pad_h, w + pad_w
+        x = x.view(b, hp // window_size, window_size, wp // window_size, window_size, -1)
+        x = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, x.shape[-1])
+    n, hq, wq, _ = x.shape
+    q, k, v = torch.unbind(qkv(x).reshape(n, hq * wq, 3, heads, -1), 2)
+    if q_stride > 1:
+        pool = nn.MaxPool2d(kernel_size=q_stride, stride=q_stride, ceil_mode=False)
+        q = pool(q.reshape(n, hq, wq, -1).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        hq, wq = q.shape[1:3]
+        q = q.reshape(n, hq * wq, heads, -1)
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    out = out.transpose(1, 2).reshape(n, hq, wq, -1)
+    if window_size == 0:
+        return out
+    ws = window_size // q_stride
+    h, w = h // q_stride, w // q_stride
+    hp, wp = h + (ws - h % ws) % ws, w + (ws - w % ws) % ws
+    out = out.reshape(b, hp // ws, wp // ws, ws, ws, -1).permute(0, 1, 3, 2, 4, 5)
+    return out.reshape(b, hp, wp, -1)[:, :h, :w]
+
+
+def official_case(case: tuple, seed: int = 0) -> tuple[torch.Tensor, nn.Linear]:
+    b, h, w, _, _, heads, head_dim = case
+    torch.manual_seed(seed)
+    linear = nn.Linear(16, 3 * heads * head_dim)
+    nn.init.normal_(linear.bias)  # a bias as large as the activations: padding matters
+    return torch.randn(b, h, w, 16), linear
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_reference_matches_official_block_math(name: str) -> None:
+    case = CASES[name]
+    x, linear = official_case(case)
+    with torch.no_grad():
+        expected = official_block_attention(x, linear, *op_args(case))
+        out = window_attention_reference(linear(x), *op_args(case), linear.bias)
+    assert out.shape == expected.shape
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.skipif(INTERPRETING, reason="under TRITON_INTERPRET=1 the triton backend is chosen")
+def test_public_op_runs_the_reference_on_cpu() -> None:
+    case = CASES["window4 pooled, padded"]
+    qkv, bias = make_qkv(case)
+    assert get_op(OP).select(qkv, *op_args(case), bias).name == "reference"
+    out = window_attention(qkv, *op_args(case), bias)
+    assert torch.equal(out, window_attention_reference(qkv, *op_args(case), bias))
+
+
+def test_gradients_match_official_block_math() -> None:
+    """Padded tokens reach the qkv bias: its gradient includes their share, as officially."""
+    case = CASES["window4 pooled, padded"]
+    x, linear = official_case(case)
+    official_block_attention(x, linear, *op_args(case)).square().sum().backward()
+    expected = [p.grad.clone() for p in linear.parameters()]
+    linear.zero_grad()
+    window_attention(linear(x), *op_args(case), linear.bias).square().sum().backward()
+    for got, want in zip((p.grad for p in linear.parameters()), expected):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_missing_bias_pads_with_zeros() -> None:
+    case = CASES["window7 padded (odd window)"]
+    qkv, _ = make_qkv(case)
+    out = window_attention_reference(qkv, *op_args(case))
+    zeros = window_attention_reference(qkv, *op_args(case), torch.zeros(qkv.shape[-1]))
+    assert torch.equal(out, zeros)
+
+
+def test_non_contiguous_qkv_gives_the_same_result() -> None:
+    case = CASES["window4 padded bottom+right, 2 images"]
+    qkv, bias = make_qkv(case)
+    transposed = qkv.transpose(1, 2).contiguous().transpose(1, 2)  # [B, H, W, 3C], W-major
+    assert not transposed.is_contiguous()
+    expected = window_attention_reference(qkv, *op_args(case), bias)
+    torch.testing.assert_close(window_attention(transposed, *op_args(case), bias), expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+
+
+@pytest.mark.parametrize(
+    "qkv, args, bias, error, message",
+    [
+        (torch.zeros(8, 8, 36), (2, 4, 1), None, ValueError, r"qkv must be \[B, H, W, 3 \* C\]"),
+        (torch.zeros(1, 8, 8, 36, dtype=torch.float64), (2, 4, 1), None, TypeError, "float64"),
+        (torch.zeros(1, 8, 8, 36, dtype=torch.int32), (2, 4, 1), None, TypeError, "float32, bfloat16"),
+        (torch.zeros(1, 8, 8, 36), (5, 4, 1), None, ValueError, r"3 \* num_heads = 15"),
+        (torch.zeros(1, 8, 8, 36), (0, 4, 1), None, ValueError, "num_heads must be an int >= 1"),
+        (torch.zeros(1, 8, 8, 36), (2, -1, 1), None, ValueError, "window_size must be an int >= 0"),
+        (torch.zeros(1, 8, 8, 36), (2, 7, 2), None, ValueError, r"window_size \(7\) must be a multiple"),
+        (torch.zeros(1, 8, 8, 36), (2, 4, 1), torch.zeros(12), ValueError, r"qkv_bias must be \[36\]"),
+        (torch.zeros(1, 8, 8, 36), (2, 4, 1), torch.zeros(36, device="meta"), ValueError, "qkv_bias is on meta"),
+        ([[0.0]], (2, 4, 1), None, TypeError, "qkv must be a torch.Tensor"),
+    ],
+    ids=["rank", "float64", "int", "heads", "zero heads", "window", "pool window", "bias shape",
+         "bias device", "not a tensor"],
+)
+def test_bad_input_is_rejected(qkv, args, bias, error, message) -> None:
+    with pytest.raises(error, match=message):
+        window_attention(qkv, *args, bias)
+
+
+@pytest.mark.skipif(INTERPRETING, reason="under TRITON_INTERPRET=1 triton takes cpu tensors")
+def test_forcing_triton_on_cpu_raises_with_the_reason() -> None:
+    qkv, bias = make_qkv(CASES["no padding"])
+    reason = get_op(OP).explain(qkv, 2, 4, 1, bias)["triton"]
+    assert reason is not None and ("TRITON_INTERPRET" in reason or "triton is not importable" in reason)
+    with use_backend("triton", op=OP), pytest.raises(BackendError, match="backend 'triton'.*cannot run"):
+        window_attention(qkv, 2, 4, 1, bias)
+
+
+def test_custom_op_schema_and_fake() -> None:
+    """What torch.compile traces: the registered op and its fake (shape-only) kernel."""
+    case = CASES["global pooled, odd size, 2 images"]
+    qkv, bias = make_qkv(case)
+    with use_backend("reference", op=OP):
+        torch.library.opcheck(
+            torch.ops.sam2_fast.window_attention.default,
+            (qkv, *op_args(case), bias),
+            test_utils=("test_schema", "test_faketensor"),
+        )
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        fake = torch.ops.sam2_fast.window_attention(torch.empty(2, 9, 10, 36), 1, 0, 2, None)
+    assert fake.shape == (2, 4, 5, 12)
+
+
+@pytest.mark.skipif(INTERPRETING, reason="under TRITON_INTERPRET=1 the triton backend is chosen")
+def test_torch_compile_traces_through_the_op() -> None:
+    """One graph (``fullgraph=True``) with the op as a node; aot_eager keeps the test fast."""
+    case = CASES["window4 pooled, padded"]
+    qkv, bias = make_qkv(case)
+    compiled = torch.compile(
+        lambda t, b: window_attention(t, *op_args(case), b) * 2, backend="aot_eager", fullgraph=True
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(qkv, bias), 2 * window_attention_reference(qkv, *op_args(case), bias))
+
+
+# ---------------------------------------------------------------------------------------------
+# the Triton kernel in the CPU interpreter
+
+
+@pytest.fixture
+def interpreter() -> None:
+    pytest.importorskip("triton")
+    if not INTERPRETING:
+        pytest.skip("needs TRITON_INTERPRET=1 before Python starts (test_interpreter_suite_in_subprocess)")
+
+
+def run_triton(qkv: torch.Tensor, args: tuple, bias: torch.Tensor | None) -> torch.Tensor:
+    with use_backend("triton", op=OP):
+        assert get_op(OP).select(qkv, *args, bias).name == "triton"
+        return window_attention(qkv, *args, bias)
+
+
+@pytest.mark.parametrize("dtype", list(TOLERANCES), ids=lambda d: str(d).removeprefix("torch."))
+@pytest.mark.parametrize("name", list(CASES))
+def test_interpreter_matches_reference(interpreter, name: str, dtype: torch.dtype) -> None:
+    case = CASES[name]
+    qkv, bias = make_qkv(case, dtype)
+    expected = window_attention_reference(qkv.float(), *op_args(case), bias.float())
+    out = run_triton(qkv, op_args(case), bias)
+    assert out.dtype == dtype and out.shape == expected.shape
+    torch.testing.assert_close(out.float(), expected, **TOLERANCES[dtype])
+
+
+def test_interpreter_without_bias_and_non_contiguous(interpreter) -> None:
+    case = CASES["window4 padded bottom+right, 2 images"]
+    qkv, _ = make_qkv(case)
+    wide = torch.cat([qkv, torch.randn_like(qkv)], dim=-1)[..., : qkv.shape[-1]]  # strided
+    expected = window_attention_reference(qkv, *op_args(case))
+    torch.testing.assert_close(run_triton(wide, op_args(case), None), expected, **TOLERANCES[torch.float32])
+
+
+@pytest.mark.parametrize(
+    "head_dim, window_size, q_stride", [(56, 4, 2), (72, 0, 1), (96, 8, 1)], ids=["d56", "d72", "d96"]
+)
+def test_interpreter_preset_head_dims(interpreter, head_dim: int, window_size: int, q_stride: int) -> None:
+    """The head dims of the presets (56: base-plus, 72: large, 96: tiny / small), padded to 64
+    and 128 inside the kernel."""
+    case = (1, 8, 6, window_size, q_stride, 1, head_dim)
+    qkv, bias = make_qkv(case, torch.float16)
+    expected = window_attention_reference(qkv.float(), *op_args(case), bias.float())
+    torch.testing.assert_close(run_triton(qkv, op_args(case), bias).float(), expected, **TOLERANCES[torch.float16])
+
+
+def test_interpreter_head_dims_above_128_fall_back_to_the_reference(interpreter) -> None:
+    qkv = torch.zeros(1, 4, 4, 3 * 160)
+    assert "head dim 160" in get_op(OP).explain(qkv, 1, 4, 1, None)["triton"]
+    assert get_op(OP).select(qkv, 1, 4, 1, None).name == "reference"
+
+
+def test_interpreter_suite_in_subprocess() -> None:
+    """Runs the ``interpreter`` tests of this file in a fresh Python with TRITON_INTERPRET=1."""
+    if INTERPRETING:
+        pytest.skip("TRITON_INTERPRET=1 already: the interpreter tests run in this process")
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    env.pop("SAM2_FAST_BACKEND", None)
+    command = [
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+        str(Path(__file__)), "-k", "interpreter and not subprocess",
+    ]
+    proc = subprocess.run(
+        command, env=env, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, f"{' '.join(command)} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    assert " passed" in proc.stdout and " skipped" not in proc.stdout, proc.stdout[-2000:]
