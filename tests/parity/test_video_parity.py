@@ -110,6 +110,18 @@ def test_video_masks_match_official(scenario_512):
     assert ious.mean() >= IOU_MEAN and ious.min() >= IOU_MIN, (ious.mean(), ious.min())
 
 
+def test_forced_reference_backends_match_default(frames_dir, scenario_512):
+    """Every op forced to its plain-torch reference (rope_attention: SDPA on 256-dim values
+    instead of the blocked kernel on folded 64-dim values) gives the same tracking."""
+    from sam2_fast.ops import use_backend
+
+    default, _, predictor = scenario_512
+    with use_backend("reference"):
+        forced = run_scenario(predictor, frames_dir)
+    ious, _ = mask_ious(forced, default)
+    assert ious.min() >= 0.999, ious.min()
+
+
 def test_batched_objects_equal_objects_one_by_one(frames_dir, scenario_512):
     batched, _, predictor = scenario_512
     original = type(predictor)._track_objects
