@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sam2_fast.modeling.common import MLP
-from sam2_fast.modeling.position_encoding import apply_rope, axial_rope_cos_sin
-from sam2_fast.ops.rope_attention import rope_attention
+from sam2_fast.modeling.position_encoding import axial_rope_cos_sin
+from sam2_fast.ops.rope_attention import rope_attention, rotate_tokens
 
 
 class Attention(nn.Module):
@@ -112,9 +112,8 @@ class RoPEAttention(Attention):
                 raise ValueError(f"rotated keys ({num_k_rope}) must be a multiple of the queries ({nq})")
         if self.training and self.dropout_p > 0:
             v = self._separate_heads(self.v_proj(v))
-            q = apply_rope(q, cos, sin)
-            k = torch.cat([apply_rope(k[:, :, :num_k_rope].unflatten(2, (-1, nq)), cos, sin).flatten(2, 3),
-                           k[:, :, num_k_rope:]], dim=2)
+            # dropout breaks the row sums the folded values rely on: the plain sequence
+            q, k = rotate_tokens(q, cos, sin), rotate_tokens(k, cos, sin, num_k_exclude_rope)
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout_p)
             return self.out_proj(self._recombine_heads(out))
         if self.kv_in_dim < self.internal_dim:

@@ -142,7 +142,9 @@ def _(q, k, v, cos, sin, num_k_exclude_rope, scale):
 # reference
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_exclude: int) -> torch.Tensor:
+def rotate_tokens(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_exclude: int = 0) -> torch.Tensor:
+    """RoPE on ``x [B, heads, N, D]``: the first ``N - num_exclude`` tokens are copies of the
+    ``cos/sin`` grid and are rotated, the rest are left as they are."""
     from sam2_fast.modeling.position_encoding import apply_rope
 
     nq = cos.shape[0]
@@ -158,8 +160,8 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_exclude: 
 def rope_attention_reference(q, k, v, cos, sin, num_k_exclude_rope=0, scale=None):
     """Plain torch :func:`rope_attention` (rotation in float32, then SDPA), any device."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    q = _rotate(q, cos, sin, 0)
-    k = _rotate(k, cos, sin, num_k_exclude_rope)
+    q = rotate_tokens(q, cos, sin)
+    k = rotate_tokens(k, cos, sin, num_k_exclude_rope)
     v = v.expand(-1, q.shape[1], -1, -1)
     return F.scaled_dot_product_attention(q, k, v, scale=scale)
 
