@@ -123,7 +123,9 @@ def test_forced_reference_backends_match_default(frames_dir, scenario_512):
 
 
 def test_batched_objects_equal_objects_one_by_one(frames_dir, scenario_512):
-    batched, _, predictor = scenario_512
+    """Objects batched through every stage (memory attention included, as on the GPU) give
+    the results of objects tracked one at a time."""
+    _, _, predictor = scenario_512
     original = type(predictor)._track_objects
 
     def one_by_one(self, state, frame_idx, obj_indices, reverse):
@@ -134,15 +136,25 @@ def test_batched_objects_equal_objects_one_by_one(frames_dir, scenario_512):
             masks.update(mask)
         return outputs, masks
 
-    predictor._track_objects = one_by_one.__get__(predictor)
+    # Hole filling is a threshold on connected-component areas: rounding noise of a batched
+    # GEMM can flip a borderline component there (a logit jump of ~3), so compare the
+    # continuous logits it starts from. It never feeds back into the memory.
+    fill_hole_area = predictor.fill_hole_area
+    predictor.fill_hole_area = 0
     try:
+        predictor.memory_attention_batch_size = 64
+        batched = run_scenario(predictor, frames_dir)
+        predictor.memory_attention_batch_size = None
+        predictor._track_objects = one_by_one.__get__(predictor)
         single = run_scenario(predictor, frames_dir)
     finally:
-        del predictor._track_objects
+        predictor.__dict__.pop("_track_objects", None)
+        predictor.memory_attention_batch_size = None
+        predictor.fill_hole_area = fill_hole_area
     ious, _ = mask_ious(batched, single)
     assert ious.min() >= 0.999, ious.min()
     for key in batched:
-        torch.testing.assert_close(batched[key], single[key], rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(batched[key], single[key], rtol=1e-3, atol=1e-3, msg=lambda m: f"{key}: {m}")
 
 
 def test_video_masks_match_official_at_full_resolution(frames_dir):
