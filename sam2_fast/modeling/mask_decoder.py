@@ -8,6 +8,11 @@ import torch
 from torch import nn
 
 from sam2_fast.modeling.common import MLP, LayerNorm2d
+from sam2_fast.modeling.shared_image_decoder import (
+    SharedImage,
+    predict_masks_shared_image,
+    prepare_shared_image,
+)
 from sam2_fast.modeling.transformer import TwoWayTransformer
 
 
@@ -98,6 +103,46 @@ class MaskDecoder(nn.Module):
             repeat_image=repeat_image,
             high_res_features=high_res_features,
         )
+        return self._select_outputs(masks, iou_pred, mask_tokens_out, object_score_logits, multimask_output)
+
+    def prepare_shared_image(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        high_res_features: Optional[List[torch.Tensor]] = None,
+    ) -> SharedImage:
+        """The share of one image (``[1, C, h, w]`` inputs, one dense prompt embedding for all
+        prompts) that :meth:`forward_shared_image` reuses for every batch of prompts."""
+        if self.use_high_res_features and high_res_features is None:
+            raise ValueError("high_res_features: this decoder uses high-res features; got None")
+        return prepare_shared_image(
+            image_embeddings, image_pe, dense_prompt_embeddings,
+            high_res_features if self.use_high_res_features else None,
+        )
+
+    def forward_shared_image(
+        self,
+        shared: SharedImage,
+        sparse_prompt_embeddings: torch.Tensor,
+        multimask_output: bool,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`forward` with ``repeat_image=True`` for ``n`` prompts ``[n, T, C]`` on one
+        image without a mask prompt, computing the image's share once
+        (:mod:`sam2_fast.modeling.shared_image_decoder`); same outputs up to float rounding."""
+        masks, iou_pred, mask_tokens_out, object_score_logits = predict_masks_shared_image(
+            self, shared, sparse_prompt_embeddings
+        )
+        return self._select_outputs(masks, iou_pred, mask_tokens_out, object_score_logits, multimask_output)
+
+    def _select_outputs(
+        self,
+        masks: torch.Tensor,
+        iou_pred: torch.Tensor,
+        mask_tokens_out: torch.Tensor,
+        object_score_logits: torch.Tensor,
+        multimask_output: bool,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         if multimask_output:
             masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]
         elif self.dynamic_multimask_via_stability and not self.training:

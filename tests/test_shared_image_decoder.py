@@ -1,0 +1,91 @@
+"""The shared-image mask decoder (image share computed once, a low-rank remainder per prompt)
+equals the plain decoder with the image repeated per prompt, in float32, to 1e-4 relative."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sam2_fast.modeling import shared_image_decoder
+from sam2_fast.modeling.config import PRESETS
+from sam2_fast.modeling.init import random_state_dict
+from sam2_fast.modeling.sam2_base import SAM2Base
+
+REL_TOL = 1e-4
+
+
+@pytest.fixture(scope="module", params=["sam2.1-hiera-tiny", "sam2-hiera-tiny"])
+def model(request):
+    sd = random_state_dict(PRESETS[request.param], seed=3)
+    gen = torch.Generator().manual_seed(4)
+    for key, value in sd.items():
+        # LayerNorm weights start at 1 and biases at 0: make every affine map non-trivial
+        if key.startswith("sam_mask_decoder.") and value.is_floating_point():
+            value.add_(0.1 * torch.randn(value.shape, generator=gen))
+    with torch.device("meta"):
+        m = SAM2Base.from_config(PRESETS[request.param])
+    m.load_state_dict(sd, strict=True, assign=True)
+    return m.eval()
+
+
+def _inputs(model, n, kind, seed):
+    gen = torch.Generator().manual_seed(seed)
+    pe = model.sam_prompt_encoder
+    c = model.sam_mask_decoder.transformer_dim
+    image = torch.randn(1, c, 64, 64, generator=gen)
+    high_res = [torch.randn(1, c // 8, 256, 256, generator=gen), torch.randn(1, c // 4, 128, 128, generator=gen)]
+    if kind == "click":
+        points = (torch.rand(n, 1, 2, generator=gen) * 1024, torch.ones(n, 1, dtype=torch.int))
+        boxes = None
+    elif kind == "clicks":  # a positive and a negative click per prompt
+        points = (torch.rand(n, 2, 2, generator=gen) * 1024, torch.tensor([[1, 0]] * n, dtype=torch.int))
+        boxes = None
+    else:
+        corner = torch.rand(n, 2, generator=gen) * 900
+        points, boxes = None, torch.cat([corner, corner + 100], dim=1)
+    with torch.no_grad():
+        sparse, dense = pe(points=points, boxes=boxes, masks=None)
+    return image, pe.get_dense_pe(), sparse, dense, high_res
+
+
+def _assert_close(ours, ref, what):
+    err = (ours - ref).abs().max().item()
+    scale = ref.abs().max().item()
+    assert err <= REL_TOL * scale, f"{what}: max error {err:.3g} > {REL_TOL} x {scale:.3g}"
+
+
+@pytest.mark.parametrize("multimask_output", [True, False])
+@pytest.mark.parametrize("kind,n", [("click", 1), ("click", 6), ("clicks", 3), ("box", 5)])
+def test_shared_image_decoder_equals_repeated_image(model, kind, n, multimask_output):
+    image, pe, sparse, dense, high_res = _inputs(model, n, kind, seed=n)
+    decoder = model.sam_mask_decoder
+    with torch.no_grad():
+        ref = decoder(image, pe, sparse, dense, multimask_output, True, high_res)
+        shared = decoder.prepare_shared_image(image, pe, dense[:1], high_res)
+        ours = decoder.forward_shared_image(shared, sparse, multimask_output)
+    for a, b, what in zip(ours, ref, ("masks", "iou_pred", "sam_tokens_out", "object_score_logits")):
+        assert a.shape == b.shape, what
+        _assert_close(a, b, what)
+
+
+def test_prompts_are_independent_of_batching(model, monkeypatch):
+    """Decoding 7 prompts in passes of 4 + 3 equals decoding them all in one pass."""
+    image, pe, sparse, dense, high_res = _inputs(model, 7, "click", seed=11)
+    decoder = model.sam_mask_decoder
+    with torch.no_grad():
+        shared = decoder.prepare_shared_image(image, pe, dense[:1], high_res)
+        monkeypatch.setattr(shared_image_decoder, "PROMPTS_PER_PASS", 4)
+        split = decoder.forward_shared_image(shared, sparse, True)
+        monkeypatch.setattr(shared_image_decoder, "PROMPTS_PER_PASS", 64)
+        whole = decoder.forward_shared_image(shared, sparse, True)
+    for a, b in zip(split, whole):
+        _assert_close(a, b, "split vs whole")
+
+
+def test_prepare_shared_image_rejects_a_batch_of_images(model):
+    image, pe, _, dense, high_res = _inputs(model, 1, "click", seed=0)
+    decoder = model.sam_mask_decoder
+    with pytest.raises(ValueError, match=r"image_embeddings: expected one image \[1, C, h, w\]"):
+        decoder.prepare_shared_image(image.expand(2, -1, -1, -1), pe, dense, high_res)
+    with pytest.raises(ValueError, match="high_res_features"):
+        decoder.prepare_shared_image(image, pe, dense, None)
