@@ -82,6 +82,24 @@ def test_prompts_are_independent_of_batching(model, monkeypatch):
         _assert_close(a, b, "split vs whole")
 
 
+@pytest.mark.parametrize("multimask_output", [True, False])
+def test_masks_below_an_iou_threshold_are_skipped(model, multimask_output):
+    image, pe, sparse, dense, high_res = _inputs(model, 9, "click", seed=5)
+    decoder = model.sam_mask_decoder
+    with torch.no_grad():
+        shared = decoder.prepare_shared_image(image, pe, dense[:1], high_res)
+        full = decoder.forward_shared_image(shared, sparse, multimask_output)
+        threshold = full[1].max(dim=1).values.median().item()
+        skipped = decoder.forward_shared_image(shared, sparse, multimask_output, skip_masks_at_or_below=threshold)
+    dynamic = not multimask_output and decoder.dynamic_multimask_via_stability
+    kept = torch.ones(9, dtype=torch.bool) if dynamic else (full[1] > threshold).any(dim=1)
+    assert 0 < kept.sum() < 9 or dynamic
+    assert torch.isnan(skipped[0][~kept]).all()
+    _assert_close(skipped[0][kept], full[0][kept], "kept masks")
+    for a, b in zip(skipped[1:], full[1:]):
+        _assert_close(a, b, "iou / tokens / object scores")
+
+
 def test_prepare_shared_image_rejects_a_batch_of_images(model):
     image, pe, _, dense, high_res = _inputs(model, 1, "click", seed=0)
     decoder = model.sam_mask_decoder

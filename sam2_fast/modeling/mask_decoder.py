@@ -126,12 +126,25 @@ class MaskDecoder(nn.Module):
         shared: SharedImage,
         sparse_prompt_embeddings: torch.Tensor,
         multimask_output: bool,
+        skip_masks_at_or_below: Optional[float] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`forward` with ``repeat_image=True`` for ``n`` prompts ``[n, T, C]`` on one
         image without a mask prompt, computing the image's share once
-        (:mod:`sam2_fast.modeling.shared_image_decoder`); same outputs up to float rounding."""
+        (:mod:`sam2_fast.modeling.shared_image_decoder`); same outputs up to float rounding.
+
+        ``skip_masks_at_or_below``: a prompt all of whose returned IoU predictions are at or
+        below it gets NaN masks instead of computed ones (the automatic mask generator drops
+        them by ``pred_iou_thresh`` anyway, and the upscaling is half of the work). Ignored
+        when the choice of the returned mask needs the logits (dynamic multimask output).
+        """
+        needed = None
+        dynamic = not multimask_output and self.dynamic_multimask_via_stability and not self.training
+        if skip_masks_at_or_below is not None and not dynamic:
+            threshold = float(skip_masks_at_or_below)
+            returned = slice(1, None) if multimask_output else slice(0, 1)
+            needed = lambda iou_pred: (iou_pred[:, returned] > threshold).any(dim=1)  # noqa: E731
         masks, iou_pred, mask_tokens_out, object_score_logits = predict_masks_shared_image(
-            self, shared, sparse_prompt_embeddings
+            self, shared, sparse_prompt_embeddings, needed
         )
         return self._select_outputs(masks, iou_pred, mask_tokens_out, object_score_logits, multimask_output)
 

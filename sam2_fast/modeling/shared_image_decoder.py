@@ -373,54 +373,70 @@ def _two_way_transformer(
     return queries, keys
 
 
+#: image tokens per tile of the upscaler: its intermediates for one tile (256 KB - 2 MB) stay
+#: in a core's L2 cache through all the passes of LayerNorm, GELU and the second convolution
+UPSCALE_TILE = 512
+
+
 def _upscale_masks(
-    shared: SharedImage, decoder: nn.Module, src: List[Term], hyper_in: Tensor, chunk: int = 1
+    shared: SharedImage, decoder: nn.Module, src: List[Term], hyper_in: Tensor, rows: Tensor
 ) -> Tensor:
-    """``hyper_in [n, M, C/8]`` times the upscaled image stream -> mask logits
-    ``[n, M, 4h, 4w]``. One prompt at a time: its largest intermediate is 8 MB."""
+    """``hyper_in [n, M, C/8]`` times the upscaled image stream of the prompts ``rows`` ->
+    mask logits ``[len(rows), M, 4h, 4w]``, one prompt and one tile of image tokens at a
+    time."""
     dc1, ln1, act1, dc2, act2 = decoder.output_upscaling
     c_in, c1 = dc1.weight.shape[:2]
     c2 = dc2.weight.shape[1]
     h, w = shared.h, shared.w
+    num_f = h * w
     # a 2x2 stride-2 transposed convolution is a per-pixel linear map to (i, j, c_out)
     w1 = dc1.weight.permute(0, 2, 3, 1).reshape(c_in, 4 * c1)
     w2 = dc2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
     terms = _map(shared, src, "dc1", lambda x: x @ w1)
     # the convolutions' biases plus the high-res features, [F, 4 * c1] and [F * 4, 4 * c2]
     bias1 = shared.get("dc1.bias+s1", lambda: (
-        dc1.bias.repeat(4).expand(h * w, -1)
-        + (0 if shared.feat_s1 is None else shared.feat_s1.reshape(h * w, 4 * c1))
+        dc1.bias.repeat(4).expand(num_f, -1)
+        + (0 if shared.feat_s1 is None else shared.feat_s1.reshape(num_f, 4 * c1))
     ).contiguous())
     bias2 = shared.get("dc2.bias+s0", lambda: (
-        dc2.bias.repeat(4).expand(h * w * 4, -1)
-        + (0 if shared.feat_s0 is None else shared.feat_s0.reshape(h * w * 4, 4 * c2))
+        dc2.bias.repeat(4).expand(num_f * 4, -1)
+        + (0 if shared.feat_s0 is None else shared.feat_s0.reshape(num_f * 4, 4 * c2))
     ).contiguous())
     exact_gelu = all(isinstance(a, nn.GELU) and a.approximate == "none" for a in (act1, act2))
-    n, m = hyper_in.shape[:2]
-    out = hyper_in.new_empty(n, h * w * 16, m)
-    for s in range(0, n, chunk):
-        e = min(n, s + chunk)
-        y = bias1.expand(e - s, -1, -1).clone()  # [c, F, 4 * c1]
-        for t in terms:
-            if isinstance(t, Shared):
+    m = hyper_in.shape[1]
+    n = len(rows)
+    # per prompt, everything but the shared matrices as one product: [F, K] @ [K, 4 * c1]
+    # (attention weights times their row scale; a scaled bias is a rank-1 column)
+    left, right = [], []
+    scaled_shared = [
+        Shared(t.key, t.s, None if t.d is None else t.d[rows]) for t in terms if isinstance(t, Shared)
+    ]
+    for t in terms:
+        if isinstance(t, Attn):
+            left.append(Attn(t.key, t.p[rows], t.v[rows], t.g, None if t.e is None else t.e[rows]).weights_t())
+            right.append(Attn(t.key, t.p[:0], t.v[rows], t.g).right())
+        elif isinstance(t, Bias):
+            e = hyper_in.new_ones(n, num_f) if t.e is None else t.e[rows]
+            left.append(e[:, None, :])
+            right.append((t.c if t.c.shape[0] == 1 else t.c[rows]).expand(n, -1)[:, None, :])
+    left_t = torch.cat(left, dim=1)  # [n, K, F]
+    right_t = torch.cat(right, dim=1)  # [n, K, 4 * c1]
+    out = hyper_in.new_empty(n, num_f * 16, m)
+    for i in range(n):
+        hyper_t = hyper_in[rows[i]].t()
+        for r0 in range(0, num_f, UPSCALE_TILE):
+            r1 = min(num_f, r0 + UPSCALE_TILE)
+            y = torch.addmm(bias1[r0:r1], left_t[i, :, r0:r1].t(), right_t[i])  # [tile, 4 * c1]
+            for t in scaled_shared:
                 if t.d is None:
-                    y.add_(t.s)
+                    y.add_(t.s[r0:r1])
                 else:
-                    y.addcmul_(t.d[s:e, :, None], t.s)
-            elif isinstance(t, Attn):
-                wt = t.p[s:e] if t.e is None else t.p[s:e] * t.e[s:e, None, :]
-                y.baddbmm_(wt.transpose(1, 2), t.right()[s:e])
-            else:
-                c = t.c if t.c.shape[0] == 1 else t.c[s:e]
-                if t.e is None:
-                    y.add_(c[:, None, :])
-                else:
-                    y.addcmul_(t.e[s:e, :, None], c[:, None, :])
-        y = F.layer_norm(y.view(e - s, h * w * 4, c1), (c1,), ln1.weight, ln1.bias, ln1.eps)
-        y = torch.ops.aten.gelu_(y) if exact_gelu else act1(y)
-        y = torch.baddbmm(bias2, y, w2.expand(e - s, -1, -1))  # [c, F * 4, 4 * c2]
-        y = torch.ops.aten.gelu_(y) if exact_gelu else act2(y)
-        torch.bmm(y.view(e - s, -1, c2), hyper_in[s:e].transpose(1, 2), out=out[s:e])
+                    y.addcmul_(t.d[i, r0:r1, None], t.s[r0:r1])
+            y = F.layer_norm(y.view(-1, c1), (c1,), ln1.weight, ln1.bias, ln1.eps)
+            y = torch.ops.aten.gelu_(y) if exact_gelu else act1(y)
+            y = torch.addmm(bias2[4 * r0 : 4 * r1], y, w2)  # [tile * 4, 4 * c2]
+            y = torch.ops.aten.gelu_(y) if exact_gelu else act2(y)
+            torch.mm(y.view(-1, c2), hyper_t, out=out[i, 16 * r0 : 16 * r1])
     # pixel (y, x, i, j, i2, j2) -> (4y + 2i + i2, 4x + 2j + j2)
     out = out.view(n, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)
     return out.reshape(n, m, 4 * h, 4 * w)
@@ -433,21 +449,32 @@ PROMPTS_PER_PASS = 4
 
 
 def predict_masks_shared_image(
-    decoder: nn.Module, shared: SharedImage, sparse_prompt_embeddings: Tensor
+    decoder: nn.Module,
+    shared: SharedImage,
+    sparse_prompt_embeddings: Tensor,
+    masks_needed: Optional[Callable[[Tensor], Tensor]] = None,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """:meth:`MaskDecoder.predict_masks` for ``n`` prompts ``[n, T_s, C]`` on ``shared``."""
+    """:meth:`MaskDecoder.predict_masks` for ``n`` prompts ``[n, T_s, C]`` on ``shared``.
+
+    ``masks_needed``: given the IoU predictions ``[k, num_mask_tokens]`` of ``k`` prompts,
+    which of them (bool ``[k]``) need mask logits; the others' masks are not computed (the
+    upscaling is half of the decoder's work) and come back as NaN.
+    """
     n = sparse_prompt_embeddings.shape[0]
-    if n <= PROMPTS_PER_PASS:
-        return _predict_masks(decoder, shared, sparse_prompt_embeddings)
     parts = [
-        _predict_masks(decoder, shared, sparse_prompt_embeddings[s : s + PROMPTS_PER_PASS])
+        _predict_masks(decoder, shared, sparse_prompt_embeddings[s : s + PROMPTS_PER_PASS], masks_needed)
         for s in range(0, n, PROMPTS_PER_PASS)
     ]
+    if len(parts) == 1:
+        return parts[0]
     return tuple(torch.cat(outs) for outs in zip(*parts))
 
 
 def _predict_masks(
-    decoder: nn.Module, shared: SharedImage, sparse_prompt_embeddings: Tensor
+    decoder: nn.Module,
+    shared: SharedImage,
+    sparse_prompt_embeddings: Tensor,
+    masks_needed: Optional[Callable[[Tensor], Tensor]],
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     weights = [decoder.iou_token.weight, decoder.mask_tokens.weight]
     s = 0
@@ -461,14 +488,21 @@ def _predict_masks(
     hs, src = _two_way_transformer(shared, decoder.transformer, tokens)
     iou_token_out = hs[:, s, :]
     mask_tokens_out = hs[:, s + 1 : s + 1 + decoder.num_mask_tokens, :]
-    hyper_in = torch.stack(
-        [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)],
-        dim=1,
-    )
-    masks = _upscale_masks(shared, decoder, src, hyper_in)
     iou_pred = decoder.iou_prediction_head(iou_token_out)
     if decoder.pred_obj_scores:
         object_score_logits = decoder.pred_obj_score_head(hs[:, 0, :])
     else:
         object_score_logits = 10.0 * iou_pred.new_ones(iou_pred.shape[0], 1)
+    hyper_in = torch.stack(
+        [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)],
+        dim=1,
+    )
+    h, w = shared.h, shared.w
+    if masks_needed is None:
+        masks = _upscale_masks(shared, decoder, src, hyper_in, torch.arange(n))
+    else:
+        rows = masks_needed(iou_pred).nonzero().flatten().cpu()
+        masks = hyper_in.new_full((n, hyper_in.shape[1], 4 * h, 4 * w), float("nan"))
+        if len(rows):
+            masks[rows.to(masks.device)] = _upscale_masks(shared, decoder, src, hyper_in, rows)
     return masks, iou_pred, mask_tokens_out, object_score_logits
