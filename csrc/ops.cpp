@@ -26,26 +26,40 @@
 namespace sam2_fast {
 namespace {
 
-// ---------------------------------------------------------------------------------------------
-// connected_components(mask [N, 1, H, W] bool/uint8) -> (labels, areas) [N, 1, H, W] int32
-
-void check_connected_components_mask(const at::Tensor& mask) {
-  TORCH_CHECK_VALUE(mask.dim() == 4 && mask.size(1) == 1,
-                    "connected_components: mask must be [N, 1, H, W], got ", mask.sizes());
-  TORCH_CHECK_TYPE(mask.scalar_type() == at::kBool || mask.scalar_type() == at::kByte,
-                   "connected_components: mask must be bool or uint8 (nonzero = foreground), got ",
-                   mask.scalar_type());
-  TORCH_CHECK_VALUE(mask.size(2) * mask.size(3) < std::numeric_limits<int32_t>::max(),
-                    "connected_components: H * W must fit in int32, got mask ", mask.sizes());
-}
-
 // bool and uint8 are both one byte per pixel, nonzero = foreground
 const uint8_t* mask_bytes(const at::Tensor& mask) {
   return static_cast<const uint8_t*>(mask.const_data_ptr());
 }
 
-std::tuple<at::Tensor, at::Tensor> connected_components_cpu(const at::Tensor& mask) {
-  check_connected_components_mask(mask);
+// Items per parallel task for work of `pixels` per item: one item per task, but no threads for
+// a handful of small items.
+int64_t grain_for(int64_t pixels) {
+  return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, pixels));
+}
+
+void check_binary_dtype(const char* op, const char* name, const at::Tensor& masks) {
+  TORCH_CHECK_TYPE(masks.scalar_type() == at::kBool || masks.scalar_type() == at::kByte, op, ": ",
+                   name, " must be bool or uint8 (nonzero = foreground), got ",
+                   masks.scalar_type());
+}
+
+// ---------------------------------------------------------------------------------------------
+// connected_components(mask [N, 1, H, W] bool/uint8, connectivity 4 | 8)
+//   -> (labels, areas) [N, 1, H, W] int32
+
+void check_connected_components_args(const at::Tensor& mask, int64_t connectivity) {
+  TORCH_CHECK_VALUE(mask.dim() == 4 && mask.size(1) == 1,
+                    "connected_components: mask must be [N, 1, H, W], got ", mask.sizes());
+  check_binary_dtype("connected_components", "mask", mask);
+  TORCH_CHECK_VALUE(mask.size(2) * mask.size(3) < std::numeric_limits<int32_t>::max(),
+                    "connected_components: H * W must fit in int32, got mask ", mask.sizes());
+  TORCH_CHECK_VALUE(connectivity == 4 || connectivity == 8,
+                    "connected_components: connectivity must be 4 or 8, got ", connectivity);
+}
+
+std::tuple<at::Tensor, at::Tensor> connected_components_cpu(const at::Tensor& mask,
+                                                            int64_t connectivity) {
+  check_connected_components_args(mask, connectivity);
   const at::Tensor input = mask.contiguous();
   at::Tensor labels = at::empty(input.sizes(), input.options().dtype(at::kInt));
   at::Tensor areas = at::empty(input.sizes(), input.options().dtype(at::kInt));
@@ -59,21 +73,20 @@ std::tuple<at::Tensor, at::Tensor> connected_components_cpu(const at::Tensor& ma
   const uint8_t* mask_data = mask_bytes(input);
   int32_t* labels_data = labels.mutable_data_ptr<int32_t>();
   int32_t* areas_data = areas.mutable_data_ptr<int32_t>();
-  // one image per task, but no threads for a handful of small images
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / num_pixels);
-  at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, batch, grain_for(num_pixels), [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) {
       const int64_t offset = n * num_pixels;
       label_image_cpu(mask_data + offset, labels_data + offset, areas_data + offset, height,
-                      width);
+                      width, static_cast<int>(connectivity));
     }
   });
   return {labels, areas};
 }
 
 #ifdef SAM2_FAST_WITH_CUDA
-std::tuple<at::Tensor, at::Tensor> connected_components_cuda(const at::Tensor& mask) {
-  check_connected_components_mask(mask);
+std::tuple<at::Tensor, at::Tensor> connected_components_cuda(const at::Tensor& mask,
+                                                             int64_t connectivity) {
+  check_connected_components_args(mask, connectivity);
   const c10::cuda::CUDAGuard device_guard(mask.device());
   const at::Tensor input = mask.contiguous();
   const int64_t batch = input.size(0);
@@ -90,7 +103,8 @@ std::tuple<at::Tensor, at::Tensor> connected_components_cuda(const at::Tensor& m
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   C10_CUDA_CHECK(launch_find_components_cuda(
       mask_bytes(input), labels.mutable_data_ptr<int32_t>(), areas.mutable_data_ptr<int32_t>(),
-      counts.mutable_data_ptr<int32_t>(), batch, height, width, stream));
+      counts.mutable_data_ptr<int32_t>(), batch, height, width, static_cast<int>(connectivity),
+      stream));
   // 1-based rank of each root among the roots of its image, in raster order
   const at::Tensor rank = at::cumsum(areas.view({batch, num_pixels}), 1, at::kInt);
   C10_CUDA_CHECK(launch_relabel_components_cuda(
@@ -105,8 +119,9 @@ std::tuple<at::Tensor, at::Tensor> connected_components_cuda(const at::Tensor& m
 }  // namespace sam2_fast
 
 TORCH_LIBRARY(sam2_fast, m) {
-  // 8-connectivity; components numbered 1..K per image in raster order of their first pixel
-  m.def("connected_components(Tensor mask) -> (Tensor labels, Tensor areas)");
+  // connectivity 4 or 8; components numbered 1..K per image in raster order of their first pixel
+  m.def(
+      "connected_components(Tensor mask, int connectivity=8) -> (Tensor labels, Tensor areas)");
 }
 
 TORCH_LIBRARY_IMPL(sam2_fast, CPU, m) {

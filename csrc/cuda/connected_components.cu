@@ -1,9 +1,11 @@
-// connected_components on CUDA: block-based union-find (label equivalence), 8-connectivity.
+// connected_components on CUDA: block-based union-find (label equivalence), 4- or
+// 8-connectivity (`diagonal`: corner neighbours are neighbours too).
 //
 //   1. local_merge:    one thread block per kTileH x kTileW tile; union-find in shared memory
 //                      over the tile, then every pixel stores the image index of its tile root.
 //   2. boundary_merge: pixels on tile borders unite, in global memory, with their previously
-//                      visited neighbours (left, up-left, up, up-right) that lie in another tile.
+//                      visited neighbours (left, up-left, up, up-right; left, up without
+//                      diagonals) that lie in another tile.
 //   3. resolve:        every pixel finds its root, roots are flagged, component areas counted.
 //   4. relabel:        roots are ranked per image in raster order (the caller's cumsum of the
 //                      flags), and every pixel gets its root's rank as label and its root's
@@ -67,7 +69,7 @@ __device__ void unite(int32_t* parent, int32_t a, int32_t b) {
 // parent[p] = image index of p's root within its tile (-1 on background).
 __global__ void local_merge_kernel(const uint8_t* __restrict__ mask, int32_t* __restrict__ parent,
                                    int32_t height, int32_t width, int32_t tiles_x,
-                                   int32_t tiles_per_image) {
+                                   int32_t tiles_per_image, bool diagonal) {
   __shared__ int32_t tile_parent[kTileH * kTileW];
   __shared__ bool tile_fg[kTileH * kTileW];
 
@@ -94,13 +96,13 @@ __global__ void local_merge_kernel(const uint8_t* __restrict__ mask, int32_t* __
     }
     if (ty > 0) {
       const int32_t up = local - kTileW;
-      if (tx > 0 && tile_fg[up - 1]) {
+      if (diagonal && tx > 0 && tile_fg[up - 1]) {
         unite(tile_parent, local, up - 1);
       }
       if (tile_fg[up]) {
         unite(tile_parent, local, up);
       }
-      if (tx + 1 < kTileW && tile_fg[up + 1]) {
+      if (diagonal && tx + 1 < kTileW && tile_fg[up + 1]) {
         unite(tile_parent, local, up + 1);
       }
     }
@@ -117,9 +119,9 @@ __global__ void local_merge_kernel(const uint8_t* __restrict__ mask, int32_t* __
   }
 }
 
-// Unites each pixel with its previously visited 8-neighbours that lie in another tile.
+// Unites each pixel with its previously visited neighbours that lie in another tile.
 __global__ void boundary_merge_kernel(int32_t* __restrict__ parent, int64_t total, int32_t height,
-                                      int32_t width) {
+                                      int32_t width, bool diagonal) {
   const int64_t num_pixels = static_cast<int64_t>(height) * width;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
        i += int64_t{gridDim.x} * blockDim.x) {
@@ -133,11 +135,12 @@ __global__ void boundary_merge_kernel(int32_t* __restrict__ parent, int64_t tota
     if (image_parent[p] < 0 || !(tile_left || tile_top || tile_right)) {
       continue;
     }
-    // (dy, dx) of the left, up-left, up and up-right neighbours
-    constexpr int kOffsets[4][2] = {{0, -1}, {-1, -1}, {-1, 0}, {-1, 1}};
-    for (const auto& offset : kOffsets) {
-      const int32_t ny = y + offset[0];
-      const int32_t nx = x + offset[1];
+    // (dy, dx) of the left, up, up-left and up-right neighbours
+    constexpr int kOffsets[4][2] = {{0, -1}, {-1, 0}, {-1, -1}, {-1, 1}};
+    const int num_neighbours = diagonal ? 4 : 2;
+    for (int i = 0; i < num_neighbours; ++i) {
+      const int32_t ny = y + kOffsets[i][0];
+      const int32_t nx = x + kOffsets[i][1];
       if (ny < 0 || nx < 0 || nx >= width) {
         continue;
       }
@@ -195,7 +198,8 @@ int per_pixel_blocks(int64_t total) {
 
 cudaError_t launch_find_components_cuda(const uint8_t* mask, int32_t* labels, int32_t* root_flags,
                                         int32_t* counts, int64_t batch, int32_t height,
-                                        int32_t width, cudaStream_t stream) {
+                                        int32_t width, int connectivity, cudaStream_t stream) {
+  const bool diagonal = connectivity == 8;
   const int64_t num_pixels = static_cast<int64_t>(height) * width;
   const int64_t total = batch * num_pixels;
   const int32_t tiles_x = (width + kTileW - 1) / kTileW;
@@ -207,10 +211,11 @@ cudaError_t launch_find_components_cuda(const uint8_t* mask, int32_t* labels, in
     local_merge_kernel<<<static_cast<unsigned int>(images * tiles_per_image),
                          dim3(kTileW, kTileH), 0, stream>>>(mask + first * num_pixels,
                                                             labels + first * num_pixels, height,
-                                                            width, tiles_x, tiles_per_image);
+                                                            width, tiles_x, tiles_per_image,
+                                                            diagonal);
   }
   boundary_merge_kernel<<<per_pixel_blocks(total), kThreads, 0, stream>>>(labels, total, height,
-                                                                           width);
+                                                                           width, diagonal);
   resolve_kernel<<<per_pixel_blocks(total), kThreads, 0, stream>>>(labels, root_flags, counts,
                                                                     total, num_pixels);
   return cudaGetLastError();

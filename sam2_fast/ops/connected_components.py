@@ -6,17 +6,21 @@ Backends of ``connected_components``, in order of preference:
 * ``cpp``: ``csrc/connected_components.cpp``, two-pass union-find, images in parallel;
 * ``reference``: plain torch on any device, min-pool hooking with pointer jumping.
 
-All three return the same labels: components numbered 1..K per image in raster order of their
-first pixel. The official ``sam2`` package only has a CUDA kernel and silently skips hole /
-sprinkle removal without it; here every device has an implementation.
+All three take ``connectivity`` 4 or 8 and return the same labels: components numbered 1..K
+per image in raster order of their first pixel. The official ``sam2`` package only has a CUDA
+kernel and silently skips hole / sprinkle removal without it; here every device has an
+implementation.
 """
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 import torch.nn.functional as F
 
-from sam2_fast._ext import load_extension, register_fake_on_load
+from sam2_fast._ext import register_fake_on_load
+from sam2_fast.ops._common import check_binary_dtype, check_tensor, extension_refusal
 from sam2_fast.ops._dispatch import Op
 
 __all__ = [
@@ -33,48 +37,57 @@ def _example(device: str) -> tuple[torch.Tensor]:
 connected_components_op = Op("connected_components", example=_example)
 
 
-def _check_mask(mask: torch.Tensor) -> None:
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"connected_components: mask must be a torch.Tensor, got {type(mask)}")
+def _check_args(mask: torch.Tensor, connectivity: int) -> None:
+    check_tensor("connected_components", "mask", mask)
     if mask.dim() != 4 or mask.size(1) != 1:
         raise ValueError(
             f"connected_components: mask must be [N, 1, H, W], got {list(mask.shape)}; "
             "flatten other dims into N, e.g. mask.flatten(0, 1).unsqueeze(1)"
         )
-    if mask.dtype not in (torch.bool, torch.uint8):
+    check_binary_dtype("connected_components", "mask", mask)
+    if isinstance(connectivity, bool) or not isinstance(connectivity, numbers.Integral):
         raise TypeError(
-            "connected_components: mask must be bool or uint8 (nonzero = foreground), got "
-            f"{mask.dtype}; threshold scores first, e.g. `logits > 0`"
+            f"connected_components: connectivity must be the int 4 or 8, got "
+            f"{type(connectivity).__name__} {connectivity!r}"
+        )
+    if connectivity not in (4, 8):
+        raise ValueError(
+            f"connected_components: connectivity must be 4 (edge neighbours) or 8 (edge and "
+            f"corner neighbours), got {connectivity}"
         )
 
 
-def connected_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Label the 8-connected components of binary masks.
+def connected_components(
+    mask: torch.Tensor, connectivity: int = 8
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label the connected components of binary masks.
 
-    Same contract as official ``sam2.utils.misc.get_connected_components``, with deterministic
-    labels.
+    Same contract as official ``sam2.utils.misc.get_connected_components`` (which is
+    8-connected), with deterministic labels.
 
     Args:
         mask: ``[N, 1, H, W]`` bool or uint8; nonzero pixels are foreground.
+        connectivity: 8 (default): pixels that share an edge or a corner are connected; 4: only
+            pixels that share an edge.
 
     Returns:
         ``(labels, areas)``, both ``[N, 1, H, W]`` int32 on ``mask.device``: ``labels`` numbers
         the components of each image 1..K in raster order of their first pixel (0 on
         background); ``areas`` is the pixel count of each pixel's component (0 on background).
     """
-    _check_mask(mask)
-    return connected_components_op(mask)
+    _check_args(mask, connectivity)
+    return connected_components_op(mask, int(connectivity))
 
 
 # ---------------------------------------------------------------------------------------------
 # cuda / cpp backends: one op of sam2_fast._C, registered per device (csrc/ops.cpp)
 
 
-def _extension_op(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.ops.sam2_fast.connected_components(mask)
+def _extension_op(mask: torch.Tensor, connectivity: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.ops.sam2_fast.connected_components(mask, connectivity)
 
 
-def _fake(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _fake(mask: torch.Tensor, connectivity: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     labels = mask.new_empty(mask.shape, dtype=torch.int32)
     return labels, torch.empty_like(labels)
 
@@ -82,25 +95,12 @@ def _fake(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 register_fake_on_load("sam2_fast::connected_components", _fake)
 
 
-def _supports_cuda(mask: torch.Tensor) -> str | None:
-    if mask.device.type != "cuda":
-        return f"mask is on {mask.device.type}, this backend runs on cuda"
-    ext, reason = load_extension()
-    if ext is None:
-        return f"extension {reason}"
-    info = ext.build_info()
-    if not info["cuda"]:
-        return f"mask is on cuda but the CUDA ops were not compiled ({info['cuda_skip_reason']})"
-    return None
+def _supports_cuda(mask: torch.Tensor, connectivity: int = 8) -> str | None:
+    return extension_refusal("cuda", mask=mask)
 
 
-def _supports_cpp(mask: torch.Tensor) -> str | None:
-    if mask.device.type != "cpu":
-        return f"mask is on {mask.device.type}, this backend runs on cpu"
-    ext, reason = load_extension()
-    if ext is None:
-        return f"extension {reason}"
-    return None
+def _supports_cpp(mask: torch.Tensor, connectivity: int = 8) -> str | None:
+    return extension_refusal("cpu", mask=mask)
 
 
 connected_components_op.add_backend("cuda", _extension_op, _supports_cuda)
@@ -111,16 +111,29 @@ connected_components_op.add_backend("cpp", _extension_op, _supports_cpp)
 # reference backend
 
 
+def _neighbourhood_min(roots: torch.Tensor, connectivity: int) -> torch.Tensor:
+    """Smallest value of ``roots`` ``[N, 1, H, W]`` over each pixel and its neighbours: the
+    3x3 square (8-connectivity) or the cross of the 3x1 and 1x3 windows (4-connectivity)."""
+    if connectivity == 8:
+        return -F.max_pool2d(-roots, kernel_size=3, stride=1, padding=1)
+    column = -F.max_pool2d(-roots, kernel_size=(3, 1), stride=1, padding=(1, 0))
+    row = -F.max_pool2d(-roots, kernel_size=(1, 3), stride=1, padding=(0, 1))
+    return torch.minimum(column, row)
+
+
 @connected_components_op.register("reference")
-def connected_components_reference(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def connected_components_reference(
+    mask: torch.Tensor, connectivity: int = 8
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain-torch :func:`connected_components` on any device (same inputs and outputs).
 
     A forest over pixel indices where a parent always precedes its child in raster order, so
     a root is the first pixel of its tree. Each round, every foreground pixel finds the smallest
-    root in its 3x3 neighbourhood (a min-pool of its neighbours' roots) and hooks its own root
-    under it (``scatter_reduce`` amin), then pointer jumping flattens the trees. When a round
-    changes nothing, each component is one tree rooted at its first pixel, which gives the
-    raster-order numbering. Pooling runs in float64, exact for any image that fits in memory.
+    root in its neighbourhood (a min-pool of its neighbours' roots over the 3x3 square, or the
+    cross for 4-connectivity) and hooks its own root under it (``scatter_reduce`` amin), then
+    pointer jumping flattens the trees. When a round changes nothing, each component is one
+    tree rooted at its first pixel, which gives the raster-order numbering. Pooling runs in
+    float64, exact for any image that fits in memory.
     """
     n, _, h, w = mask.shape
     if mask.numel() == 0:
@@ -132,7 +145,7 @@ def connected_components_reference(mask: torch.Tensor) -> tuple[torch.Tensor, to
     parent = index.clone()  # background pixels stay their own root and are never hooked
     while True:
         roots = torch.where(fg, parent.to(torch.float64), background).reshape(n, 1, h, w)
-        smallest = -F.max_pool2d(-roots, kernel_size=3, stride=1, padding=1)
+        smallest = _neighbourhood_min(roots, connectivity)
         smallest = torch.where(fg, smallest.reshape(n, h * w).long(), index)
         hooked = parent.scatter_reduce(1, parent, smallest, reduce="amin")
         while True:

@@ -1,5 +1,6 @@
 """connected_components and fill_holes_and_sprinkles: every backend that runs here against an
-independent oracle (scipy.ndimage.label, 8-connectivity), plus bad input and the dispatcher.
+independent oracle (scipy.ndimage.label, 8- and 4-connectivity), plus bad input and the
+dispatcher.
 
 Labels and areas are integers: every comparison is exact.
 """
@@ -27,6 +28,7 @@ ndimage = pytest.importorskip("scipy.ndimage")
 
 OP = "connected_components"
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+STRUCTURES = {8: EIGHT_CONNECTED, 4: ndimage.generate_binary_structure(2, 1)}  # 4: the cross
 BACKENDS = ["cuda", "cpp", "reference"]
 
 
@@ -48,12 +50,14 @@ def device_of(backend: str) -> str:
     return "cuda" if backend == "cuda" else "cpu"
 
 
-def run_backend(backend: str, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def run_backend(
+    backend: str, mask: torch.Tensor, connectivity: int = 8
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``backend`` (inputs moved to the GPU for ``cuda``); results on the CPU."""
     mask = mask.to(device_of(backend))
     with use_backend(backend, op=OP):
         assert get_op(OP).select(mask).name == backend
-        labels, areas = connected_components(mask)
+        labels, areas = connected_components(mask, connectivity)
     assert labels.device == mask.device and areas.device == mask.device
     return labels.cpu(), areas.cpu()
 
@@ -62,12 +66,12 @@ def run_backend(backend: str, mask: torch.Tensor) -> tuple[torch.Tensor, torch.T
 # oracle
 
 
-def oracle_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def oracle_components(mask: np.ndarray, connectivity: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """scipy labels renumbered 1..K in raster order of first pixel, and areas; [N, 1, H, W]."""
     labels = np.zeros(mask.shape, dtype=np.int32)
     areas = np.zeros(mask.shape, dtype=np.int32)
     for i, image in enumerate(mask[:, 0] != 0):
-        scipy_labels, _ = ndimage.label(image, structure=EIGHT_CONNECTED)
+        scipy_labels, _ = ndimage.label(image, structure=STRUCTURES[connectivity])
         flat = scipy_labels.ravel()
         found, first = np.unique(flat, return_index=True)
         found, first = found[found > 0], first[found > 0]
@@ -80,9 +84,9 @@ def oracle_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return labels, areas
 
 
-def assert_matches_oracle(backend: str, mask: torch.Tensor) -> None:
-    labels, areas = run_backend(backend, mask)
-    expected_labels, expected_areas = oracle_components(mask.numpy())
+def assert_matches_oracle(backend: str, mask: torch.Tensor, connectivity: int = 8) -> None:
+    labels, areas = run_backend(backend, mask, connectivity)
+    expected_labels, expected_areas = oracle_components(mask.numpy(), connectivity)
     assert labels.dtype == torch.int32 and areas.dtype == torch.int32
     assert labels.shape == mask.shape and areas.shape == mask.shape
     np.testing.assert_array_equal(labels.numpy(), expected_labels)
@@ -136,12 +140,15 @@ DENSITIES = [0.1, 0.35, 0.5, 0.65, 0.9]
 # connected_components vs the oracle
 
 
+@pytest.mark.parametrize("connectivity", [8, 4])
 @pytest.mark.parametrize("density", DENSITIES)
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_random_masks_match_scipy(backend: str, size: tuple[int, int], density: float) -> None:
+def test_random_masks_match_scipy(
+    backend: str, size: tuple[int, int], density: float, connectivity: int
+) -> None:
     generator = torch.Generator().manual_seed(hash((size, density)) % 2**31)
     mask = torch.rand(3, 1, *size, generator=generator) < density
-    assert_matches_oracle(backend, mask)
+    assert_matches_oracle(backend, mask, connectivity)
 
 
 @pytest.mark.parametrize(
@@ -162,8 +169,23 @@ def test_random_masks_match_scipy(backend: str, size: tuple[int, int], density: 
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )
-def test_structured_masks_match_scipy(backend: str, name: str, image: np.ndarray) -> None:
-    assert_matches_oracle(backend, as_batch(image))
+@pytest.mark.parametrize("connectivity", [8, 4])
+def test_structured_masks_match_scipy(
+    backend: str, name: str, image: np.ndarray, connectivity: int
+) -> None:
+    assert_matches_oracle(backend, as_batch(image), connectivity)
+
+
+def test_connectivity_4_splits_diagonal_touches(backend: str) -> None:
+    """A checkerboard is one 8-connected component and one component per pixel 4-connected;
+    the default is 8."""
+    mask = as_batch(checkerboard(5, 6))
+    labels_8, areas_8 = run_backend(backend, mask, 8)
+    labels_4, areas_4 = run_backend(backend, mask, 4)
+    assert labels_8.max() == 1 and areas_8.max() == 15
+    assert labels_4.max() == 15 and areas_4.max() == 1
+    default = run_backend(backend, mask)
+    assert torch.equal(default[0], labels_8) and torch.equal(default[1], areas_8)
 
 
 def test_long_components_are_one_component() -> None:
@@ -213,10 +235,11 @@ def test_empty_tensors(backend: str, shape: tuple[int, ...]) -> None:
     assert labels.dtype == torch.int32 and areas.dtype == torch.int32
 
 
-def test_cpp_equals_reference(extension: ModuleType) -> None:
+@pytest.mark.parametrize("connectivity", [8, 4])
+def test_cpp_equals_reference(extension: ModuleType, connectivity: int) -> None:
     mask = torch.rand(8, 1, 96, 80, generator=torch.Generator().manual_seed(7)) < 0.45
-    cpp = run_backend("cpp", mask)
-    reference = run_backend("reference", mask)
+    cpp = run_backend("cpp", mask, connectivity)
+    reference = run_backend("reference", mask, connectivity)
     assert torch.equal(cpp[0], reference[0]) and torch.equal(cpp[1], reference[1])
 
 
@@ -226,6 +249,7 @@ def test_compiled_op_passes_opcheck(extension: ModuleType) -> None:
         pytest.skip(f"torch.library.opcheck needs torch >= 2.4, got {torch.__version__}")
     mask = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(1)) < 0.5
     torch.library.opcheck(torch.ops.sam2_fast.connected_components.default, (mask,))
+    torch.library.opcheck(torch.ops.sam2_fast.connected_components.default, (mask, 4))
 
 
 def test_cuda_kernel_registered_when_cuda_ops_compiled(
@@ -346,6 +370,31 @@ def test_compiled_op_checks_its_inputs(
 ) -> None:
     with pytest.raises(error, match=message):
         torch.ops.sam2_fast.connected_components(mask)
+
+
+@pytest.mark.parametrize(
+    "connectivity, error, message",
+    [
+        (6, ValueError, r"connectivity must be 4 \(edge neighbours\) or 8 .*, got 6"),
+        (0, ValueError, r"connectivity must be 4 .* or 8 .*, got 0"),
+        (8.0, TypeError, r"connectivity must be the int 4 or 8, got float 8.0"),
+        ("4", TypeError, r"connectivity must be the int 4 or 8, got str '4'"),
+        (True, TypeError, r"connectivity must be the int 4 or 8, got bool True"),
+    ],
+)
+def test_bad_connectivity_raises_clear_error(
+    connectivity: object, error: type, message: str
+) -> None:
+    mask = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    with pytest.raises(error, match=f"connected_components: {message}"):
+        connected_components(mask, connectivity)  # type: ignore[arg-type]
+
+
+def test_compiled_op_checks_connectivity(extension: ModuleType) -> None:
+    mask = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    message = "connected_components: connectivity must be 4 or 8, got 6"
+    with pytest.raises(ValueError, match=message):
+        torch.ops.sam2_fast.connected_components(mask, 6)
 
 
 @pytest.mark.parametrize(

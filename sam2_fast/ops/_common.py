@@ -1,0 +1,46 @@
+"""Helpers shared by the ops: argument checks with readable messages, and the verdict of the
+compiled backends (``cpp`` / ``cuda``, the ops of ``sam2_fast._C``) on their inputs."""
+
+from __future__ import annotations
+
+import torch
+
+from sam2_fast._ext import load_extension
+
+BINARY_DTYPES = (torch.bool, torch.uint8)
+
+
+def check_tensor(op: str, name: str, value: object) -> None:
+    """TypeError unless ``value`` (argument ``name`` of ``op``) is a tensor."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
+
+
+def check_binary_dtype(op: str, name: str, masks: torch.Tensor) -> None:
+    """TypeError unless ``masks`` is bool or uint8 (uint8: every nonzero value is foreground)."""
+    if masks.dtype not in BINARY_DTYPES:
+        raise TypeError(
+            f"{op}: {name} must be bool or uint8 (nonzero = foreground), got {masks.dtype}; "
+            "threshold scores first, e.g. `logits > 0`"
+        )
+
+
+def _subject(name: str) -> str:
+    return f"{name} {'are' if name.endswith('s') else 'is'}"
+
+
+def extension_refusal(device: str, **tensors: torch.Tensor) -> str | None:
+    """Why the compiled backend for ``device`` (``"cpu"``: cpp, ``"cuda"``: cuda) cannot run an
+    op on ``tensors`` (keyword = the argument's name in the op), or None when it can."""
+    for name, tensor in tensors.items():
+        if tensor.device.type != device:
+            return f"{_subject(name)} on {tensor.device.type}, this backend runs on {device}"
+    ext, reason = load_extension()
+    if ext is None:
+        return f"extension {reason}"
+    if device == "cuda" and not ext.build_info()["cuda"]:
+        return (
+            f"{_subject(next(iter(tensors)))} on cuda but the CUDA ops were not compiled "
+            f"({ext.build_info()['cuda_skip_reason']})"
+        )
+    return None
