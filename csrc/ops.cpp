@@ -1,11 +1,14 @@
 // The torch side of every compiled op: schemas (TORCH_LIBRARY, namespace `sam2_fast`, called as
 // torch.ops.sam2_fast.<name>), input checks, output allocation and per-device registration.
 // This is the only translation unit that includes torch headers; the kernels work on raw
-// pointers (connected_components.cpp, cuda/connected_components.cu), which keeps builds quick.
+// pointers (connected_components.cpp, rle.cpp, boxes.cpp and their cuda/*.cu), which keeps
+// builds quick.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/arange.h>
 #include <ATen/ops/cumsum.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/sort.h>
 #include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
@@ -20,8 +23,11 @@
 #include <cstdint>
 #include <limits>
 #include <tuple>
+#include <vector>
 
+#include "boxes.h"
 #include "connected_components.h"
+#include "rle.h"
 
 namespace sam2_fast {
 namespace {
@@ -115,6 +121,285 @@ std::tuple<at::Tensor, at::Tensor> connected_components_cuda(const at::Tensor& m
 }
 #endif
 
+// ---------------------------------------------------------------------------------------------
+// COCO RLE
+//   rle_encode(masks [N, H, W] bool/uint8) -> (counts [total] int64, offsets [N + 1] int64)
+//   rle_encode_compressed(masks) -> (chars [total] uint8, offsets [N + 1] int64), on the CPU
+//   rle_decode(counts, offsets, height, width) -> masks [N, H, W] bool
+// Mask n's runs (characters) are counts[offsets[n] : offsets[n + 1]].
+
+void check_masks(const char* op, const at::Tensor& masks) {
+  TORCH_CHECK_VALUE(masks.dim() == 3, op, ": masks must be [N, H, W], got ", masks.sizes());
+  check_binary_dtype(op, "masks", masks);
+}
+
+// The parts laid end to end in one CPU tensor of `dtype`, and offsets [parts + 1] int64.
+template <typename T>
+std::tuple<at::Tensor, at::Tensor> concatenate(const std::vector<std::vector<T>>& parts,
+                                               at::ScalarType dtype) {
+  const auto num_parts = static_cast<int64_t>(parts.size());
+  at::Tensor offsets = at::empty({num_parts + 1}, at::TensorOptions().dtype(at::kLong));
+  int64_t* offsets_data = offsets.mutable_data_ptr<int64_t>();
+  offsets_data[0] = 0;
+  for (int64_t n = 0; n < num_parts; ++n) {
+    offsets_data[n + 1] = offsets_data[n] + static_cast<int64_t>(parts[n].size());
+  }
+  at::Tensor flat = at::empty({offsets_data[num_parts]}, at::TensorOptions().dtype(dtype));
+  T* flat_data = static_cast<T*>(flat.mutable_data_ptr());
+  at::parallel_for(0, num_parts, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      std::copy(parts[n].begin(), parts[n].end(), flat_data + offsets_data[n]);
+    }
+  });
+  return {flat, offsets};
+}
+
+std::tuple<at::Tensor, at::Tensor> rle_encode_cpu(const at::Tensor& masks) {
+  check_masks("rle_encode", masks);
+  const at::Tensor input = masks.contiguous();
+  const int64_t batch = input.size(0);
+  const int64_t height = input.size(1);
+  const int64_t width = input.size(2);
+  const uint8_t* data = mask_bytes(input);
+  std::vector<std::vector<int64_t>> runs(static_cast<size_t>(batch));
+  at::parallel_for(0, batch, grain_for(height * width), [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      rle_encode_mask_cpu(data + n * height * width, height, width, runs[n]);
+    }
+  });
+  return concatenate(runs, at::kLong);
+}
+
+// pycocotools' strings of run lengths (CPU int64), mask by mask.
+std::tuple<at::Tensor, at::Tensor> compress_runs(const at::Tensor& counts,
+                                                 const at::Tensor& offsets) {
+  const int64_t batch = offsets.numel() - 1;
+  const int64_t* counts_data = counts.const_data_ptr<int64_t>();
+  const int64_t* offsets_data = offsets.const_data_ptr<int64_t>();
+  std::vector<std::vector<uint8_t>> chars(static_cast<size_t>(batch));
+  at::parallel_for(0, batch, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      rle_compress_cpu(counts_data + offsets_data[n], offsets_data[n + 1] - offsets_data[n],
+                       chars[n]);
+    }
+  });
+  return concatenate(chars, at::kByte);
+}
+
+std::tuple<at::Tensor, at::Tensor> rle_encode_compressed_cpu(const at::Tensor& masks) {
+  check_masks("rle_encode_compressed", masks);
+  const at::Tensor input = masks.contiguous();
+  const int64_t batch = input.size(0);
+  const int64_t height = input.size(1);
+  const int64_t width = input.size(2);
+  const uint8_t* data = mask_bytes(input);
+  std::vector<std::vector<uint8_t>> chars(static_cast<size_t>(batch));
+  at::parallel_for(0, batch, grain_for(height * width), [&](int64_t begin, int64_t end) {
+    std::vector<int64_t> runs;
+    for (int64_t n = begin; n < end; ++n) {
+      runs.clear();
+      rle_encode_mask_cpu(data + n * height * width, height, width, runs);
+      rle_compress_cpu(runs.data(), static_cast<int64_t>(runs.size()), chars[n]);
+    }
+  });
+  return concatenate(chars, at::kByte);
+}
+
+// Checks every run of every mask before anything is written: the error names the mask.
+void check_rle_runs(const int64_t* counts, const int64_t* offsets, int64_t batch,
+                    int64_t num_counts, int64_t height, int64_t width) {
+  TORCH_CHECK_VALUE(offsets[0] == 0 && offsets[batch] == num_counts,
+                    "rle_decode: offsets must run from 0 to counts.numel() = ", num_counts,
+                    ", got offsets[0] = ", offsets[0], " and offsets[-1] = ", offsets[batch]);
+  for (int64_t n = 0; n < batch; ++n) {
+    TORCH_CHECK_VALUE(offsets[n] <= offsets[n + 1], "rle_decode: offsets must not decrease, got ",
+                      "offsets[", n, "] = ", offsets[n], " > offsets[", n + 1,
+                      "] = ", offsets[n + 1]);
+  }
+  const int64_t num_pixels = height * width;
+  for (int64_t n = 0; n < batch; ++n) {
+    int64_t covered = 0;
+    for (int64_t i = offsets[n]; i < offsets[n + 1]; ++i) {
+      TORCH_CHECK_VALUE(counts[i] >= 0, "rle_decode: run ", i - offsets[n], " of mask ", n,
+                        " has negative length ", counts[i]);
+      // saturates instead of overflowing: the sum is only reported when it is wrong
+      covered = counts[i] > std::numeric_limits<int64_t>::max() - covered
+                    ? std::numeric_limits<int64_t>::max()
+                    : covered + counts[i];
+    }
+    TORCH_CHECK_VALUE(covered == num_pixels, "rle_decode: the runs of mask ", n, " cover ",
+                      covered, " pixels, expected height * width = ", height, " * ", width,
+                      " = ", num_pixels);
+  }
+}
+
+at::Tensor rle_decode_cpu(const at::Tensor& counts, const at::Tensor& offsets, int64_t height,
+                          int64_t width) {
+  TORCH_CHECK_VALUE(counts.dim() == 1, "rle_decode: counts must be 1-D [total], got ",
+                    counts.sizes());
+  TORCH_CHECK_TYPE(counts.scalar_type() == at::kLong, "rle_decode: counts must be int64, got ",
+                   counts.scalar_type());
+  TORCH_CHECK_VALUE(offsets.dim() == 1 && offsets.numel() >= 1,
+                    "rle_decode: offsets must be 1-D [N + 1], got ", offsets.sizes());
+  TORCH_CHECK_TYPE(offsets.scalar_type() == at::kLong, "rle_decode: offsets must be int64, got ",
+                   offsets.scalar_type());
+  TORCH_CHECK_VALUE(height >= 0 && width >= 0,
+                    "rle_decode: height and width must be >= 0, got ", height, " and ", width);
+  const at::Tensor counts_in = counts.contiguous();
+  const at::Tensor offsets_in = offsets.contiguous();
+  const int64_t batch = offsets_in.numel() - 1;
+  const int64_t* counts_data = counts_in.const_data_ptr<int64_t>();
+  const int64_t* offsets_data = offsets_in.const_data_ptr<int64_t>();
+  check_rle_runs(counts_data, offsets_data, batch, counts_in.numel(), height, width);
+  at::Tensor masks = at::empty({batch, height, width}, at::TensorOptions().dtype(at::kBool));
+  auto* masks_data = static_cast<uint8_t*>(masks.mutable_data_ptr());
+  const int64_t num_pixels = height * width;
+  at::parallel_for(0, batch, grain_for(num_pixels), [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      rle_decode_mask_cpu(counts_data + offsets_data[n], offsets_data[n + 1] - offsets_data[n],
+                          height, width, masks_data + n * num_pixels);
+    }
+  });
+  return masks;
+}
+
+#ifdef SAM2_FAST_WITH_CUDA
+std::tuple<at::Tensor, at::Tensor> rle_encode_cuda(const at::Tensor& masks) {
+  check_masks("rle_encode", masks);
+  const c10::cuda::CUDAGuard device_guard(masks.device());
+  const int64_t batch = masks.size(0);
+  const int64_t num_pixels = masks.size(1) * masks.size(2);
+  TORCH_CHECK_VALUE(num_pixels < std::numeric_limits<int32_t>::max(),
+                    "rle_encode: H * W must fit in int32 on cuda, got masks ", masks.sizes());
+  const auto long_options = masks.options().dtype(at::kLong);
+  if (batch == 0 || num_pixels == 0) {  // every mask is the single empty run
+    return {at::zeros({batch}, long_options), at::arange(batch + 1, long_options)};
+  }
+  // [N, W, H]: each mask in column-major order, so that the kernels read it coalesced
+  const at::Tensor column_major = masks.transpose(1, 2).contiguous();
+  at::Tensor flags = at::empty({batch, num_pixels}, masks.options().dtype(at::kByte));
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  C10_CUDA_CHECK(launch_rle_boundaries_cuda(mask_bytes(column_major),
+                                            flags.mutable_data_ptr<uint8_t>(), batch, num_pixels,
+                                            stream));
+  // rank of each boundary within its mask, 1-based; a mask has (boundaries + 1) runs
+  const at::Tensor rank = at::cumsum(flags, 1, at::kInt);
+  const at::Tensor runs = rank.select(1, num_pixels - 1).to(at::kLong).add(1);
+  at::Tensor offsets = at::zeros({batch + 1}, long_options);
+  offsets.slice(0, 1).copy_(at::cumsum(runs, 0));
+  const int64_t total_runs = offsets.select(0, batch).item<int64_t>();
+  at::Tensor ends = at::empty({total_runs}, long_options);
+  at::Tensor counts = at::empty({total_runs}, long_options);
+  C10_CUDA_CHECK(launch_rle_runs_cuda(
+      flags.const_data_ptr<uint8_t>(), rank.const_data_ptr<int32_t>(),
+      offsets.const_data_ptr<int64_t>(), ends.mutable_data_ptr<int64_t>(),
+      counts.mutable_data_ptr<int64_t>(), batch, num_pixels, total_runs, stream));
+  return {counts, offsets};
+}
+
+// The runs are found on the GPU; the strings are written on the CPU (they are short, and go
+// to Python strings anyway), so the result is on the CPU.
+std::tuple<at::Tensor, at::Tensor> rle_encode_compressed_cuda(const at::Tensor& masks) {
+  check_masks("rle_encode_compressed", masks);
+  const auto [counts, offsets] = rle_encode_cuda(masks);
+  return compress_runs(counts.cpu(), offsets.cpu());
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// masks_to_boxes(masks [..., H, W] bool/uint8) -> boxes [..., 4] int64 XYXY, max inclusive
+// box_nms(boxes [N, 4] float32/float64, scores [N] floating, iou_threshold) -> keep [K] int64
+
+// (batch, H, W) of masks [..., H, W]: every leading dim is flattened into the batch.
+std::tuple<int64_t, int64_t, int64_t> check_box_masks(const at::Tensor& masks) {
+  TORCH_CHECK_VALUE(masks.dim() >= 2, "masks_to_boxes: masks must be [..., H, W], got ",
+                    masks.sizes());
+  check_binary_dtype("masks_to_boxes", "masks", masks);
+  int64_t batch = 1;
+  for (int64_t d = 0; d < masks.dim() - 2; ++d) {
+    batch *= masks.size(d);
+  }
+  return {batch, masks.size(-2), masks.size(-1)};
+}
+
+// zeros [..., 4] int64: the box of a mask without pixels
+at::Tensor empty_boxes(const at::Tensor& masks) {
+  std::vector<int64_t> shape(masks.sizes().begin(), masks.sizes().end() - 2);
+  shape.push_back(4);
+  return at::zeros(shape, masks.options().dtype(at::kLong));
+}
+
+at::Tensor masks_to_boxes_cpu(const at::Tensor& masks) {
+  const auto [batch, height, width] = check_box_masks(masks);
+  at::Tensor boxes = empty_boxes(masks);
+  if (batch == 0 || height * width == 0) {
+    return boxes;
+  }
+  const at::Tensor input = masks.contiguous();
+  const uint8_t* data = mask_bytes(input);
+  int64_t* boxes_data = boxes.mutable_data_ptr<int64_t>();
+  at::parallel_for(0, batch, grain_for(height * width), [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      mask_box_cpu(data + n * height * width, height, width, boxes_data + 4 * n);
+    }
+  });
+  return boxes;
+}
+
+#ifdef SAM2_FAST_WITH_CUDA
+at::Tensor masks_to_boxes_cuda(const at::Tensor& masks) {
+  const auto [batch, height, width] = check_box_masks(masks);
+  TORCH_CHECK_VALUE(height < std::numeric_limits<int32_t>::max() &&
+                        width < std::numeric_limits<int32_t>::max(),
+                    "masks_to_boxes: H and W must fit in int32 on cuda, got masks ",
+                    masks.sizes());
+  const c10::cuda::CUDAGuard device_guard(masks.device());
+  at::Tensor boxes = empty_boxes(masks);
+  if (batch == 0 || height * width == 0) {
+    return boxes;
+  }
+  const at::Tensor input = masks.contiguous();
+  C10_CUDA_CHECK(launch_mask_boxes_cuda(mask_bytes(input), boxes.mutable_data_ptr<int64_t>(),
+                                        batch, height, width,
+                                        c10::cuda::getCurrentCUDAStream()));
+  return boxes;
+}
+#endif
+
+template <typename T>
+int64_t run_nms(const at::Tensor& columns, double iou_threshold, int64_t* keep) {
+  const int64_t num_boxes = columns.size(1);
+  const T* data = columns.const_data_ptr<T>();
+  std::vector<T> areas(static_cast<size_t>(num_boxes));
+  std::vector<uint8_t> suppressed(static_cast<size_t>(num_boxes));
+  return nms_sorted_cpu<T>(data, data + num_boxes, data + 2 * num_boxes, data + 3 * num_boxes,
+                           num_boxes, iou_threshold, areas.data(), suppressed.data(), keep);
+}
+
+at::Tensor box_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
+  TORCH_CHECK_VALUE(boxes.dim() == 2 && boxes.size(1) == 4,
+                    "box_nms: boxes must be [N, 4] (x1, y1, x2, y2), got ", boxes.sizes());
+  TORCH_CHECK_TYPE(boxes.scalar_type() == at::kFloat || boxes.scalar_type() == at::kDouble,
+                   "box_nms: boxes must be float32 or float64, got ", boxes.scalar_type());
+  TORCH_CHECK_VALUE(scores.dim() == 1 && scores.size(0) == boxes.size(0),
+                    "box_nms: scores must be [N] with N = boxes.size(0) = ", boxes.size(0),
+                    ", got ", scores.sizes());
+  TORCH_CHECK_TYPE(scores.is_floating_point(), "box_nms: scores must be floating point, got ",
+                   scores.scalar_type());
+  const int64_t num_boxes = boxes.size(0);
+  // stable: boxes of equal score keep their input order, as in torchvision
+  const at::Tensor order = std::get<1>(at::sort(scores, /*stable=*/true, /*dim=*/0,
+                                                /*descending=*/true));
+  // [4, N]: x1, y1, x2, y2 of the boxes in score order
+  const at::Tensor columns = boxes.index_select(0, order).t().contiguous();
+  at::Tensor keep = at::empty({num_boxes}, order.options());
+  int64_t* keep_data = keep.mutable_data_ptr<int64_t>();
+  const int64_t num_kept = boxes.scalar_type() == at::kFloat
+                               ? run_nms<float>(columns, iou_threshold, keep_data)
+                               : run_nms<double>(columns, iou_threshold, keep_data);
+  return order.index_select(0, keep.slice(0, 0, num_kept));
+}
+
 }  // namespace
 }  // namespace sam2_fast
 
@@ -122,14 +407,31 @@ TORCH_LIBRARY(sam2_fast, m) {
   // connectivity 4 or 8; components numbered 1..K per image in raster order of their first pixel
   m.def(
       "connected_components(Tensor mask, int connectivity=8) -> (Tensor labels, Tensor areas)");
+  // COCO RLE, column-major run lengths starting with zeros; mask n is
+  // counts[offsets[n] : offsets[n + 1]]. rle_encode_compressed always returns CPU tensors.
+  m.def("rle_encode(Tensor masks) -> (Tensor counts, Tensor offsets)");
+  m.def("rle_encode_compressed(Tensor masks) -> (Tensor chars, Tensor offsets)");
+  m.def("rle_decode(Tensor counts, Tensor offsets, int height, int width) -> Tensor");
+  // XYXY boxes, max inclusive, [0, 0, 0, 0] for an empty mask
+  m.def("masks_to_boxes(Tensor masks) -> Tensor");
+  // indices of the kept boxes by decreasing score (ties in input order), as torchvision's nms
+  m.def("box_nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(sam2_fast, CPU, m) {
   m.impl("connected_components", &sam2_fast::connected_components_cpu);
+  m.impl("rle_encode", &sam2_fast::rle_encode_cpu);
+  m.impl("rle_encode_compressed", &sam2_fast::rle_encode_compressed_cpu);
+  m.impl("rle_decode", &sam2_fast::rle_decode_cpu);
+  m.impl("masks_to_boxes", &sam2_fast::masks_to_boxes_cpu);
+  m.impl("box_nms", &sam2_fast::box_nms_cpu);
 }
 
 #ifdef SAM2_FAST_WITH_CUDA
 TORCH_LIBRARY_IMPL(sam2_fast, CUDA, m) {
   m.impl("connected_components", &sam2_fast::connected_components_cuda);
+  m.impl("rle_encode", &sam2_fast::rle_encode_cuda);
+  m.impl("rle_encode_compressed", &sam2_fast::rle_encode_compressed_cuda);
+  m.impl("masks_to_boxes", &sam2_fast::masks_to_boxes_cuda);
 }
 #endif
