@@ -15,9 +15,18 @@ from sam2_fast.ops._dispatch import (
     list_ops,
     use_backend,
 )
+from sam2_fast.ops.boxes import box_nms, masks_to_boxes
 from sam2_fast.ops.connected_components import connected_components, fill_holes_and_sprinkles
 from sam2_fast.ops.rope_attention import rope_attention
 from sam2_fast.ops.mask_postprocess import UpsampledMasks, upsample_masks
+from sam2_fast.ops.rle import (
+    masks_to_rle,
+    rle_area,
+    rle_decode,
+    rle_encode,
+    rle_encode_compressed,
+    rle_to_masks,
+)
 from sam2_fast.ops.window_attention import window_attention
 
 __all__ = [
@@ -26,10 +35,18 @@ __all__ = [
     "BackendError",
     "Op",
     "UpsampledMasks",
+    "box_nms",
     "connected_components",
     "fill_holes_and_sprinkles",
     "get_op",
     "list_ops",
+    "masks_to_boxes",
+    "masks_to_rle",
+    "rle_area",
+    "rle_decode",
+    "rle_encode",
+    "rle_encode_compressed",
+    "rle_to_masks",
     "rope_attention",
     "upsample_masks",
     "use_backend",

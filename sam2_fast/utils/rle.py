@@ -12,7 +12,8 @@ The compressed form is what ``pycocotools.mask.encode(np.asfortranarray(mask))``
 number: 5 bits per character, ``0x20`` set on every character but the last, ``+ 48``.
 
 Pure numpy and vectorised (no loop over pixels or runs); this module is the reference for
-compiled implementations.
+compiled implementations (:mod:`sam2_fast.ops.rle`, whose dict layer reads RLEs with
+:func:`rle_runs` and whose reference backend compresses with :func:`compress_runs`).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def _run_lengths(mask: np.ndarray) -> np.ndarray:
     return runs
 
 
-def _compress(counts: np.ndarray) -> str:
+def compress_runs(counts: np.ndarray) -> str:
     """Run lengths ``[R]`` -> pycocotools' compressed string."""
     x = counts.astype(np.int64)
     if x.size > 3:
@@ -99,7 +100,9 @@ def _decompress(counts: Union[str, bytes]) -> np.ndarray:
     return x
 
 
-def _counts_of(rle: Mapping[str, Any]) -> np.ndarray:
+def rle_runs(rle: Mapping[str, Any]) -> np.ndarray:
+    """Run lengths ``[R]`` int64 of a compressed or uncompressed COCO RLE, checked: ValueError
+    for missing keys, an invalid string, negative runs or runs that do not cover ``size``."""
     try:
         size, counts = rle["size"], rle["counts"]
     except (KeyError, TypeError):
@@ -125,7 +128,7 @@ def mask_to_rle(mask: Any) -> RLE:
     ``{"size": [H, W], "counts": str}``, equal to pycocotools' ``encode`` (counts decoded
     from ASCII bytes)."""
     m = _as_mask(mask)
-    return {"size": [int(m.shape[0]), int(m.shape[1])], "counts": _compress(_run_lengths(m))}
+    return {"size": [int(m.shape[0]), int(m.shape[1])], "counts": compress_runs(_run_lengths(m))}
 
 
 def mask_to_uncompressed_rle(mask: Any) -> RLE:
@@ -138,7 +141,7 @@ def mask_to_uncompressed_rle(mask: Any) -> RLE:
 def rle_to_mask(rle: Mapping[str, Any]) -> np.ndarray:
     """Decode a compressed (``str`` / ``bytes``) or uncompressed (list) COCO RLE to a bool
     mask ``[H, W]``."""
-    runs = _counts_of(rle)
+    runs = rle_runs(rle)
     h, w = int(rle["size"][0]), int(rle["size"][1])
     values = np.arange(runs.size) % 2 == 1
     return np.ascontiguousarray(np.repeat(values, runs).reshape(w, h).T)
@@ -146,13 +149,13 @@ def rle_to_mask(rle: Mapping[str, Any]) -> np.ndarray:
 
 def area(rle: Mapping[str, Any]) -> int:
     """Number of set pixels of a COCO RLE (pycocotools' ``area``)."""
-    return int(_counts_of(rle)[1::2].sum())
+    return int(rle_runs(rle)[1::2].sum())
 
 
 def rle_to_bbox(rle: Mapping[str, Any]) -> np.ndarray:
     """Bounding box ``[4]`` float64 ``(x, y, w, h)`` in pixels of a COCO RLE, as pycocotools'
     ``toBbox`` computes it (``[0, 0, 0, 0]`` for an empty mask)."""
-    runs = _counts_of(rle)
+    runs = rle_runs(rle)
     h = int(rle["size"][0])
     m = runs.size // 2 * 2  # complete (zeros, ones) pairs
     if m == 0 or h == 0:
