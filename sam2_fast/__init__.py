@@ -22,6 +22,7 @@ _LAZY = {
     "SAM2ImagePredictor": "sam2_fast.predictors.image_predictor",
     "SAM2VideoPredictor": "sam2_fast.predictors.video_predictor",
     "SAM2StreamPredictor": "sam2_fast.predictors.stream_predictor",
+    "SAM2AutomaticMaskGenerator": "sam2_fast.automatic_mask_generator",
     "SAM2Base": "sam2_fast.modeling.sam2_base",
     "SAM2Config": "sam2_fast.modeling.config",
     "list_models": "sam2_fast.zoo",

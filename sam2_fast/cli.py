@@ -1,4 +1,4 @@
-"""``sam2-fast`` command line: info, segment, track, convert, demo.
+"""``sam2-fast`` command line: info, segment, track, amg, convert, demo.
 
 Examples::
 
@@ -6,6 +6,7 @@ Examples::
     sam2-fast segment photo.jpg --point 320,240 --point 100,80,0 --model sam2.1-hiera-tiny --out mask.png
     sam2-fast segment photo.jpg --box 50,60,400,380 --model ./sam2.1_hiera_tiny.pt --out mask.png
     sam2-fast track clip.mp4 --point 0,320,240 --box 12,50,60,400,380,2 --out clip_out
+    sam2-fast amg photo.jpg --out masks.json
     sam2-fast convert sam2.1_hiera_tiny.pt sam2.1_hiera_tiny.safetensors
     sam2-fast demo --out demo_out
 """
@@ -216,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     from sam2_fast.cli_track import add_track_parser
 
     add_track_parser(sub)
+
+    from sam2_fast.cli_amg import add_amg_parser
+
+    add_amg_parser(sub)
 
     p = sub.add_parser("convert", help="convert an official .pt checkpoint to .safetensors")
     p.add_argument("src", help="input checkpoint (.pt or .safetensors)")

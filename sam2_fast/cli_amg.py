@@ -1,0 +1,127 @@
+"""``sam2-fast amg``: segment everything in an image; COCO-RLE JSON + overlay PNG.
+
+    sam2-fast amg photo.jpg --out masks.json
+    sam2-fast amg photo.jpg --out masks.json --points-per-side 16 --crop-n-layers 1
+
+``masks.json`` is a list of the generator's records (as official ``scripts/amg.py`` writes
+them): ``segmentation`` as COCO RLE (``{"size": [H, W], "counts": str}``, readable by
+``pycocotools.mask.decode``), ``area``, ``bbox`` (XYWH), ``predicted_iou``, ``point_coords``,
+``stability_score`` and ``crop_box``, best first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sam2_fast.cli_track import _int_at_least, positive_int
+
+DEFAULT_MODEL = "sam2.1-hiera-tiny"
+
+
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    return _int_at_least(text, 0, "a count")
+
+
+def _generator(args: argparse.Namespace):
+    from sam2_fast.automatic_mask_generator import SAM2AutomaticMaskGenerator
+    from sam2_fast.cli import _random_weights_model, _warn_random_weights
+
+    options = dict(
+        points_per_side=args.points_per_side,
+        points_per_batch=args.points_per_batch,
+        pred_iou_thresh=args.pred_iou_thresh,
+        stability_score_thresh=args.stability_score_thresh,
+        crop_n_layers=args.crop_n_layers,
+        min_mask_region_area=args.min_mask_region_area,
+        output_mode="coco_rle",
+        progress=not args.quiet,
+    )
+    if not args.random_weights:
+        return SAM2AutomaticMaskGenerator.from_pretrained(args.model, device=args.device, **options)
+    if Path(args.model).exists():
+        raise SystemExit(
+            "error: --random-weights builds the variant named by --model with random weights: "
+            f"give a zoo name or Hub id (e.g. {DEFAULT_MODEL}), not the file {args.model!r}"
+        )
+    _warn_random_weights(
+        f"WARNING: --random-weights: {args.model!r} runs with RANDOM WEIGHTS, no checkpoint is\n"
+        "loaded: the masks are meaningless (this only tries out the pipeline)."
+    )
+    return SAM2AutomaticMaskGenerator(_random_weights_model(args.model, args.device), **options)
+
+
+def write_overlay(image: np.ndarray, records: list, path: Path) -> None:
+    """The masks blended onto ``image``, largest first so that small masks stay visible."""
+    from sam2_fast.ops.rle import rle_to_masks
+    from sam2_fast.utils.visualize import overlay_masks, save_png
+
+    ordered = sorted(records, key=lambda r: r["area"], reverse=True)
+    masks = rle_to_masks([r["segmentation"] for r in ordered]).numpy() if ordered else []
+    save_png(overlay_masks(image, masks), path)
+
+
+def cmd_amg(args: argparse.Namespace) -> int:
+    from sam2_fast.cli import load_image
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".json":
+        raise SystemExit(f"error: --out must name a .json file, got {args.out!r}")
+    overlay = Path(args.overlay) if args.overlay else out.with_name(out.stem + "_overlay.png")
+    image = load_image(args.image)
+    generator = _generator(args)
+    t0 = time.perf_counter()
+    records = generator.generate(image)
+    seconds = time.perf_counter() - t0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(records))
+    if not args.no_overlay:
+        write_overlay(image, records, overlay)
+    print(
+        f"{len(records)} masks in {seconds:.2f}s -> {out}"
+        + ("" if args.no_overlay else f", overlay {overlay}")
+    )
+    return 0
+
+
+def add_amg_parser(sub) -> None:
+    """The ``amg`` subcommand of the ``sam2-fast`` parser."""
+    p = sub.add_parser("amg", help="automatic mask generation: segment everything in an image")
+    p.add_argument("image", metavar="IMAGE", help="input image (any format PIL reads)")
+    p.add_argument("--out", default="masks.json", help="output JSON of COCO-RLE records (default masks.json)")
+    p.add_argument("--overlay", help="overlay PNG (default: <out>_overlay.png)")
+    p.add_argument("--no-overlay", action="store_true", help="do not write the overlay PNG")
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|PATH",
+                   help=f"zoo name, Hub id or checkpoint path (default {DEFAULT_MODEL})")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: auto)")
+    p.add_argument("--points-per-side", type=positive_int, default=32, metavar="N",
+                   help="clicks per side of the grid (default 32)")
+    p.add_argument("--points-per-batch", type=positive_int, default=64, metavar="N",
+                   help="clicks decoded together (default 64)")
+    p.add_argument("--pred-iou-thresh", type=_unit_float, default=0.8, metavar="T",
+                   help="keep masks with a predicted IoU above T (default 0.8)")
+    p.add_argument("--stability-score-thresh", type=_unit_float, default=0.95, metavar="T",
+                   help="keep masks with a stability score of at least T (default 0.95)")
+    p.add_argument("--crop-n-layers", type=_non_negative_int, default=0, metavar="N",
+                   help="also segment 4, 16, ... crops for N layers (default 0)")
+    p.add_argument("--min-mask-region-area", type=_non_negative_int, default=0, metavar="PX",
+                   help="fill holes / remove islands of up to PX low-res pixels (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--random-weights", action="store_true",
+                   help="build the --model variant with random weights instead of loading a checkpoint "
+                        "(meaningless masks; for trying out the command)")
+    p.set_defaults(func=cmd_amg)
