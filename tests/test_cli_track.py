@@ -7,8 +7,6 @@ the tracking runs use ``--image-size 256`` (~0.2 s per frame), each video is tra
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -20,7 +18,7 @@ import pycocotools.mask as coco
 import pytest
 from PIL import Image
 
-from sam2_fast.cli import main
+from cli_support import run_cli
 from sam2_fast.sample import sample_video_frame, sample_video_objects
 from sam2_fast.utils.rle import area, rle_to_bbox, rle_to_mask
 
@@ -32,19 +30,7 @@ MP4_FPS = 12
 FAST = ["--image-size", "256", "--device", "cpu"]
 
 
-def _run(argv: List[str]) -> Tuple[int, str, str]:
-    """``main(argv)`` -> (exit code, stdout, stderr); ``SystemExit`` becomes the exit code."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main(argv)
-        except SystemExit as exc:
-            if isinstance(exc.code, str):
-                print(exc.code, file=err)
-                rc = 1
-            else:
-                rc = exc.code
-    return rc, out.getvalue(), err.getvalue()
+_run = run_cli
 
 
 @pytest.fixture(scope="module")

@@ -239,8 +239,8 @@ def _layer_norm(shared: SharedImage, terms: List[Term], norm: nn.LayerNorm, name
     for t in centred:
         if isinstance(t, Shared):
             scaled.append(Shared(t.key, t.s, _scale(t.d, inv_std)))
-        elif isinstance(t, Attn):
-            scaled.append(Attn(t.key, t.p, t.v, t.g, _scale(t.e, inv_std)))
+        elif isinstance(t, Attn):  # the scale goes into the weights: they are read many times
+            scaled.append(Attn(t.key, t.weights_t() * inv_std[:, None, :], t.v, t.g))
         else:
             scaled.append(Bias(t.c, _scale(t.e, inv_std)))
     gamma = norm.weight
@@ -299,10 +299,10 @@ def _tokens_to_image(
     out = None
     for term in _linear(shared, values, attn.v_proj, f"{name}.v"):
         if isinstance(term, Shared):
-            wd = weights if term.d is None else weights * term.d[:, None, None, :]
             s = term.s.view(-1, heads, dh).permute(1, 0, 2)  # [H, F, dh]
-            part = torch.bmm(wd.permute(1, 0, 2, 3).reshape(heads, n * t, -1), s)
-            part = part.view(heads, n, t, dh).permute(1, 0, 2, 3)
+            part = torch.stack([  # prompt by prompt: [H, T, F] @ [H, F, dh], no transposed copy
+                torch.bmm(weights[i] if term.d is None else weights[i] * term.d[i], s) for i in range(n)
+            ])
         elif isinstance(term, Attn):
             ws = torch.bmm(weights.reshape(n, heads * t, -1), term.weights_t().transpose(1, 2))
             ws = ws.view(n, heads, t, -1)
@@ -360,12 +360,7 @@ def _two_way_transformer(
     queries = point_embedding
     for i, layer in enumerate(transformer.layers):
         name = f"layer{i}"
-        if layer.skip_first_layer_pe:
-            queries = layer.self_attn(q=queries, k=queries, v=queries)
-        else:
-            q = queries + point_embedding
-            queries = queries + layer.self_attn(q=q, k=q, v=queries)
-        queries = layer.norm1(queries)
+        queries = layer.token_self_attention(queries, point_embedding)
         k = _add(shared, keys, pe)
         q = queries + point_embedding
         queries = layer.norm2(

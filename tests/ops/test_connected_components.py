@@ -29,21 +29,6 @@ ndimage = pytest.importorskip("scipy.ndimage")
 OP = "connected_components"
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 STRUCTURES = {8: EIGHT_CONNECTED, 4: ndimage.generate_binary_structure(2, 1)}  # 4: the cross
-BACKENDS = ["cuda", "cpp", "reference"]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    """A backend name; ``cpp`` skips only when the extension was genuinely not built, ``cuda``
-    when there is no GPU (it runs wherever one is)."""
-    if request.param in ("cpp", "cuda"):
-        extension = request.getfixturevalue("extension")
-    if request.param == "cuda":
-        if not torch.cuda.is_available():
-            pytest.skip("no CUDA device (compilation is checked by build_info tests)")
-        if not extension.build_info()["cuda"]:
-            pytest.fail(f"CUDA device present but CUDA ops not compiled: {extension.build_info()}")
-    return request.param
 
 
 def device_of(backend: str) -> str:

@@ -37,20 +37,6 @@ amg = pytest.importorskip("sam2.utils.amg")
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
-@pytest.fixture(params=["cuda", "cpp", "reference"])
-def backend(request: pytest.FixtureRequest) -> str:
-    """A backend name; ``cpp`` skips only when the extension was genuinely not built, ``cuda``
-    when there is no GPU (it runs wherever one is)."""
-    if request.param in ("cpp", "cuda"):
-        extension = request.getfixturevalue("extension")
-    if request.param == "cuda":
-        if not torch.cuda.is_available():
-            pytest.skip("no CUDA device (compilation is checked by build_info tests)")
-        if not extension.build_info()["cuda"]:
-            pytest.fail(f"CUDA device present but CUDA ops not compiled: {extension.build_info()}")
-    return request.param
-
-
 @pytest.fixture(params=["cpp", "reference"])
 def cpu_backend(request: pytest.FixtureRequest) -> str:
     """A backend of the ops without a CUDA kernel (rle_decode, box_nms)."""
