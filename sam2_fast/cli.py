@@ -98,9 +98,9 @@ def write_outputs(image, mask, points, labels, box, mask_path: Path, overlay_pat
 
 # ---------------------------------------------------------------- commands
 def cmd_info(args: argparse.Namespace) -> int:
-    from sam2_fast.info import format_info
+    from sam2_fast.info import collect_info, format_info
 
-    print(format_info())
+    print(format_info(collect_info(query_devices=True)))
     return 0
 
 

@@ -98,7 +98,7 @@ def collect_info(query_devices: bool = False) -> dict[str, Any]:
     return info
 
 
-def _format_extension(extension: dict[str, Any]) -> list[str]:
+def _format_extension(extension: dict[str, Any], torch_info: dict[str, Any]) -> list[str]:
     if not extension["loaded"]:
         return [f"extension  sam2_fast._C {extension['reason']}"]
     build = extension["build_info"]
@@ -107,6 +107,8 @@ def _format_extension(extension: dict[str, Any]) -> list[str]:
         if build["cuda"]
         else f"no ({build['cuda_skip_reason']})"
     )
+    if build["cuda"] and torch_info.get("cuda_available") is False:
+        cuda += ": built, not runnable here (no CUDA device)"
     return [
         "extension  sam2_fast._C loaded",
         f"  built against torch {build['torch_version']}, {build['compiler']}, "
@@ -146,7 +148,7 @@ def format_info(info: dict[str, Any] | None = None) -> str:
         f"triton     {info['triton'] or 'not installed'}",
     ]
     if "extension" in info:
-        lines += _format_extension(info["extension"])
+        lines += _format_extension(info["extension"], torch_info)
     if "ops" in info:
         lines += _format_ops(info["ops"])
     return "\n".join(lines)

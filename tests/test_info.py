@@ -28,3 +28,15 @@ def test_format_info_names_every_backend() -> None:
     assert "sam2-fast" in text and "connected_components" in text
     for backend in ("cuda", "cpp", "reference"):
         assert backend in text
+
+
+def test_built_cuda_ops_are_marked_not_runnable_without_a_device() -> None:
+    info = collect_info(query_devices=True)
+    text = format_info(info)
+    build = info["extension"]["build_info"]
+    if build is None or not build["cuda"]:
+        assert "not runnable here" not in text
+    elif torch.cuda.is_available():
+        assert "not runnable here" not in text and "CUDA device(s) available" in text
+    else:
+        assert "built, not runnable here (no CUDA device)" in text
