@@ -168,3 +168,10 @@ def test_bad_model_and_image(model):
     with pytest.raises(TypeError, match="image: expected dtype uint8"):
         gen.generate(np.zeros((8, 8, 3), np.float32))
     assert isinstance(gen.generate(sample_image(32, 32)), list)  # still usable
+
+
+@pytest.mark.parametrize("mode", ["binary_mask", "uncompressed_rle", "coco_rle"])
+@pytest.mark.parametrize("kwargs", [dict(pred_iou_thresh=0.999), dict(pred_iou_thresh=0.0, stability_score_thresh=1.0),
+                                    dict(pred_iou_thresh=0.999, crop_n_layers=1)])
+def test_no_mask_passing_the_filters_gives_an_empty_list(model, image, mode, kwargs):
+    assert SAM2AutomaticMaskGenerator(model, points_per_side=3, output_mode=mode, **kwargs).generate(image) == []
