@@ -86,8 +86,6 @@ def _check_grids(point_grids: Any, n_layers: int) -> List[np.ndarray]:
 class _Masks:
     """Masks of one crop (or the image) as tensors on the CPU plus their RLEs."""
 
-    FIELDS = ("iou_preds", "stability_score", "areas", "boxes", "points", "crop_boxes")
-
     def __init__(self, rles: List[Dict[str, Any]], **fields: torch.Tensor) -> None:
         self.rles = rles
         self.fields = fields
@@ -324,7 +322,6 @@ class SAM2AutomaticMaskGenerator:
         offset = torch.tensor([[x0, y0, x0, y0]])
         data.fields["boxes"] = data["boxes"] + offset
         data.fields["points"] = data["points"] + offset[:, :2]
-        data.fields["crop_boxes"] = torch.tensor([crop_box] * len(data), dtype=torch.int64).reshape(-1, 4)
         return data
 
     # ------------------------------------------------------------------ clicks
@@ -414,5 +411,5 @@ class SAM2AutomaticMaskGenerator:
             areas=areas.cpu(),
             boxes=boxes.cpu(),
             points=points_t[keep].cpu(),
-            crop_boxes=torch.empty(len(rles), 4, dtype=torch.int64),
+            crop_boxes=torch.tensor([crop_box], dtype=torch.int64).expand(len(rles), 4),
         )

@@ -146,6 +146,21 @@ def _random_weights_model(name: str, device, video: bool = False, overrides: Seq
     return model
 
 
+def requested_random_weights_model(name: str, device, video: bool = False, overrides: Sequence[str] = ()):
+    """:func:`_random_weights_model` for a command's ``--random-weights``: refuses a checkpoint
+    file as ``--model`` and warns loudly that the masks are meaningless."""
+    if Path(name).exists():
+        raise SystemExit(
+            "error: --random-weights builds the variant named by --model with random weights: "
+            f"give a zoo name or Hub id (e.g. {DEFAULT_MODEL}), not the file {name!r}"
+        )
+    _warn_random_weights(
+        f"WARNING: --random-weights: {name!r} runs with RANDOM WEIGHTS, no checkpoint is\n"
+        "loaded: the masks are meaningless (this only tries out the pipeline)."
+    )
+    return _random_weights_model(name, device, video=video, overrides=overrides)
+
+
 def _warn_random_weights(message: str) -> None:
     banner = "!" * 78
     print(f"{banner}\n{message}\n{banner}", file=sys.stderr)

@@ -18,10 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sam2_fast.cli import DEFAULT_MODEL
 from sam2_fast.cli_track import _int_at_least, positive_int
-
-DEFAULT_MODEL = "sam2.1-hiera-tiny"
-
 
 def _unit_float(text: str) -> float:
     try:
@@ -39,7 +37,7 @@ def _non_negative_int(text: str) -> int:
 
 def _generator(args: argparse.Namespace):
     from sam2_fast.automatic_mask_generator import SAM2AutomaticMaskGenerator
-    from sam2_fast.cli import _random_weights_model, _warn_random_weights
+    from sam2_fast.cli import requested_random_weights_model
 
     options = dict(
         points_per_side=args.points_per_side,
@@ -53,16 +51,7 @@ def _generator(args: argparse.Namespace):
     )
     if not args.random_weights:
         return SAM2AutomaticMaskGenerator.from_pretrained(args.model, device=args.device, **options)
-    if Path(args.model).exists():
-        raise SystemExit(
-            "error: --random-weights builds the variant named by --model with random weights: "
-            f"give a zoo name or Hub id (e.g. {DEFAULT_MODEL}), not the file {args.model!r}"
-        )
-    _warn_random_weights(
-        f"WARNING: --random-weights: {args.model!r} runs with RANDOM WEIGHTS, no checkpoint is\n"
-        "loaded: the masks are meaningless (this only tries out the pipeline)."
-    )
-    return SAM2AutomaticMaskGenerator(_random_weights_model(args.model, args.device), **options)
+    return SAM2AutomaticMaskGenerator(requested_random_weights_model(args.model, args.device), **options)
 
 
 def write_overlay(image: np.ndarray, records: list, path: Path) -> None:

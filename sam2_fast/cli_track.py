@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from sam2_fast.cli import DEFAULT_MODEL, _numbers, _random_weights_model, _warn_random_weights
+from sam2_fast.cli import DEFAULT_MODEL, _numbers, requested_random_weights_model
 
 if TYPE_CHECKING:  # pragma: no cover - for type hints only (imports torch)
     from sam2_fast.predictors.video_io import FrameSource
@@ -205,16 +205,7 @@ def _video_predictor(model: str, device, random_weights: bool, image_size: Optio
     if not random_weights:
         predictor = SAM2VideoPredictor.from_pretrained(model, device=device, hydra_overrides_extra=overrides)
     else:
-        if Path(model).exists():
-            raise SystemExit(
-                "error: --random-weights builds the variant named by --model with random weights: "
-                f"give a zoo name or Hub id (e.g. {DEFAULT_MODEL}), not the file {model!r}"
-            )
-        _warn_random_weights(
-            f"WARNING: --random-weights: {model!r} runs with RANDOM WEIGHTS, no checkpoint is\n"
-            "loaded: the masks are meaningless (this only tries out the pipeline)."
-        )
-        predictor = _random_weights_model(model, device, video=True, overrides=overrides)
+        predictor = requested_random_weights_model(model, device, video=True, overrides=overrides)
     predictor.show_progress = False
     return predictor
 

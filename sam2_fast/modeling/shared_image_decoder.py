@@ -12,8 +12,8 @@ this module keeps it in that structure instead of materialising ``[F, C]`` per p
 
 So the image stream of each prompt is always a sum of terms of three kinds (:class:`Shared`,
 :class:`Attn`, :class:`Bias`): a shared ``[F, K]`` matrix with a per-prompt row scale, an
-attention product ``e * (P V) G`` with a shared right factor ``G``, and a bias row with a
-per-prompt row scale. Linear maps act on the shared parts only (once per image, memoised);
+attention product ``(P V) G`` with a shared right factor ``G`` (row scales go into ``P``), and
+a bias row with a per-prompt row scale. Linear maps act on the shared parts only (once per image, memoised);
 attention logits and values, and LayerNorm's row variances, are computed term by term from
 products whose inner size is ``T`` or ``H * T`` instead of ``C``. The upscaler's first
 transposed convolution is linear too; only from its LayerNorm + GELU on is the work per prompt
@@ -47,26 +47,21 @@ class Shared:
 
 @dataclass
 class Attn:
-    """``e[:, :, None] * (O @ g)`` with ``O[n, f, h * dh + j] = sum_t p[n, h * T + t, f]
-    v[n, h, t, j]``: attention weights ``p [n, H * T, F]`` (of image token ``f`` over the
-    ``T`` tokens of head ``h``), values ``v [n, H, T, dh]``, a shared right factor
-    ``g [H * dh, K]`` named ``key`` and a row scale ``e [n, F]`` (None: 1)."""
+    """``O @ g`` with ``O[n, f, h * dh + j] = sum_t p[n, h * T + t, f] v[n, h, t, j]``:
+    attention weights ``p [n, H * T, F]`` (of image token ``f`` over the ``T`` tokens of head
+    ``h``; LayerNorm's per-row scales are multiplied into them), values ``v [n, H, T, dh]``
+    and a shared right factor ``g [H * dh, K]`` named ``key``."""
 
     key: str
     p: Tensor
     v: Tensor
     g: Tensor
-    e: Optional[Tensor] = None
 
     def right(self) -> Tensor:
         """``[n, H * T, K]``: row ``(h, t)`` is ``v[:, h, t] @ g[h * dh:(h + 1) * dh]``."""
         n, heads, t, dh = self.v.shape
         g = self.g.view(heads, dh, -1)
         return torch.einsum("nhtj,hjk->nhtk", self.v, g).reshape(n, heads * t, -1)
-
-    def weights_t(self) -> Tensor:
-        """``[n, H * T, F]`` attention weights times the row scale."""
-        return self.p if self.e is None else self.p * self.e[:, None, :]
 
 
 @dataclass
@@ -177,7 +172,7 @@ def _map(shared: SharedImage, terms: List[Term], name: str, fn: Callable[[Tensor
             out.append(Shared(key, shared.get(key, lambda t=t: fn(t.s)), t.d))
         elif isinstance(t, Attn):
             key = f"{t.key}>{name}"
-            out.append(Attn(key, t.p, t.v, shared.get(key, lambda t=t: fn(t.g)), t.e))
+            out.append(Attn(key, t.p, t.v, shared.get(key, lambda t=t: fn(t.g))))
         else:
             out.append(Bias(fn(t.c), t.e))
     return out
@@ -208,18 +203,18 @@ def _rowdot(shared: SharedImage, a: Term, b: Term) -> Tensor:
         # x[n, h, t, f] = v[n, h, t] . sg[h, :, f]
         x = torch.bmm(b.v.transpose(0, 1).reshape(heads, n * t, dh), sg)
         x = x.view(heads, n, t, -1).transpose(0, 1)
-        return _times(_times((b.p.view(n, heads, t, -1) * x).sum((1, 2)), a.d), b.e)
+        return _times((b.p.view(n, heads, t, -1) * x).sum((1, 2)), a.d)
     if isinstance(a, Bias) and isinstance(b, Shared):
         return _times(_times((b.s @ a.c.t()).t(), a.e), b.d)
     if isinstance(a, Bias) and isinstance(b, Attn):
         rc = torch.bmm(b.right(), a.c.expand(b.p.shape[0], -1)[:, :, None])  # [n, H*T, 1]
-        return _times((b.weights_t() * rc).sum(1), a.e)
+        return _times((b.p * rc).sum(1), a.e)
     if isinstance(a, Bias) and isinstance(b, Bias):
         dots = (a.c * b.c).sum(-1, keepdim=True)  # [n or 1, 1]
         return _times(_times(dots, a.e), b.e)
     assert isinstance(a, Attn) and isinstance(b, Attn)
     m = torch.bmm(b.right(), a.right().transpose(1, 2))  # [n, S_b, S_a]
-    return (torch.bmm(m, a.weights_t()) * b.weights_t()).sum(1)
+    return (torch.bmm(m, a.p) * b.p).sum(1)
 
 
 def _layer_norm(shared: SharedImage, terms: List[Term], norm: nn.LayerNorm, name: str) -> List[Term]:
@@ -240,7 +235,7 @@ def _layer_norm(shared: SharedImage, terms: List[Term], norm: nn.LayerNorm, name
         if isinstance(t, Shared):
             scaled.append(Shared(t.key, t.s, _scale(t.d, inv_std)))
         elif isinstance(t, Attn):  # the scale goes into the weights: they are read many times
-            scaled.append(Attn(t.key, t.weights_t() * inv_std[:, None, :], t.v, t.g))
+            scaled.append(Attn(t.key, t.p * inv_std[:, None, :], t.v, t.g))
         else:
             scaled.append(Bias(t.c, _scale(t.e, inv_std)))
     gamma = norm.weight
@@ -291,7 +286,7 @@ def _tokens_to_image(
         elif isinstance(term, Attn):
             r = term.right().view(n, -1, heads, dh)  # [n, S, H, dh]
             z = torch.einsum("nhtj,nshj->nhts", q, r).reshape(n, heads * t, -1)
-            logits.view(n, heads * t, -1).baddbmm_(z, term.weights_t())
+            logits.view(n, heads * t, -1).baddbmm_(z, term.p)
         elif term.e is not None:  # (an unscaled bias is the same logit for every image token)
             cq = (q * term.c.view(-1, 1, heads, dh).transpose(1, 2)).sum(-1)  # [n, H, T]
             logits.addcmul_(cq[..., None], term.e[:, None, None, :])
@@ -304,7 +299,7 @@ def _tokens_to_image(
                 torch.bmm(weights[i] if term.d is None else weights[i] * term.d[i], s) for i in range(n)
             ])
         elif isinstance(term, Attn):
-            ws = torch.bmm(weights.reshape(n, heads * t, -1), term.weights_t().transpose(1, 2))
+            ws = torch.bmm(weights.reshape(n, heads * t, -1), term.p.transpose(1, 2))
             ws = ws.view(n, heads, t, -1)
             r = term.right().view(n, -1, heads, dh)
             part = torch.einsum("nhts,nshj->nhtj", ws, r)
@@ -337,7 +332,7 @@ def _image_to_tokens(
         elif isinstance(term, Attn):
             r = term.right().view(n, -1, heads, dh)  # [n, S, H, dh]
             z = torch.einsum("nshj,nhtj->nhts", r, k).reshape(n, heads * t, r.shape[1])
-            part = torch.bmm(z, term.weights_t()).view(n, heads, t, -1)
+            part = torch.bmm(z, term.p).view(n, heads, t, -1)
         else:
             ck = (k * term.c.view(-1, heads, 1, dh)).sum(-1)  # [n, H, T]
             part = ck[..., None] if term.e is None else ck[..., None] * term.e[:, None, None, :]
@@ -410,14 +405,14 @@ def _upscale_masks(
     m = hyper_in.shape[1]
     n = len(rows)
     # per prompt, everything but the shared matrices as one product: [F, K] @ [K, 4 * c1]
-    # (attention weights times their row scale; a scaled bias is a rank-1 column)
+    # (attention weights; a scaled bias is a rank-1 column)
     left, right = [], []
     scaled_shared = [
         Shared(t.key, t.s, None if t.d is None else t.d[rows]) for t in terms if isinstance(t, Shared)
     ]
     for t in terms:
         if isinstance(t, Attn):
-            left.append(Attn(t.key, t.p[rows], t.v[rows], t.g, None if t.e is None else t.e[rows]).weights_t())
+            left.append(t.p[rows])
             right.append(Attn(t.key, t.p[:0], t.v[rows], t.g).right())
         elif isinstance(t, Bias):
             e = hyper_in.new_ones(n, num_f) if t.e is None else t.e[rows]
