@@ -340,9 +340,12 @@ def window_attention_triton(
     window_size: int,
     q_stride: int = 1,
     qkv_bias: torch.Tensor | None = None,
+    *,
+    tiles: tuple[int, int, int] | None = None,
 ) -> torch.Tensor:
     """The ``triton`` backend of :func:`sam2_fast.ops.window_attention` (same arguments;
-    ``qkv_bias`` already has ``qkv``'s dtype and device)."""
+    ``qkv_bias`` already has ``qkv``'s dtype and device). ``tiles`` overrides the tuned
+    (largest BLOCK_M, largest BLOCK_N, num_warps), for tuning sweeps (bench/gpu)."""
     b, h, w, c3 = qkv.shape
     c = c3 // 3
     head_dim = c // num_heads
@@ -352,7 +355,7 @@ def window_attention_triton(
         return out
     if qkv.stride(3) != 1:
         qkv = qkv.contiguous()  # the kernel reads channels as contiguous vectors
-    cfg = block_config(head_dim, window_size, q_stride, h, w, qkv.dtype)
+    cfg = block_config(head_dim, window_size, q_stride, h, w, qkv.dtype, tiles)
     if window_size > 0:
         n_win_h, n_win_w = -(-h // window_size), -(-w // window_size)
         n_q = (window_size // q_stride) ** 2

@@ -76,11 +76,12 @@ def scipy_connected_components(mask: torch.Tensor):
         areas = np.bincount(lab.ravel())
         labels[i, 0] = lab
         counts[i, 0] = np.where(lab > 0, areas[lab], 0)
-    return torch.from_numpy(labels), torch.from_numpy(counts)
+    return torch.from_numpy(labels).to(mask.device), torch.from_numpy(counts).to(mask.device)
 
 
-def official_video_predictor(name: str, state_dict, overrides=()):
-    """The official video predictor with ``state_dict``, made runnable in fp32 on CPU.
+def official_video_predictor(name: str, state_dict, overrides=(), device: str = "cpu"):
+    """The official video predictor with ``state_dict``, made runnable in fp32 (on CPU, or on a
+    GPU without autocast).
 
     Official 1.1.0 stores memories in bfloat16 and concatenates them with float32 object
     pointers; when an object has no pointer yet (tracked on frames before its first prompt)
@@ -107,7 +108,7 @@ def official_video_predictor(name: str, state_dict, overrides=()):
             return features.float(), pos
 
     model = build_sam2_video_predictor(
-        OFFICIAL_CONFIGS[name], None, device="cpu", hydra_overrides_extra=list(overrides)
+        OFFICIAL_CONFIGS[name], None, device=device, hydra_overrides_extra=list(overrides)
     )
     model.__class__ = FloatMemoryVideoPredictor
     model.load_state_dict(state_dict)

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The GPU checks of sam2-fast in one command, for a lent GPU machine whose python3 already has
+# torch, triton, pytest and pytest-benchmark (bench/gpu/README.md says how it was run):
+#
+#   bash bench/gpu/run.sh [all|tune]      # results in $OUT (default /tmp/sam2_fast_gpu)
+#
+# all:  pure-Python editable install; the C++/CUDA extension built (sm_90) in a copy in the
+#       background while the Triton kernels are checked and timed (check_kernels.py); then the
+#       compiled CUDA ops, `pytest tests/ops` on the GPU, and the models against the official
+#       package (check_models.py, needs the oracle and hydra on PYTHONPATH, e.g. .gpu_site/).
+# tune: the window-attention tile sweep only.
+set -u
+OUT=${OUT:-/tmp/sam2_fast_gpu}
+mkdir -p "$OUT"
+REPO=$(pwd)
+export PYTHONUNBUFFERED=1
+export PYTHONPATH="$REPO/.gpu_site${PYTHONPATH:+:$PYTHONPATH}"
+T0=$(date +%s)
+log() { echo "[$(($(date +%s) - T0)) s] $*"; }
+
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
+  python3 -c "import sys, torch, triton; print(sys.version.split()[0], 'torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name(0))"
+  command -v nvcc && nvcc --version | tail -1
+} > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+
+SAM2_FAST_BUILD_EXT=0 python3 -m pip install -q --no-build-isolation --no-deps --no-index -e . \
+  > "$OUT/install.log" 2>&1 || { log "pure-Python install failed"; tail -20 "$OUT/install.log"; }
+log "installed"
+
+if [ "${1:-all}" = tune ]; then
+  timeout 400 python3 bench/gpu/check_kernels.py --out "$OUT/tune.md" --only ceilings,tune > "$OUT/tune.log" 2>&1
+  log "tune rc $?"
+  cat "$OUT/tune.md"
+  exit 0
+fi
+
+build() {
+  rm -rf /tmp/sam2_fast_build /tmp/sam2_fast_wheel && mkdir -p /tmp/sam2_fast_build
+  tar --exclude=./.gpu_site --exclude=./.git -cf - . | tar -xf - -C /tmp/sam2_fast_build
+  cd /tmp/sam2_fast_build || return 1
+  CUDA_HOME=$(dirname "$(dirname "$(command -v nvcc)")") SAM2_FAST_BUILD_CUDA=1 SAM2_FAST_CUDA_ARCHS=90 \
+    CMAKE_BUILD_PARALLEL_LEVEL=12 timeout 420 python3 -m pip wheel -v --no-build-isolation --no-deps \
+    --no-index -w /tmp/sam2_fast_wheel . || return 1
+  python3 - "$REPO" <<'EOF'
+import glob, sys, zipfile
+wheel = zipfile.ZipFile(glob.glob("/tmp/sam2_fast_wheel/sam2_fast-*.whl")[0])
+names = [n for n in wheel.namelist() if n.startswith("sam2_fast/_C") or n == "sam2_fast/_build_info.py"]
+for name in names:
+    wheel.extract(name, sys.argv[1])
+print("extracted", names)
+EOF
+}
+build > "$OUT/build.log" 2>&1 &
+BUILD_PID=$!
+
+timeout 300 python3 bench/gpu/check_kernels.py --out "$OUT/kernels.md" --only ceilings,window,rope,mask > "$OUT/kernels.log" 2>&1
+log "triton kernels rc $?"
+
+wait $BUILD_PID
+log "extension build rc $? ($(tail -1 "$OUT/build.log"))"
+
+timeout 90 python3 bench/gpu/check_kernels.py --out "$OUT/compiled.md" --only compiled > "$OUT/compiled.log" 2>&1
+log "compiled ops rc $?"
+
+timeout 240 python3 -m pytest tests/ops -q --maxfail=30 -k "not interpreter and not subprocess" -p no:cacheprovider -rfEs \
+  > "$OUT/pytest_ops.log" 2>&1
+log "pytest tests/ops rc $? ($(tail -1 "$OUT/pytest_ops.log"))"
+
+timeout 420 python3 bench/gpu/check_models.py --out "$OUT/models.md" > "$OUT/models.log" 2>&1
+log "models rc $?"
+
+cat "$OUT/kernels.md" "$OUT/compiled.md" "$OUT/models.md" 2>/dev/null | grep -v '^<!--'
+grep -E "passed|failed" "$OUT/pytest_ops.log" | tail -3
