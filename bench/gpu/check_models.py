@@ -233,6 +233,43 @@ def video_section(name: str) -> None:
         )
 
 
+def profile_section(name: str) -> None:
+    """torch.profiler table of one tracked frame of ours (1 object, bf16, full memory)."""
+    from PIL import Image
+    from torch.profiler import ProfilerActivity, profile
+
+    h, w = (96, 128) if SMALL else (480, 640)
+    folder = Path(tempfile.mkdtemp())
+    for i in range(10):
+        Image.fromarray(sample_video_frame(i, h, w)).save(folder / f"{i:05d}.jpg", quality=95)
+    sd = random_state_dict(PRESETS[name], seed=1)
+    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] += 3.0
+    ours = build_sam2_video_predictor(name, None, device=DEVICE)
+    ours.load_state_dict(sd)
+    ours.show_progress = False
+    x, y = next(iter(sample_video_objects(0, h, w).values()))
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEVICE == "cuda" else [])
+    with torch.inference_mode(), autocast("bf16"):
+        state = ours.init_state(str(folder))
+        ours.add_new_points_or_box(state, 0, 1, points=[(x, y)], labels=[1])
+        for _ in ours.propagate_in_video(state, max_frame_num_to_track=8):
+            pass
+        for _ in range(2):
+            state["cached_features"].clear()
+            for _ in ours.propagate_in_video(state, start_frame_idx=9, max_frame_num_to_track=0):
+                pass
+        state["cached_features"].clear()
+        sync()
+        with profile(activities=activities) as prof:
+            for _ in ours.propagate_in_video(state, start_frame_idx=9, max_frame_num_to_track=0):
+                pass
+            sync()
+    key = "self_cuda_time_total" if DEVICE == "cuda" else "self_cpu_time_total"
+    emit(f"\n### profile: one frame of ours, {name}, 1 object, bf16\n\n```")
+    emit(prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=60))
+    emit("```")
+
+
 def main() -> int:
     global OUT, DEVICE, SMALL
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -255,6 +292,8 @@ def main() -> int:
             section("image", lambda: image_section(names))
         elif part == "video":
             section("video", lambda: video_section(names[0]))
+        elif part == "profile":
+            section("profile", lambda: profile_section(names[0]))
     emit("\nFAILURES:\n" + "\n".join(f"- {f}" for f in FAILURES) if FAILURES else "\nall checks passed")
     return 1 if FAILURES else 0
 

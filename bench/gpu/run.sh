@@ -2,12 +2,13 @@
 # The GPU checks of sam2-fast in one command, for a lent GPU machine whose python3 already has
 # torch, triton, pytest and pytest-benchmark (bench/gpu/README.md says how it was run):
 #
-#   bash bench/gpu/run.sh [all|tune]      # results in $OUT (default /tmp/sam2_fast_gpu)
+#   bash bench/gpu/run.sh [all|second|tune]   # results in $OUT (default /tmp/sam2_fast_gpu)
 #
 # all:  pure-Python editable install; the C++/CUDA extension built (sm_90) in a copy in the
 #       background while the Triton kernels are checked and timed (check_kernels.py); then the
 #       compiled CUDA ops, `pytest tests/ops` on the GPU, and the models against the official
 #       package (check_models.py, needs the oracle and hydra on PYTHONPATH, e.g. .gpu_site/).
+# second: the tile sweep, base-plus shapes, models with the measured defaults, a profile.
 # tune: the window-attention tile sweep only.
 set -u
 OUT=${OUT:-/tmp/sam2_fast_gpu}
@@ -29,8 +30,11 @@ SAM2_FAST_BUILD_EXT=0 python3 -m pip install -q --no-build-isolation --no-deps -
   > "$OUT/install.log" 2>&1 || { log "pure-Python install failed"; tail -20 "$OUT/install.log"; }
 log "installed"
 
+LOGS=/tmp/sam2_fast_gpu_logs
+mkdir -p "$LOGS"
+
 if [ "${1:-all}" = tune ]; then
-  timeout 400 python3 bench/gpu/check_kernels.py --out "$OUT/tune.md" --only ceilings,tune > "$OUT/tune.log" 2>&1
+  timeout 400 python3 bench/gpu/check_kernels.py --out "$OUT/tune.md" --only ceilings,tune > "$LOGS/tune.log" 2>&1
   log "tune rc $?"
   cat "$OUT/tune.md"
   exit 0
@@ -43,33 +47,40 @@ build() {
   CUDA_HOME=$(dirname "$(dirname "$(command -v nvcc)")") SAM2_FAST_BUILD_CUDA=1 SAM2_FAST_CUDA_ARCHS=90 \
     CMAKE_BUILD_PARALLEL_LEVEL=12 timeout 420 python3 -m pip wheel -v --no-build-isolation --no-deps \
     --no-index -w /tmp/sam2_fast_wheel . || return 1
-  python3 - "$REPO" <<'EOF'
+  python3 - "$REPO" <<'EOF2'
 import glob, sys, zipfile
 wheel = zipfile.ZipFile(glob.glob("/tmp/sam2_fast_wheel/sam2_fast-*.whl")[0])
 names = [n for n in wheel.namelist() if n.startswith("sam2_fast/_C") or n == "sam2_fast/_build_info.py"]
 for name in names:
     wheel.extract(name, sys.argv[1])
 print("extracted", names)
-EOF
+EOF2
 }
-build > "$OUT/build.log" 2>&1 &
+build > "$LOGS/build.log" 2>&1 &
 BUILD_PID=$!
 
-timeout 300 python3 bench/gpu/check_kernels.py --out "$OUT/kernels.md" --only ceilings,window,rope,mask > "$OUT/kernels.log" 2>&1
+if [ "${1:-all}" = all ]; then
+  KERNELS="ceilings,window,rope,mask"; MODELS="image,video"; WINDOW_DTYPES="bf16,fp16,fp32"
+else  # second: the tile sweep, base-plus shapes, the new defaults and a profile
+  KERNELS="ceilings,window,tune"; MODELS="image,video,profile"; WINDOW_DTYPES="bf16,fp16"
+fi
+timeout 300 python3 bench/gpu/check_kernels.py --out "$OUT/kernels.md" --only "$KERNELS" \
+  --window-dtypes "$WINDOW_DTYPES" > "$LOGS/kernels.log" 2>&1
 log "triton kernels rc $?"
 
 wait $BUILD_PID
-log "extension build rc $? ($(tail -1 "$OUT/build.log"))"
+log "extension build rc $? ($(tail -1 "$LOGS/build.log"))"
 
-timeout 90 python3 bench/gpu/check_kernels.py --out "$OUT/compiled.md" --only compiled > "$OUT/compiled.log" 2>&1
+timeout 90 python3 bench/gpu/check_kernels.py --out "$OUT/compiled.md" --only compiled > "$LOGS/compiled.log" 2>&1
 log "compiled ops rc $?"
 
-timeout 240 python3 -m pytest tests/ops -q --maxfail=30 -k "not interpreter and not subprocess" -p no:cacheprovider -rfEs \
-  > "$OUT/pytest_ops.log" 2>&1
+timeout 240 python3 -m pytest tests/ops -v --maxfail=30 -k "not interpreter and not subprocess" \
+  -p no:cacheprovider -rfEs > "$OUT/pytest_ops.log" 2>&1
 log "pytest tests/ops rc $? ($(tail -1 "$OUT/pytest_ops.log"))"
 
-timeout 420 python3 bench/gpu/check_models.py --out "$OUT/models.md" > "$OUT/models.log" 2>&1
+timeout 420 python3 bench/gpu/check_models.py --out "$OUT/models.md" --only "$MODELS" > "$LOGS/models.log" 2>&1
 log "models rc $?"
 
+for f in "$LOGS"/*.log; do echo "== tail $f"; tail -4 "$f"; done
 cat "$OUT/kernels.md" "$OUT/compiled.md" "$OUT/models.md" 2>/dev/null | grep -v '^<!--'
-grep -E "passed|failed" "$OUT/pytest_ops.log" | tail -3
+grep -E "PASSED|FAILED|ERROR|Fatal|Segmentation|File " "$OUT/pytest_ops.log" | tail -25

@@ -44,3 +44,11 @@ def extension_refusal(device: str, **tensors: torch.Tensor) -> str | None:
             f"({ext.build_info()['cuda_skip_reason']})"
         )
     return None
+
+
+# the ``prefer`` verdict of compiled CUDA backends that measured slower than the torch
+# reference on the same GPU tensors (64 masks of 720x1280 on an H200; bench/gpu/README.md)
+MEASURED_SLOWER_ON_GPU = (
+    "measured slower than the torch reference on the same GPU tensors (H200, 64 masks of "
+    "720x1280; bench/gpu/README.md); force it with use_backend('cuda', op=...)"
+)

@@ -19,6 +19,11 @@ Forcing a backend, innermost first:
 A backend forced for every op applies to the ops that have a backend of that name; the others
 choose as usual. A forced backend that refuses the inputs raises :class:`BackendError` naming
 the op, the backend and its reason: forcing never falls back silently.
+
+A backend may also have a ``prefer`` check: it can run the inputs, but automatic selection
+passes it over when ``prefer`` returns a reason (a kernel measured slower than the next backend
+on those inputs, for example); forcing it still runs it. :meth:`Op.explain` reports such a
+verdict as ``"passed over: <reason>"``.
 """
 
 from __future__ import annotations
@@ -53,11 +58,21 @@ def _always(*args: Any, **kwargs: Any) -> str | None:
 
 @dataclass(frozen=True)
 class Backend:
-    """One implementation of an op: ``fn`` runs when ``supports`` returns None."""
+    """One implementation of an op: ``fn`` runs when ``supports`` returns None; automatic
+    selection also needs ``prefer`` to return None (see the module docstring)."""
 
     name: str
     fn: Callable[..., Any]
     supports: Supports = _always
+    prefer: Supports = _always
+
+    def auto_refusal(self, *args: Any, **kwargs: Any) -> str | None:
+        """Why automatic selection does not pick this backend for these inputs, or None."""
+        reason = self.supports(*args, **kwargs)
+        if reason is not None:
+            return reason
+        reason = self.prefer(*args, **kwargs)
+        return None if reason is None else f"passed over: {reason}"
 
 
 class Op:
@@ -93,19 +108,21 @@ class Op:
                 f"op {self.name!r} has no backend {name!r}; it has {self.backend_names}"
             ) from None
 
-    def add_backend(self, name: str, fn: Callable[..., Any], supports: Supports = _always) -> None:
-        """Append a backend; earlier backends are preferred."""
+    def add_backend(
+        self, name: str, fn: Callable[..., Any], supports: Supports = _always, prefer: Supports = _always
+    ) -> None:
+        """Append a backend; earlier backends are preferred (``prefer``: module docstring)."""
         if name in self._backends:
             raise ValueError(f"op {self.name!r} already has a backend {name!r}")
-        self._backends[name] = Backend(name, fn, supports)
+        self._backends[name] = Backend(name, fn, supports, prefer)
 
     def register(
-        self, name: str, supports: Supports = _always
+        self, name: str, supports: Supports = _always, prefer: Supports = _always
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorator form of :meth:`add_backend`; returns the function unchanged."""
 
         def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
-            self.add_backend(name, fn, supports)
+            self.add_backend(name, fn, supports, prefer)
             return fn
 
         return decorator
@@ -119,8 +136,9 @@ class Op:
         self.add_backend("compiled", _CompiledFn(reference), _compiled_refusal)
 
     def explain(self, *args: Any, **kwargs: Any) -> dict[str, str | None]:
-        """Each backend's verdict on these inputs, in order: None = can run, else the reason."""
-        return {b.name: b.supports(*args, **kwargs) for b in self._backends.values()}
+        """Each backend's verdict on these inputs, in order: None = automatic selection may
+        run it, else the reason (``"passed over: ..."`` when it can run but is not preferred)."""
+        return {b.name: b.auto_refusal(*args, **kwargs) for b in self._backends.values()}
 
     def select(self, *args: Any, **kwargs: Any) -> Backend:
         """The backend that a call with these inputs runs; raises :class:`BackendError`."""
@@ -137,7 +155,7 @@ class Op:
             return backend
         verdicts = []
         for backend in self._backends.values():
-            reason = backend.supports(*args, **kwargs)
+            reason = backend.auto_refusal(*args, **kwargs)
             if reason is None:
                 return backend
             verdicts.append(f"{backend.name}: {reason}")

@@ -22,7 +22,7 @@ import numbers
 import torch
 
 from sam2_fast._ext import register_fake_on_load
-from sam2_fast.ops._common import check_binary_dtype, check_tensor, extension_refusal
+from sam2_fast.ops._common import MEASURED_SLOWER_ON_GPU, check_binary_dtype, check_tensor, extension_refusal
 from sam2_fast.ops._dispatch import Op
 
 __all__ = ["box_nms", "box_nms_reference", "masks_to_boxes", "masks_to_boxes_reference"]
@@ -143,6 +143,10 @@ register_fake_on_load("sam2_fast::masks_to_boxes", _fake_masks_to_boxes)
 register_fake_on_load("sam2_fast::box_nms", _fake_box_nms)
 
 
+def _slower_on_gpu(masks: torch.Tensor) -> str | None:
+    return MEASURED_SLOWER_ON_GPU
+
+
 def _supports_masks_cuda(masks: torch.Tensor) -> str | None:
     return extension_refusal("cuda", masks=masks)
 
@@ -159,7 +163,7 @@ def _supports_nms_cpp(
     return extension_refusal("cpu", boxes=boxes, scores=scores)
 
 
-masks_to_boxes_op.add_backend("cuda", _boxes_extension, _supports_masks_cuda)
+masks_to_boxes_op.add_backend("cuda", _boxes_extension, _supports_masks_cuda, _slower_on_gpu)
 masks_to_boxes_op.add_backend("cpp", _boxes_extension, _supports_masks_cpp)
 box_nms_op.add_backend("cpp", _nms_extension, _supports_nms_cpp)
 

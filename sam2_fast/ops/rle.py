@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from sam2_fast._ext import register_fake_on_load
-from sam2_fast.ops._common import check_binary_dtype, check_tensor, extension_refusal
+from sam2_fast.ops._common import MEASURED_SLOWER_ON_GPU, check_binary_dtype, check_tensor, extension_refusal
 from sam2_fast.ops._dispatch import Op
 from sam2_fast.utils.rle import RLE, compress_runs, rle_runs
 from sam2_fast.utils.rle import area as rle_area
@@ -263,6 +263,10 @@ def _decode_extension(
     return torch.ops.sam2_fast.rle_decode(counts, offsets, height, width)
 
 
+def _slower_on_gpu(masks: torch.Tensor) -> str | None:
+    return MEASURED_SLOWER_ON_GPU
+
+
 def _supports_masks_cuda(masks: torch.Tensor) -> str | None:
     return extension_refusal("cuda", masks=masks)
 
@@ -277,7 +281,7 @@ def _supports_runs_cpp(
     return extension_refusal("cpu", counts=counts, offsets=offsets)
 
 
-rle_encode_op.add_backend("cuda", _encode_extension, _supports_masks_cuda)
+rle_encode_op.add_backend("cuda", _encode_extension, _supports_masks_cuda, _slower_on_gpu)
 rle_encode_op.add_backend("cpp", _encode_extension, _supports_masks_cpp)
 rle_encode_compressed_op.add_backend("cuda", _encode_compressed_extension, _supports_masks_cuda)
 rle_encode_compressed_op.add_backend("cpp", _encode_compressed_extension, _supports_masks_cpp)

@@ -167,8 +167,20 @@ def rope_attention_reference(q, k, v, cos, sin, num_k_exclude_rope=0, scale=None
 
 
 rope_attention_op.add_backend(
-    "triton", lambda *a: _triton_impl()(*a), lambda q, k, v, *rest: _triton_refusal(q, k, v, *rest)
+    "triton",
+    lambda *a: _triton_impl()(*a),
+    lambda q, k, v, *rest: _triton_refusal(q, k, v, *rest),
+    lambda q, *rest: _triton_preference(q),
 )
+
+
+def _triton_preference(q: torch.Tensor) -> str | None:
+    if q.device.type != "cuda":
+        return None  # the interpreter
+    return (
+        "measured 3-16x slower than the reference (RoPE, then torch's flash SDPA) at SAM 2's "
+        "shapes on an H200 (bench/gpu/README.md); force it with use_backend('triton', op='rope_attention')"
+    )
 
 
 def _triton_impl():

@@ -207,7 +207,28 @@ def _triton(qkv, num_heads, window_size, q_stride=1, qkv_bias=None) -> torch.Ten
     return window_attention_triton(qkv, num_heads, window_size, q_stride, qkv_bias)
 
 
-window_attention_op.add_backend("triton", _triton, _triton_refusal)
+def _triton_preference(qkv, num_heads, window_size, q_stride=1, qkv_bias=None) -> Optional[str]:
+    """Where the kernel measured slower than the reference (torch's flash / memory-efficient
+    SDPA) on an H200, automatic selection runs the reference (bench/gpu/README.md)."""
+    if qkv.device.type != "cuda":
+        return None  # the interpreter
+    head_dim = qkv.shape[-1] // 3 // num_heads
+    if qkv.dtype == torch.float32:
+        return "float32 on cuda: torch's SDPA measured up to 7x faster than the exact-float32 kernel (H200)"
+    if window_size == 0:
+        return "global attention: torch's flash SDPA measured 4.7x faster (H200, tiny stage 3)"
+    if head_dim not in _TRITON_FASTER_HEAD_DIMS:
+        return (
+            f"head dim {head_dim}: the kernel measured faster than torch's SDPA only for head dims "
+            f"{sorted(_TRITON_FASTER_HEAD_DIMS)} (H200)"
+        )
+    return None
+
+
+# head dims of windowed attention where the kernel beat torch's SDPA on an H200 (bf16 / fp16)
+_TRITON_FASTER_HEAD_DIMS = frozenset({96})
+
+window_attention_op.add_backend("triton", _triton, _triton_refusal, _triton_preference)
 
 
 # ---------------------------------------------------------------------------------------------
