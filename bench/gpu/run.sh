@@ -2,13 +2,14 @@
 # The GPU checks of sam2-fast in one command, for a lent GPU machine whose python3 already has
 # torch, triton, pytest and pytest-benchmark (bench/gpu/README.md says how it was run):
 #
-#   bash bench/gpu/run.sh [all|second|tune]   # results in $OUT (default /tmp/sam2_fast_gpu)
+#   bash bench/gpu/run.sh [all|second|ops|tune]   # results in $OUT (default /tmp/sam2_fast_gpu)
 #
 # all:  pure-Python editable install; the C++/CUDA extension built (sm_90) in a copy in the
 #       background while the Triton kernels are checked and timed (check_kernels.py); then the
 #       compiled CUDA ops, `pytest tests/ops` on the GPU, and the models against the official
 #       package (check_models.py, needs the oracle and hydra on PYTHONPATH, e.g. .gpu_site/).
 # second: the tile sweep, base-plus shapes, models with the measured defaults, a profile.
+# ops: the ops' tests under pytest-xdist (a crashing test fails alone) and a backtrace.
 # tune: the window-attention tile sweep only.
 set -u
 OUT=${OUT:-/tmp/sam2_fast_gpu}
@@ -58,6 +59,28 @@ EOF2
 }
 build > "$LOGS/build.log" 2>&1 &
 BUILD_PID=$!
+
+if [ "${1:-all}" = ops ]; then  # the compiled ops' tests on the GPU, crash-tolerant (xdist workers)
+  wait $BUILD_PID
+  log "extension build rc $? ($(tail -1 "$LOGS/build.log"))"
+  timeout 200 python3 -m pytest tests/ops -n 8 -q -k "not interpreter and not subprocess" \
+    -p no:cacheprovider -rfE > "$OUT/pytest_ops.log" 2>&1
+  log "pytest tests/ops rc $?"
+  grep -E "FAILED|ERROR|crashed|passed|failed" "$OUT/pytest_ops.log" | tail -30
+  cat > /tmp/crash.py <<'EOF3'
+import torch
+from sam2_fast._ext import load_extension
+print(load_extension())
+try:
+    torch.ops.sam2_fast.rle_encode(torch.zeros(2, 8, 8))
+except Exception as exc:
+    print("rle_encode raised", type(exc).__name__, exc)
+torch.ops.sam2_fast.connected_components(torch.zeros(1, 8, 8, dtype=torch.bool))
+EOF3
+  timeout 120 cuda-gdb -batch -ex run -ex bt --args python3 /tmp/crash.py > "$OUT/crash_bt.txt" 2>&1
+  grep -v "^\[New Thread\|^\[Thread" "$OUT/crash_bt.txt" | tail -40
+  exit 0
+fi
 
 if [ "${1:-all}" = all ]; then
   KERNELS="ceilings,window,rope,mask"; MODELS="image,video"; WINDOW_DTYPES="bf16,fp16,fp32"
