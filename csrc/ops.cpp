@@ -21,8 +21,11 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <limits>
+#include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "boxes.h"
@@ -31,6 +34,44 @@
 
 namespace sam2_fast {
 namespace {
+
+// Error messages are concatenated as std::string (std::to_string, snprintf), never formatted
+// through std::ostream (c10::str, operator<< of IntArrayRef): with a toolchain that links
+// libstdc++ statically into the extension (the GCC of one CUDA image did), this library's copy
+// of ostream writing into streams set up by torch's copy crashed the process on an H200
+// machine instead of raising the error.
+namespace msg {
+inline std::string piece(const char* text) { return text; }
+inline std::string piece(const std::string& text) { return text; }
+inline std::string piece(c10::ScalarType type) { return c10::toString(type); }
+inline std::string piece(at::IntArrayRef sizes) {
+  std::string out = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    out += (i ? ", " : "") + std::to_string(sizes[i]);
+  }
+  return out + "]";
+}
+template <typename T, std::enable_if_t<std::is_integral_v<T>, int> = 0>
+std::string piece(T value) {
+  return std::to_string(value);
+}
+inline std::string piece(double value) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof(buffer), "%g", value);
+  return buffer;
+}
+template <typename... Args>
+std::string cat(const Args&... args) {
+  std::string out;
+  ((out += piece(args)), ...);
+  return out;
+}
+}  // namespace msg
+
+// TORCH_CHECK_VALUE / TORCH_CHECK_TYPE (ValueError / TypeError in Python) with the message
+// built by msg::cat; a single std::string argument reaches c10 without any stream.
+#define SAM2_CHECK_VALUE(cond, ...) TORCH_CHECK_VALUE(cond, ::sam2_fast::msg::cat(__VA_ARGS__))
+#define SAM2_CHECK_TYPE(cond, ...) TORCH_CHECK_TYPE(cond, ::sam2_fast::msg::cat(__VA_ARGS__))
 
 // bool and uint8 are both one byte per pixel, nonzero = foreground
 const uint8_t* mask_bytes(const at::Tensor& mask) {
@@ -44,7 +85,7 @@ int64_t grain_for(int64_t pixels) {
 }
 
 void check_binary_dtype(const char* op, const char* name, const at::Tensor& masks) {
-  TORCH_CHECK_TYPE(masks.scalar_type() == at::kBool || masks.scalar_type() == at::kByte, op, ": ",
+  SAM2_CHECK_TYPE(masks.scalar_type() == at::kBool || masks.scalar_type() == at::kByte, op, ": ",
                    name, " must be bool or uint8 (nonzero = foreground), got ",
                    masks.scalar_type());
 }
@@ -54,12 +95,12 @@ void check_binary_dtype(const char* op, const char* name, const at::Tensor& mask
 //   -> (labels, areas) [N, 1, H, W] int32
 
 void check_connected_components_args(const at::Tensor& mask, int64_t connectivity) {
-  TORCH_CHECK_VALUE(mask.dim() == 4 && mask.size(1) == 1,
+  SAM2_CHECK_VALUE(mask.dim() == 4 && mask.size(1) == 1,
                     "connected_components: mask must be [N, 1, H, W], got ", mask.sizes());
   check_binary_dtype("connected_components", "mask", mask);
-  TORCH_CHECK_VALUE(mask.size(2) * mask.size(3) < std::numeric_limits<int32_t>::max(),
+  SAM2_CHECK_VALUE(mask.size(2) * mask.size(3) < std::numeric_limits<int32_t>::max(),
                     "connected_components: H * W must fit in int32, got mask ", mask.sizes());
-  TORCH_CHECK_VALUE(connectivity == 4 || connectivity == 8,
+  SAM2_CHECK_VALUE(connectivity == 4 || connectivity == 8,
                     "connected_components: connectivity must be 4 or 8, got ", connectivity);
 }
 
@@ -129,7 +170,7 @@ std::tuple<at::Tensor, at::Tensor> connected_components_cuda(const at::Tensor& m
 // Mask n's runs (characters) are counts[offsets[n] : offsets[n + 1]].
 
 void check_masks(const char* op, const at::Tensor& masks) {
-  TORCH_CHECK_VALUE(masks.dim() == 3, op, ": masks must be [N, H, W], got ", masks.sizes());
+  SAM2_CHECK_VALUE(masks.dim() == 3, op, ": masks must be [N, H, W], got ", masks.sizes());
   check_binary_dtype(op, "masks", masks);
 }
 
@@ -208,11 +249,11 @@ std::tuple<at::Tensor, at::Tensor> rle_encode_compressed_cpu(const at::Tensor& m
 // Checks every run of every mask before anything is written: the error names the mask.
 void check_rle_runs(const int64_t* counts, const int64_t* offsets, int64_t batch,
                     int64_t num_counts, int64_t height, int64_t width) {
-  TORCH_CHECK_VALUE(offsets[0] == 0 && offsets[batch] == num_counts,
+  SAM2_CHECK_VALUE(offsets[0] == 0 && offsets[batch] == num_counts,
                     "rle_decode: offsets must run from 0 to counts.numel() = ", num_counts,
                     ", got offsets[0] = ", offsets[0], " and offsets[-1] = ", offsets[batch]);
   for (int64_t n = 0; n < batch; ++n) {
-    TORCH_CHECK_VALUE(offsets[n] <= offsets[n + 1], "rle_decode: offsets must not decrease, got ",
+    SAM2_CHECK_VALUE(offsets[n] <= offsets[n + 1], "rle_decode: offsets must not decrease, got ",
                       "offsets[", n, "] = ", offsets[n], " > offsets[", n + 1,
                       "] = ", offsets[n + 1]);
   }
@@ -220,14 +261,14 @@ void check_rle_runs(const int64_t* counts, const int64_t* offsets, int64_t batch
   for (int64_t n = 0; n < batch; ++n) {
     int64_t covered = 0;
     for (int64_t i = offsets[n]; i < offsets[n + 1]; ++i) {
-      TORCH_CHECK_VALUE(counts[i] >= 0, "rle_decode: run ", i - offsets[n], " of mask ", n,
+      SAM2_CHECK_VALUE(counts[i] >= 0, "rle_decode: run ", i - offsets[n], " of mask ", n,
                         " has negative length ", counts[i]);
       // saturates instead of overflowing: the sum is only reported when it is wrong
       covered = counts[i] > std::numeric_limits<int64_t>::max() - covered
                     ? std::numeric_limits<int64_t>::max()
                     : covered + counts[i];
     }
-    TORCH_CHECK_VALUE(covered == num_pixels, "rle_decode: the runs of mask ", n, " cover ",
+    SAM2_CHECK_VALUE(covered == num_pixels, "rle_decode: the runs of mask ", n, " cover ",
                       covered, " pixels, expected height * width = ", height, " * ", width,
                       " = ", num_pixels);
   }
@@ -235,15 +276,15 @@ void check_rle_runs(const int64_t* counts, const int64_t* offsets, int64_t batch
 
 at::Tensor rle_decode_cpu(const at::Tensor& counts, const at::Tensor& offsets, int64_t height,
                           int64_t width) {
-  TORCH_CHECK_VALUE(counts.dim() == 1, "rle_decode: counts must be 1-D [total], got ",
+  SAM2_CHECK_VALUE(counts.dim() == 1, "rle_decode: counts must be 1-D [total], got ",
                     counts.sizes());
-  TORCH_CHECK_TYPE(counts.scalar_type() == at::kLong, "rle_decode: counts must be int64, got ",
+  SAM2_CHECK_TYPE(counts.scalar_type() == at::kLong, "rle_decode: counts must be int64, got ",
                    counts.scalar_type());
-  TORCH_CHECK_VALUE(offsets.dim() == 1 && offsets.numel() >= 1,
+  SAM2_CHECK_VALUE(offsets.dim() == 1 && offsets.numel() >= 1,
                     "rle_decode: offsets must be 1-D [N + 1], got ", offsets.sizes());
-  TORCH_CHECK_TYPE(offsets.scalar_type() == at::kLong, "rle_decode: offsets must be int64, got ",
+  SAM2_CHECK_TYPE(offsets.scalar_type() == at::kLong, "rle_decode: offsets must be int64, got ",
                    offsets.scalar_type());
-  TORCH_CHECK_VALUE(height >= 0 && width >= 0,
+  SAM2_CHECK_VALUE(height >= 0 && width >= 0,
                     "rle_decode: height and width must be >= 0, got ", height, " and ", width);
   const at::Tensor counts_in = counts.contiguous();
   const at::Tensor offsets_in = offsets.contiguous();
@@ -269,7 +310,7 @@ std::tuple<at::Tensor, at::Tensor> rle_encode_cuda(const at::Tensor& masks) {
   const c10::cuda::CUDAGuard device_guard(masks.device());
   const int64_t batch = masks.size(0);
   const int64_t num_pixels = masks.size(1) * masks.size(2);
-  TORCH_CHECK_VALUE(num_pixels < std::numeric_limits<int32_t>::max(),
+  SAM2_CHECK_VALUE(num_pixels < std::numeric_limits<int32_t>::max(),
                     "rle_encode: H * W must fit in int32 on cuda, got masks ", masks.sizes());
   const auto long_options = masks.options().dtype(at::kLong);
   if (batch == 0 || num_pixels == 0) {  // every mask is the single empty run
@@ -312,7 +353,7 @@ std::tuple<at::Tensor, at::Tensor> rle_encode_compressed_cuda(const at::Tensor& 
 
 // (batch, H, W) of masks [..., H, W]: every leading dim is flattened into the batch.
 std::tuple<int64_t, int64_t, int64_t> check_box_masks(const at::Tensor& masks) {
-  TORCH_CHECK_VALUE(masks.dim() >= 2, "masks_to_boxes: masks must be [..., H, W], got ",
+  SAM2_CHECK_VALUE(masks.dim() >= 2, "masks_to_boxes: masks must be [..., H, W], got ",
                     masks.sizes());
   check_binary_dtype("masks_to_boxes", "masks", masks);
   int64_t batch = 1;
@@ -349,7 +390,7 @@ at::Tensor masks_to_boxes_cpu(const at::Tensor& masks) {
 #ifdef SAM2_FAST_WITH_CUDA
 at::Tensor masks_to_boxes_cuda(const at::Tensor& masks) {
   const auto [batch, height, width] = check_box_masks(masks);
-  TORCH_CHECK_VALUE(height < std::numeric_limits<int32_t>::max() &&
+  SAM2_CHECK_VALUE(height < std::numeric_limits<int32_t>::max() &&
                         width < std::numeric_limits<int32_t>::max(),
                     "masks_to_boxes: H and W must fit in int32 on cuda, got masks ",
                     masks.sizes());
@@ -377,14 +418,14 @@ int64_t run_nms(const at::Tensor& columns, double iou_threshold, int64_t* keep) 
 }
 
 at::Tensor box_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
-  TORCH_CHECK_VALUE(boxes.dim() == 2 && boxes.size(1) == 4,
+  SAM2_CHECK_VALUE(boxes.dim() == 2 && boxes.size(1) == 4,
                     "box_nms: boxes must be [N, 4] (x1, y1, x2, y2), got ", boxes.sizes());
-  TORCH_CHECK_TYPE(boxes.scalar_type() == at::kFloat || boxes.scalar_type() == at::kDouble,
+  SAM2_CHECK_TYPE(boxes.scalar_type() == at::kFloat || boxes.scalar_type() == at::kDouble,
                    "box_nms: boxes must be float32 or float64, got ", boxes.scalar_type());
-  TORCH_CHECK_VALUE(scores.dim() == 1 && scores.size(0) == boxes.size(0),
+  SAM2_CHECK_VALUE(scores.dim() == 1 && scores.size(0) == boxes.size(0),
                     "box_nms: scores must be [N] with N = boxes.size(0) = ", boxes.size(0),
                     ", got ", scores.sizes());
-  TORCH_CHECK_TYPE(scores.is_floating_point(), "box_nms: scores must be floating point, got ",
+  SAM2_CHECK_TYPE(scores.is_floating_point(), "box_nms: scores must be floating point, got ",
                    scores.scalar_type());
   const int64_t num_boxes = boxes.size(0);
   // stable: boxes of equal score keep their input order, as in torchvision

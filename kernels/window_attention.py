@@ -240,10 +240,14 @@ def _pick_block(n: int, largest: int) -> int:
 
 # (dtype, head dim, window size (0: global), q_stride) -> (largest BLOCK_M, largest BLOCK_N,
 # num_warps): for each configuration of the presets, the first candidate of _CANDIDATES that
-# compiles without register spills for sm_80 and sm_90 (``python -m sam2_fast.kernels aot``).
-# Entries equal to the first candidate are left out.
+# compiles without register spills for sm_80 and sm_90 (``python -m sam2_fast.kernels aot``),
+# except the entries marked "H200", the fastest spill-free candidate of a sweep on an H200
+# (bench/gpu/check_kernels.py --only tune; bench/gpu/README.md). Entries equal to the first
+# candidate are left out.
 _TUNED: dict[tuple[torch.dtype, int, int, int], tuple[int, int, int]] = {
     (torch.bfloat16, 56, 4, 2): (16, 16, 1),
+    (torch.bfloat16, 56, 14, 1): (16, 16, 1),  # H200: 37 vs 44 us
+    (torch.bfloat16, 96, 8, 2): (16, 16, 2),  # H200: 34 vs 48 us
     (torch.float32, 72, 0, 1): (16, 32, 4),
     (torch.bfloat16, 72, 0, 1): (64, 64, 8),
     (torch.float16, 72, 0, 1): (64, 64, 8),
@@ -251,7 +255,7 @@ _TUNED: dict[tuple[torch.dtype, int, int, int], tuple[int, int, int]] = {
     (torch.float32, 72, 4, 2): (32, 32, 8),
     (torch.float32, 72, 8, 1): (32, 32, 8),
     (torch.float32, 72, 16, 1): (32, 32, 8),
-    (torch.bfloat16, 72, 16, 1): (64, 64, 8),
+    (torch.bfloat16, 72, 16, 1): (64, 32, 4),  # H200: 31 vs 49 us
     (torch.float16, 72, 16, 1): (64, 64, 8),
     (torch.float32, 72, 16, 2): (32, 32, 8),
     (torch.bfloat16, 72, 16, 2): (64, 64, 8),

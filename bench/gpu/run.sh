@@ -2,7 +2,7 @@
 # The GPU checks of sam2-fast in one command, for a lent GPU machine whose python3 already has
 # torch, triton, pytest and pytest-benchmark (bench/gpu/README.md says how it was run):
 #
-#   bash bench/gpu/run.sh [all|second|ops|tune]   # results in $OUT (default /tmp/sam2_fast_gpu)
+#   bash bench/gpu/run.sh [all|second|ops|final|tune]   # results in $OUT (default /tmp/sam2_fast_gpu)
 #
 # all:  pure-Python editable install; the C++/CUDA extension built (sm_90) in a copy in the
 #       background while the Triton kernels are checked and timed (check_kernels.py); then the
@@ -79,6 +79,20 @@ torch.ops.sam2_fast.connected_components(torch.zeros(1, 8, 8, dtype=torch.bool))
 EOF3
   timeout 120 cuda-gdb -batch -ex run -ex bt --args python3 /tmp/crash.py > "$OUT/crash_bt.txt" 2>&1
   grep -v "^\[New Thread\|^\[Thread" "$OUT/crash_bt.txt" | tail -40
+  exit 0
+fi
+
+if [ "${1:-all}" = final ]; then  # the C++ error-path fix and the retuned window tiles
+  wait $BUILD_PID
+  log "extension build rc $? ($(tail -1 "$LOGS/build.log"))"
+  timeout 100 python3 -m pytest tests/ops/test_connected_components.py tests/ops/test_mask_ops.py -n 8 -q \
+    -p no:cacheprovider -rfE > "$OUT/pytest_ops.log" 2>&1
+  log "pytest compiled ops rc $?"
+  grep -E "FAILED|ERROR|crashed|passed|failed" "$OUT/pytest_ops.log" | tail -12
+  timeout 100 python3 bench/gpu/check_kernels.py --out "$OUT/kernels.md" --only window --window-dtypes bf16 \
+    > "$LOGS/kernels.log" 2>&1
+  log "window rc $?"
+  grep "^|" "$OUT/kernels.md"
   exit 0
 fi
 

@@ -226,7 +226,7 @@ def _triton_preference(qkv, num_heads, window_size, q_stride=1, qkv_bias=None) -
 
 
 # head dims of windowed attention where the kernel beat torch's SDPA on an H200 (bf16 / fp16)
-_TRITON_FASTER_HEAD_DIMS = frozenset({96})
+_TRITON_FASTER_HEAD_DIMS = frozenset({56, 96})
 
 window_attention_op.add_backend("triton", _triton, _triton_refusal, _triton_preference)
 
