@@ -160,7 +160,8 @@ class SAM2VideoPredictor(SAM2Base):
         ``offload_video_to_cpu``: keep decoded frame inputs on the CPU (they move to the
         model's device only for the image encoder). ``offload_state_to_cpu``: keep stored
         masks and memories on the CPU. ``async_loading_frames``: decode upcoming frames in a
-        background thread while the model runs.
+        background thread while the model runs (always done when the model is on a GPU, where
+        decoding on the calling thread would leave the GPU idle).
         """
         compute_device = self.device
         source = open_video(video_path)
@@ -169,7 +170,7 @@ class SAM2VideoPredictor(SAM2Base):
             self.image_size,
             device=torch.device("cpu") if offload_video_to_cpu else compute_device,
             cache_size=2,
-            prefetch=2 if async_loading_frames else 0,
+            prefetch=2 if async_loading_frames or compute_device.type == "cuda" else 0,
         )
         state = new_inference_state(
             images,

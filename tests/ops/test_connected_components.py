@@ -424,6 +424,19 @@ def test_first_supporting_backend_runs(toy_op: Callable[..., Op]) -> None:
     assert op.explain(-1) == {"fast": "x must be positive", "reference": None}
 
 
+def test_a_passed_over_backend_runs_only_when_forced(toy_op: Callable[..., Op]) -> None:
+    op = toy_op("toy_prefer")
+    op.add_backend(
+        "kernel", lambda x: "kernel", prefer=lambda x: "measured slower here" if x > 10 else None
+    )
+    op.add_backend("reference", lambda x: "reference")
+    assert op(1) == "kernel"
+    assert op(11) == "reference"
+    assert op.explain(11) == {"kernel": "passed over: measured slower here", "reference": None}
+    with use_backend("kernel", op="toy_prefer"):
+        assert op(11) == "kernel"  # forcing ignores the preference
+
+
 def test_no_supporting_backend_lists_every_reason(toy_op: Callable[..., Op]) -> None:
     op = toy_op("toy_none")
     op.add_backend("cpp", lambda x: x, lambda x: "extension not built: test")

@@ -556,3 +556,12 @@ def test_compiled_backends_explain_their_refusals() -> None:
     counts = torch.zeros(2, dtype=torch.int64, device="meta")
     verdicts = get_op("rle_decode").explain(counts, counts, 4, 4)
     assert verdicts["cpp"] == "counts are on meta, this backend runs on cpu"
+
+
+@pytest.mark.parametrize("op", ["rle_encode", "masks_to_boxes"])
+def test_cuda_backends_measured_slower_are_passed_over(op: str) -> None:
+    """On an H200 the torch reference beat these CUDA kernels on the same GPU tensors
+    (bench/gpu/README.md): automatic selection skips them, forcing still runs them."""
+    backend = get_op(op).backend("cuda")
+    assert "measured slower" in backend.prefer(torch.zeros(1, 4, 4, dtype=torch.bool))
+    assert get_op("connected_components").backend("cuda").prefer(torch.zeros(1, 1, 4, 4, dtype=torch.bool)) is None

@@ -168,3 +168,13 @@ def test_memory_attention_value_fold_matches_unfolded_module():
 def test_compiled_is_only_used_when_forced():
     names = rope_attention_op.backend_names
     assert names.index("compiled") > names.index("reference")
+
+
+def test_triton_is_passed_over_on_gpu_but_not_in_the_interpreter():
+    """Measured 3-16x slower than RoPE + flash SDPA on an H200 (bench/gpu/README.md)."""
+    from types import SimpleNamespace
+
+    from sam2_fast.ops.rope_attention import _triton_preference
+
+    assert "slower" in _triton_preference(SimpleNamespace(device=torch.device("cuda")))
+    assert _triton_preference(SimpleNamespace(device=torch.device("cpu"))) is None

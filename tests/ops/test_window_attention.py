@@ -289,3 +289,29 @@ def test_interpreter_suite_in_subprocess() -> None:
     )
     assert proc.returncode == 0, f"{' '.join(command)} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
     assert " passed" in proc.stdout and " skipped" not in proc.stdout, proc.stdout[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# where automatic selection prefers the kernel on a GPU (measured on an H200, bench/gpu)
+
+
+@pytest.mark.parametrize(
+    "dtype, heads, dim, window, preferred",
+    [
+        (torch.bfloat16, 1, 96, 8, True),  # tiny / small stage 1: 1.9x faster than SDPA
+        (torch.float16, 8, 448, 14, True),  # base-plus stage 3 (head dim 56): 1.5-2.5x
+        (torch.bfloat16, 4, 384, 0, False),  # global attention: SDPA 4.7x faster
+        (torch.bfloat16, 8, 576, 16, False),  # large (head dim 72): SDPA 1.2-1.6x faster
+        (torch.float32, 1, 96, 8, False),  # exact float32 kernel: SDPA faster
+    ],
+)
+def test_gpu_preference_follows_the_measurements(dtype, heads, dim, window, preferred) -> None:
+    from types import SimpleNamespace
+
+    from sam2_fast.ops.window_attention import _triton_preference
+
+    on_gpu = SimpleNamespace(device=torch.device("cuda"), shape=(1, 64, 64, 3 * dim), dtype=dtype)
+    reason = _triton_preference(on_gpu, heads, window, 1, None)
+    assert (reason is None) == preferred, reason
+    on_cpu = SimpleNamespace(device=torch.device("cpu"), shape=(1, 64, 64, 3 * dim), dtype=dtype)
+    assert _triton_preference(on_cpu, heads, window, 1, None) is None  # the interpreter
