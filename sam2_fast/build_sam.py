@@ -88,7 +88,9 @@ def _build(
 
         if state_dict is None:
             state_dict = read_state_dict(ckpt_path)
-        with torch.device("meta"):
+        from sam2_fast.modeling.common import meta_device
+
+        with meta_device():
             model = model_cls.from_config(cfg)
         load_model_weights(model, state_dict, info=info, assign=True, source=ckpt_path)
         model = model.to(device=dev, dtype=torch.float32)

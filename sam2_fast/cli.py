@@ -1,4 +1,4 @@
-"""``sam2-fast`` command line: info, segment, track, amg, convert, demo.
+"""``sam2-fast`` command line: info, segment, track, amg, convert, demo, bench.
 
 Examples::
 
@@ -9,6 +9,7 @@ Examples::
     sam2-fast amg photo.jpg --out masks.json
     sam2-fast convert sam2.1_hiera_tiny.pt sam2.1_hiera_tiny.safetensors
     sam2-fast demo --out demo_out
+    sam2-fast bench --out bench_results
 """
 
 from __future__ import annotations
@@ -208,6 +209,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _benchmarks(text: str) -> List[str]:
+    from sam2_fast.benchmark import BENCHMARKS
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"--only expects comma-separated names from {','.join(BENCHMARKS)}, got {text!r}"
+        )
+    return names
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from sam2_fast.benchmark import run
+
+    if args.quick:
+        args.repeats, args.amg_points = 1, min(args.amg_points, 8)
+    table = run(
+        only=args.only, model=args.model, repeats=args.repeats, with_official=not args.no_official,
+        amg_points=args.amg_points, out=Path(args.out) if args.out else None,
+        log=lambda message: print(message, file=sys.stderr, flush=True),
+    )
+    print(table)
+    if args.out:
+        print(f"\nwrote {Path(args.out) / 'bench.md'} and {Path(args.out) / 'bench.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sam2-fast", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
@@ -250,6 +279,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: auto)")
     p.set_defaults(func=cmd_demo)
+
+    from sam2_fast.benchmark import BENCHMARKS
+
+    p = sub.add_parser("bench", help="this project vs the official sam2 package, side by side (CPU)")
+    p.add_argument("--only", type=_benchmarks, default=list(BENCHMARKS),
+                   help=f"comma-separated subset of {','.join(BENCHMARKS)} (default: all)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"zoo name (default {DEFAULT_MODEL}; random weights)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions per benchmark (default 3)")
+    p.add_argument("--amg-points", type=int, default=16, help="AMG points per side (default 16)")
+    p.add_argument("--quick", action="store_true", help="1 repetition, AMG at 8 points per side")
+    p.add_argument("--no-official", action="store_true", help="time this project only")
+    p.add_argument("--out", default=None, help="folder for bench.md and bench.json")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

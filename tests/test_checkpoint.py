@@ -362,3 +362,19 @@ def test_convert_writes_official_keys_from_a_transformers_file(
 def test_convert_needs_a_known_output_format(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\.safetensors or \.pt"):
         convert_checkpoint(tmp_path / "a.pt", tmp_path / "a.onnx")
+
+
+def test_loading_a_checkpoint_imports_neither_dynamo_nor_sympy(tiny_pt_file: Path) -> None:
+    """Cold start: building on the meta device must not run torch's Python decompositions
+    (random init, scalar arithmetic), which import torch._dynamo and sympy (≈1.5 s)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from sam2_fast import build_sam2\n"
+        f"build_sam2('sam2.1-hiera-tiny', {str(tiny_pt_file)!r}, device='cpu')\n"
+        "print(sorted(m for m in ('torch._dynamo', 'sympy') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr

@@ -172,11 +172,10 @@ def to_transformers_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
 
 @functools.lru_cache(maxsize=None)
 def _official_keys(config: SAM2Config) -> Tuple[str, ...]:
-    import torch
-
+    from sam2_fast.modeling.common import meta_device
     from sam2_fast.modeling.sam2_base import SAM2Base
 
-    with torch.device("meta"):
+    with meta_device():
         return tuple(SAM2Base.from_config(config).state_dict())
 
 

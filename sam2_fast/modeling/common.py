@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
 from typing import Type
 
 import torch
@@ -64,3 +67,43 @@ def activation_fn(name: str):
         return table[name]
     except KeyError:
         raise ValueError(f"activation must be one of {sorted(table)}, got {name!r}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# building on the meta device
+
+_INIT_FUNCTIONS = (
+    "uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+    "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
+)
+_init_lock = threading.Lock()
+
+
+def _skip_on_meta(fn):
+    @functools.wraps(fn)
+    def init(tensor, *args, **kwargs):
+        if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+            return tensor  # a meta tensor holds no values: nothing to initialise
+        return fn(tensor, *args, **kwargs)
+
+    init.__sam2_fast_skips_meta__ = True
+    return init
+
+
+@contextlib.contextmanager
+def meta_device():
+    """``with torch.device("meta")`` for building modules whose weights are loaded next.
+
+    Module constructors run their random initialisation (``torch.nn.init``) even on the meta
+    device, where it computes nothing but goes through torch's Python decompositions, which
+    import ``torch._dynamo``: about 1 s of a cold start. Inside this context those functions
+    return meta tensors untouched. The wrappers stay installed (they only skip meta tensors,
+    which have no values to initialise, and call torch's function for every other tensor).
+    """
+    with _init_lock:
+        for name in _INIT_FUNCTIONS:
+            fn = getattr(torch.nn.init, name, None)
+            if fn is not None and not getattr(fn, "__sam2_fast_skips_meta__", False):
+                setattr(torch.nn.init, name, _skip_on_meta(fn))
+    with torch.device("meta"):
+        yield

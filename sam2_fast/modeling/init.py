@@ -38,7 +38,9 @@ def random_state_dict(config: SAM2Config, seed: int = 0) -> Dict[str, torch.Tens
     """A complete state dict (official key layout) of random float32 weights for ``config``."""
     from sam2_fast.modeling.sam2_base import SAM2Base
 
-    with torch.device("meta"):
+    from sam2_fast.modeling.common import meta_device
+
+    with meta_device():
         model = SAM2Base.from_config(config)
     gen = torch.Generator().manual_seed(seed)
     out: Dict[str, torch.Tensor] = {}

@@ -66,7 +66,9 @@ class CXBlock(nn.Module):
         self.act = nn.GELU()
         self.pwconv2 = nn.Linear(4 * dim, dim)
         self.gamma = (
-            nn.Parameter(layer_scale_init_value * torch.ones(dim))
+            # torch.full, not scalar * ones: on the meta device the multiplication goes through
+            # a decomposition that imports torch._dynamo (about 1 s of a cold start)
+            nn.Parameter(torch.full((dim,), float(layer_scale_init_value)))
             if layer_scale_init_value > 0
             else None
         )

@@ -78,9 +78,13 @@ class PositionEmbeddingRandom(nn.Module):
         super().__init__()
         if scale is None or scale <= 0.0:
             scale = 1.0
-        self.register_buffer(
-            "positional_encoding_gaussian_matrix", scale * torch.randn((2, num_pos_feats))
-        )
+        # a checkpoint's matrix replaces this one; on the meta device (the loading path) random
+        # values are not drawn: torch.randn and `scale * tensor` there import sympy and
+        # torch._dynamo, about 1.5 s of a cold start
+        matrix = torch.empty((2, num_pos_feats))
+        if not matrix.is_meta:
+            matrix = torch.randn((2, num_pos_feats), device=matrix.device).mul_(scale)
+        self.register_buffer("positional_encoding_gaussian_matrix", matrix)
 
     def _pe_encoding(self, coords: torch.Tensor) -> torch.Tensor:
         """``[..., 2]`` coords in ``[0, 1]`` -> ``[..., 2 * num_pos_feats]``."""

@@ -80,36 +80,12 @@ def scipy_connected_components(mask: torch.Tensor):
 
 
 def official_video_predictor(name: str, state_dict, overrides=(), device: str = "cpu"):
-    """The official video predictor with ``state_dict``, made runnable in fp32 (on CPU, or on a
-    GPU without autocast).
-
-    Official 1.1.0 stores memories in bfloat16 and concatenates them with float32 object
-    pointers; when an object has no pointer yet (tracked on frames before its first prompt)
-    the memory stays bfloat16 and ``v_proj`` fails with a dtype mismatch. On GPU this is
-    hidden by autocast. The shim keeps the bf16 rounding (values identical to the official
-    path) but hands the stored memories back as float32, which is what this project does.
-    Its CUDA-only hole filling gets the independent scipy labelling.
-    """
+    """:func:`sam2_fast._official.official_video_predictor` (the fp32 memory shim) with the
+    official CUDA-only hole filling given the independent scipy labelling."""
     import sam2.utils.misc as official_misc
-    from sam2.build_sam import build_sam2_video_predictor
-    from sam2.sam2_video_predictor import SAM2VideoPredictor
 
+    from sam2_fast._official import official_video_predictor as build
+
+    import_oracle()
     official_misc.get_connected_components = scipy_connected_components
-
-    class FloatMemoryVideoPredictor(SAM2VideoPredictor):
-        def _run_single_frame_inference(self, *args, **kwargs):
-            out, masks = super()._run_single_frame_inference(*args, **kwargs)
-            if out["maskmem_features"] is not None:
-                out["maskmem_features"] = out["maskmem_features"].float()
-            return out, masks
-
-        def _run_memory_encoder(self, *args, **kwargs):
-            features, pos = super()._run_memory_encoder(*args, **kwargs)
-            return features.float(), pos
-
-    model = build_sam2_video_predictor(
-        OFFICIAL_CONFIGS[name], None, device=device, hydra_overrides_extra=list(overrides)
-    )
-    model.__class__ = FloatMemoryVideoPredictor
-    model.load_state_dict(state_dict)
-    return model.eval()
+    return build(name, state_dict, overrides, device)

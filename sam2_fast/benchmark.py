@@ -1,0 +1,487 @@
+"""``sam2-fast bench``: this project against the official ``sam2`` package, side by side, in
+one process, on the same random weights and inputs.
+
+Each benchmark runs both implementations in interleaved repetitions (ours, official, ours,
+official, ...) after a warm-up, and reports medians, so slow drifts of a shared machine hit
+both alike. The machine's matrix-multiply peak (fp32 and bf16 GEMM, median of a 2048^3
+product) is measured in the same run, and every model benchmark reports its FLOPs (counted
+with ``torch.utils.flop_counter`` on this project's model, the fused ops included) and the
+fraction of the fp32 peak it reaches (this project computes in fp32 on CPU).
+
+    sam2-fast bench                          # everything, sam2.1-hiera-tiny, 3 repetitions
+    sam2-fast bench --only set_image,predict --repeats 5 --out bench_results
+    sam2-fast bench --quick                  # one repetition, AMG at 8 points per side
+
+Without the official package the table shows this project's numbers alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+BENCHMARKS = ("cold_start", "set_image", "predict", "amg", "video")
+IMAGE_HW = (720, 1280)
+VIDEO_HW = (384, 512)
+WARM_FRAMES = 8  # frame 8 reads a full memory bank (the prompt frame + 6 previous frames)
+
+
+@dataclass
+class Result:
+    """One row of the table: medians in seconds, None where a side did not run."""
+
+    name: str
+    ours: float | None
+    official: float | None = None
+    official_label: str = "official"
+    gflop: float | None = None
+    note: str = ""
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.ours is None or self.official is None or self.ours <= 0:
+            return None
+        return self.official / self.ours
+
+
+# ---------------------------------------------------------------------------------------------
+# timing
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1,
+                setup: Callable[[str], None] | None = None) -> dict[str, list[float]]:
+    """Seconds of each call of each function, the functions taking turns in every repetition."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for rep in range(warmup + repeats):
+        for name, fn in fns.items():
+            if setup is not None:
+                setup(name)
+            start = time.perf_counter()
+            fn()
+            elapsed = time.perf_counter() - start
+            if rep >= warmup:
+                times[name].append(elapsed)
+    return times
+
+
+def gemm_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """Median FLOP/s of a ``size``^3 matrix product in ``dtype`` on the CPU."""
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    times = interleaved({"mm": lambda: a @ b}, repeats, warmup=2)["mm"]
+    return 2 * size**3 / statistics.median(times)
+
+
+def _fused_op_flops() -> None:
+    """FLOP formulas for this project's fused attention ops and for torch's CPU flash
+    attention, so ``FlopCounterMode`` counts attention everywhere (2 FLOPs per multiply-add of
+    QK^T and PV, as torch's formulas for its CUDA attention kernels)."""
+    from torch.utils.flop_counter import register_flop_formula
+
+    importlib.import_module("sam2_fast.ops")  # registers the custom ops
+
+    ops = torch.ops.sam2_fast
+    if getattr(_fused_op_flops, "done", False):
+        return
+
+    @register_flop_formula(ops.rope_attention)
+    def _rope(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+        b, h, nq, d = q_shape
+        return 2 * b * h * nq * k_shape[2] * (d + v_shape[3])
+
+    @register_flop_formula(ops.window_attention)
+    def _window(qkv_shape, num_heads, window_size, q_stride=1, *args, out_shape=None, **kwargs) -> int:
+        b, hh, ww, c3 = qkv_shape
+        c = c3 // 3
+        if window_size > 0:
+            windows = math.ceil(hh / window_size) * math.ceil(ww / window_size)
+            n_k = window_size**2
+            n_q = n_k // q_stride**2
+        else:
+            windows, n_k, n_q = 1, hh * ww, (hh // q_stride) * (ww // q_stride)
+        return 4 * b * windows * n_q * n_k * c
+
+    cpu_sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if cpu_sdpa is not None:  # torch counts its CUDA attention kernels but not this one
+
+        @register_flop_formula(cpu_sdpa)
+        def _cpu_sdpa(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+            b, h, nq, d = q_shape
+            return 2 * b * h * nq * k_shape[-2] * (d + v_shape[-1])
+
+    _fused_op_flops.done = True
+
+
+def count_gflop(fn: Callable[[], Any]) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _fused_op_flops()
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
+# ---------------------------------------------------------------------------------------------
+# the benchmarks
+
+
+class Session:
+    """Models and inputs shared by the benchmarks of one run."""
+
+    def __init__(self, model: str, repeats: int, with_official: bool, amg_points: int,
+                 log: Callable[[str], None]) -> None:
+        from sam2_fast.modeling.config import PRESETS
+        from sam2_fast.modeling.init import random_state_dict
+        from sam2_fast.sample import sample_image
+
+        self.name = model
+        self.repeats = repeats
+        self.amg_points = amg_points
+        self.log = log
+        self.state_dict = random_state_dict(PRESETS[model], seed=1)
+        self.image = sample_image(*IMAGE_HW)
+        self.official_error: str | None = None
+        if with_official:
+            from sam2_fast._official import OfficialUnavailable, import_official
+
+            try:
+                import_official()
+            except OfficialUnavailable as exc:
+                self.official_error = str(exc)
+        else:
+            self.official_error = "not requested (--no-official)"
+        self._ours = None
+        self._official = None
+
+    @property
+    def has_official(self) -> bool:
+        return self.official_error is None
+
+    def ours(self):
+        if self._ours is None:
+            from sam2_fast.build_sam import build_sam2
+
+            self._ours = build_sam2(self.name, None, device="cpu")
+            self._ours.load_state_dict(self.state_dict)
+        return self._ours
+
+    def official(self):
+        if self._official is None:
+            from sam2_fast._official import official_model
+
+            self._official = official_model(self.name, self.state_dict)
+        return self._official
+
+
+def bench_cold_start(s: Session) -> list[Result]:
+    """A fresh Python: import, build the model and load a checkpoint (the tiny one by default)."""
+    folder = Path(tempfile.mkdtemp(prefix="sam2_fast_bench_"))
+    ckpt = folder / "model.pt"
+    torch.save({"model": s.state_dict}, ckpt)
+    from sam2_fast._official import official_config
+
+    scripts = {
+        "ours": f"from sam2_fast import build_sam2\nbuild_sam2({s.name!r}, {str(ckpt)!r}, device='cpu')",
+        "official": f"from sam2.build_sam import build_sam2\nbuild_sam2({official_config(s.name)!r}, {str(ckpt)!r}, device='cpu')",
+    }
+    wrapper = textwrap.dedent(
+        """
+        import time
+        start = time.perf_counter()
+        exec(compile({script!r}, "<bench>", "exec"))
+        print("SECONDS", time.perf_counter() - start)
+        """
+    )
+
+    def run(impl: str) -> float:
+        proc = subprocess.run([sys.executable, "-c", wrapper.format(script=scripts[impl])],
+                              capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"cold start ({impl}) failed:\n{proc.stderr[-2000:]}")
+        return float(proc.stdout.strip().splitlines()[-1].split()[1])
+
+    impls = ["ours"] + (["official"] if s.has_official else [])
+    times: dict[str, list[float]] = {impl: [] for impl in impls}
+    for _ in range(s.repeats):
+        for impl in impls:
+            times[impl].append(run(impl))
+    ckpt.unlink()
+    return [_result(f"cold start: import + build + load {s.name} (fresh process)", times)]
+
+
+def bench_set_image(s: Session) -> list[Result]:
+    from sam2_fast import SAM2ImagePredictor
+
+    ours = SAM2ImagePredictor(s.ours())
+    fns: dict[str, Callable[[], Any]] = {"ours": lambda: ours.set_image(s.image)}
+    if s.has_official:
+        from sam2.sam2_image_predictor import SAM2ImagePredictor as OfficialPredictor
+
+        official = OfficialPredictor(s.official())
+
+        def official_bf16() -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                official.set_image(s.image)
+
+        fns["official"] = lambda: official.set_image(s.image)
+        fns["official bf16"] = official_bf16
+    with torch.inference_mode():
+        gflop = count_gflop(lambda: ours.set_image(s.image))
+        times = interleaved(fns, s.repeats)
+    label = f"set_image {IMAGE_HW[0]}x{IMAGE_HW[1]}"
+    rows = [_result(f"{label} (official fp32)", times, gflop=gflop)]
+    if "official bf16" in times:
+        rows.append(_result(f"{label} (official bf16 autocast)", {"ours": times["ours"], "official": times["official bf16"]},
+                            gflop=gflop, official_label="official bf16"))
+    return rows
+
+
+def bench_predict(s: Session) -> list[Result]:
+    from sam2_fast import SAM2ImagePredictor
+
+    click = dict(point_coords=np.array([[383.0, 351.0]]), point_labels=np.array([1]))
+    ours = SAM2ImagePredictor(s.ours())
+    fns: dict[str, Callable[[], Any]] = {"ours": lambda: ours.predict(**click)}
+    with torch.inference_mode():
+        ours.set_image(s.image)
+        if s.has_official:
+            from sam2.sam2_image_predictor import SAM2ImagePredictor as OfficialPredictor
+
+            official = OfficialPredictor(s.official())
+            official.set_image(s.image)
+            fns["official"] = lambda: official.predict(**click)
+        gflop = count_gflop(lambda: ours.predict(**click))
+        times = interleaved(fns, 5 * s.repeats, warmup=2)
+    return [_result("predict: 1 click, 3 masks at image size", times, gflop=gflop)]
+
+
+def bench_amg(s: Session) -> list[Result]:
+    from sam2_fast import SAM2AutomaticMaskGenerator
+
+    kwargs = dict(points_per_side=s.amg_points)
+    ours = SAM2AutomaticMaskGenerator(s.ours(), **kwargs)
+    fns: dict[str, Callable[[], Any]] = {"ours": lambda: ours.generate(s.image)}
+    if s.has_official:
+        from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator as OfficialAMG
+
+        official = OfficialAMG(s.official(), **kwargs)
+        fns["official"] = lambda: official.generate(s.image)
+    with torch.inference_mode():
+        times = interleaved(fns, max(1, s.repeats - 1), warmup=0)
+    return [_result(f"automatic masks: {s.amg_points}x{s.amg_points} points, default thresholds", times)]
+
+
+def bench_video(s: Session, object_counts: Iterable[int] = (1, 8)) -> list[Result]:
+    from PIL import Image
+
+    from sam2_fast import build_sam2_video_predictor
+    from sam2_fast.sample import sample_video_frame, sample_video_objects
+
+    folder = Path(tempfile.mkdtemp(prefix="sam2_fast_bench_video_"))
+    for i in range(WARM_FRAMES + 1):
+        Image.fromarray(sample_video_frame(i, *VIDEO_HW)).save(folder / f"{i:05d}.jpg", quality=95)
+    sd = dict(s.state_dict)
+    # random weights: keep every object "present" so the memory is used as with real weights
+    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] = sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] + 3.0
+    ours = build_sam2_video_predictor(s.name, None, device="cpu")
+    ours.load_state_dict(sd)
+    ours.show_progress = False
+    predictors = {"ours": ours.eval()}
+    if s.has_official:
+        from sam2_fast._official import official_video_predictor
+
+        predictors["official"] = official_video_predictor(s.name, sd)
+    objects = list(sample_video_objects(0, *VIDEO_HW).values())
+    memory_seconds: list[float] = []
+    original_forward = ours.memory_attention.forward
+
+    def timed_forward(*args, **kwargs):
+        start = time.perf_counter()
+        out = original_forward(*args, **kwargs)
+        memory_seconds.append(time.perf_counter() - start)
+        return out
+
+    rows = []
+    per_frame: dict[int, dict[str, list[float]]] = {}
+    for n in object_counts:
+        states = {}
+        with torch.inference_mode():
+            for impl, predictor in predictors.items():
+                state = predictor.init_state(str(folder))
+                for k in range(n):
+                    x, y = objects[k % len(objects)]
+                    point = (x + 7 * (k // len(objects)), y + 5 * (k // len(objects)))
+                    predictor.add_new_points_or_box(state, 0, k + 1, points=[point], labels=[1])
+                for _ in predictor.propagate_in_video(state, max_frame_num_to_track=WARM_FRAMES - 1):
+                    pass
+                states[impl] = state
+
+            def one_frame(impl: str) -> Callable[[], None]:
+                def run() -> None:
+                    for _ in predictors[impl].propagate_in_video(
+                        states[impl], start_frame_idx=WARM_FRAMES, max_frame_num_to_track=0
+                    ):
+                        pass
+                return run
+
+            def drop_features(impl: str) -> None:
+                states[impl]["cached_features"].clear()  # the image encoder is part of a frame
+
+            drop_features("ours")
+            gflop, memory_gflop = _frame_gflop(ours, one_frame("ours"))
+            memory_seconds.clear()
+            ours.memory_attention.forward = timed_forward
+            try:
+                times = interleaved({impl: one_frame(impl) for impl in predictors}, s.repeats, setup=drop_features)
+            finally:
+                del ours.memory_attention.forward
+            memory = statistics.median(memory_seconds[-s.repeats:]) if memory_seconds else None
+        per_frame[n] = times
+        rows.append(_result(f"video: one tracked frame, {n} object(s), full memory", times, gflop=gflop))
+        if memory is not None and n == 1:
+            rows.append(Result(f"  of which memory attention, {n} object", memory, gflop=memory_gflop,
+                               note="this project only"))
+    counts = sorted(per_frame)
+    if len(counts) >= 2 and counts[0] != counts[-1]:
+        lo, hi = counts[0], counts[-1]
+        marginal = {
+            impl: [(b - a) / (hi - lo) for a, b in zip(per_frame[lo][impl], per_frame[hi][impl])]
+            for impl in per_frame[lo]
+        }
+        rows.append(_result("video: each extra object (marginal)", marginal))
+    return rows
+
+
+def _frame_gflop(model, run: Callable[[], None]) -> tuple[float, float]:
+    """GFLOP of one tracked frame and of its memory attention (a counter nested in the
+    frame's: both see the memory attention's ops)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _fused_op_flops()
+    counted: list[float] = []
+    original = model.memory_attention.forward
+
+    def counting_forward(*args, **kwargs):
+        with FlopCounterMode(display=False) as counter:
+            out = original(*args, **kwargs)
+        counted.append(counter.get_total_flops() / 1e9)
+        return out
+
+    model.memory_attention.forward = counting_forward
+    try:
+        with FlopCounterMode(display=False) as frame:
+            run()
+    finally:
+        del model.memory_attention.forward
+    return frame.get_total_flops() / 1e9, sum(counted)
+
+
+def _result(name: str, times: dict[str, list[float]], gflop: float | None = None,
+            official_label: str = "official", note: str = "") -> Result:
+    med = {impl: statistics.median(ts) for impl, ts in times.items() if ts}
+    return Result(name, med.get("ours"), med.get("official"), official_label, gflop, note, samples=times)
+
+
+# ---------------------------------------------------------------------------------------------
+# the table
+
+
+def machine_line(peaks: dict[str, float]) -> str:
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads; torch {torch.__version__}, "
+        f"Python {platform.python_version()}; GEMM peak fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
+        f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s (2048^3, median)"
+    )
+
+
+def format_table(results: list[Result], peaks: dict[str, float], header: str) -> str:
+    fp32 = peaks["fp32"]
+    lines = [
+        header,
+        "",
+        "| benchmark | this project | official | speed-up | GFLOP | ours GFLOP/s | % of fp32 GEMM peak |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        rate = r.gflop / r.ours if r.gflop and r.ours else None
+        cells = [
+            r.name + (f" ({r.note})" if r.note else ""),
+            _seconds(r.ours),
+            _seconds(r.official) + (f" ({r.official_label})" if r.official is not None and r.official_label != "official" else ""),
+            f"{r.ratio:.2f}x" if r.ratio is not None else "",
+            f"{r.gflop:.1f}" if r.gflop else "",
+            f"{rate:.0f}" if rate else "",
+            f"{100 * rate * 1e9 / fp32:.0f} %" if rate else "",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value * 1e3:.1f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def run(only: Iterable[str] = BENCHMARKS, model: str = "sam2.1-hiera-tiny", repeats: int = 3,
+        with_official: bool = True, amg_points: int = 16, out: Path | None = None,
+        log: Callable[[str], None] = print) -> str:
+    """Run the benchmarks, print progress with ``log`` and return the markdown table; with
+    ``out``, also write ``out/bench.md`` and ``out/bench.json`` (every sample)."""
+    only = list(only)
+    unknown = sorted(set(only) - set(BENCHMARKS))
+    if unknown:
+        raise ValueError(f"only: unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+    log("measuring the GEMM peak ...")
+    peaks = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
+    session = Session(model, repeats, with_official, amg_points, log)
+    if not session.has_official:
+        log(f"official package: {session.official_error}")
+    functions = {"cold_start": bench_cold_start, "set_image": bench_set_image, "predict": bench_predict,
+                 "amg": bench_amg, "video": bench_video}
+    results: list[Result] = []
+    for name in only:
+        log(f"{name} ...")
+        start = time.perf_counter()
+        results += functions[name](session)
+        log(f"{name}: {time.perf_counter() - start:.0f} s")
+    header = (
+        f"`sam2-fast bench` ({model}, fp32 on CPU, same random weights, {repeats} interleaved "
+        f"repetitions, medians; {time.strftime('%Y-%m-%d')})\n\n{machine_line(peaks)}"
+    )
+    if not session.has_official:
+        header += f"\n\nofficial package not measured: {session.official_error}"
+    table = format_table(results, peaks, header)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.md").write_text(table + "\n")
+        (out / "bench.json").write_text(json.dumps(
+            {"peaks_flops": peaks, "model": model, "repeats": repeats, "torch": torch.__version__,
+             "results": [asdict(r) for r in results]}, indent=1))
+    return table

@@ -1,0 +1,94 @@
+"""``sam2-fast bench`` (sam2_fast.benchmark): timing helpers, FLOP counting of the fused ops,
+the table, and a short real run of this project's side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sam2_fast import benchmark
+from sam2_fast.cli import main
+
+
+def test_interleaved_alternates_the_implementations_and_drops_warmups() -> None:
+    calls: list[str] = []
+    times = benchmark.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                                  repeats=2, warmup=1)
+    assert calls == ["a", "b"] * 3
+    assert [len(v) for v in times.values()] == [2, 2]
+    assert all(t >= 0 for v in times.values() for t in v)
+
+
+@pytest.mark.parametrize(
+    "window, stride, windows, queries, keys",
+    [(4, 1, 6, 16, 16), (4, 2, 6, 4, 16), (0, 1, 1, 70, 70), (0, 2, 1, 15, 70)],
+    ids=["window4", "window4 pooled", "global", "global pooled"],
+)
+def test_window_attention_is_counted_like_explicit_attention(window, stride, windows, queries, keys) -> None:
+    """The formula equals what FlopCounterMode counts for the same attention written as
+    matmuls: [1, 10, 7] tokens, 2 heads of 12 channels, windows padded to 12 x 8."""
+    from sam2_fast.ops import window_attention
+
+    qkv, bias = torch.randn(1, 10, 7, 3 * 24), torch.randn(3 * 24)
+    fused = benchmark.count_gflop(lambda: window_attention(qkv, 2, window, stride, bias))
+    q, k, v = torch.randn(windows, 2, queries, 12), torch.randn(windows, 2, keys, 12), torch.randn(windows, 2, keys, 12)
+    explicit = benchmark.count_gflop(lambda: (q @ k.transpose(-1, -2)).softmax(-1) @ v)
+    assert fused > 0 and fused == pytest.approx(explicit)
+
+
+def test_rope_attention_flops() -> None:
+    from sam2_fast.modeling.position_encoding import axial_rope_cos_sin
+    from sam2_fast.ops import rope_attention
+
+    q, k, v = torch.randn(2, 1, 16, 32), torch.randn(2, 1, 3 * 16 + 4, 32), torch.randn(2, 1, 3 * 16 + 4, 8)
+    cos, sin = axial_rope_cos_sin(32, 4, 4, 10000.0)
+    gflop = benchmark.count_gflop(lambda: rope_attention(q, k, v, cos, sin, 4))
+    assert gflop * 1e9 == pytest.approx(2 * 2 * 16 * 52 * (32 + 8))
+
+
+def test_cpu_sdpa_is_counted() -> None:
+    q, k, v = torch.randn(1, 2, 16, 8), torch.randn(1, 2, 20, 8), torch.randn(1, 2, 20, 4)
+    gflop = benchmark.count_gflop(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
+    assert gflop * 1e9 == pytest.approx(2 * 2 * 16 * 20 * (8 + 4))
+
+
+def test_table_has_ratios_and_fractions_of_the_peak() -> None:
+    rows = [
+        benchmark.Result("set_image", 2.0, 4.0, gflop=300.0),
+        benchmark.Result("ours only", 0.5, None, note="this project only"),
+    ]
+    table = benchmark.format_table(rows, {"fp32": 300e9, "bf16": 150e9}, "header")
+    lines = table.splitlines()
+    assert lines[0] == "header"
+    assert "| set_image | 2.00 s | 4.00 s | 2.00x | 300.0 | 150 | 50 % |" in lines
+    assert "| ours only (this project only) | 500.0 ms | — |  |  |  |  |" in lines
+
+
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(ValueError, match=r"only: unknown benchmark\(s\) \['nope'\]"):
+        benchmark.run(only=["nope"])
+    with pytest.raises(ValueError, match="repeats must be an int >= 1, got 0"):
+        benchmark.run(only=["predict"], repeats=0)
+
+
+def test_cli_rejects_unknown_benchmarks(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--only", "predict,warp"])
+    assert exc.value.code == 2
+    assert "--only expects comma-separated names from cold_start,set_image,predict,amg,video" in capsys.readouterr().err
+
+
+def test_cli_runs_predict_and_writes_the_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A real (short) run of this project's side: the table and the JSON with every sample."""
+    assert main(["bench", "--only", "predict", "--repeats", "1", "--no-official", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| predict: 1 click, 3 masks at image size |" in out
+    assert "official package not measured: not requested (--no-official)" in out
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    (row,) = saved["results"]
+    assert row["official"] is None and len(row["samples"]["ours"]) == 5
+    assert row["gflop"] > 1 and saved["peaks_flops"]["fp32"] > 0
+    assert (tmp_path / "bench.md").read_text().startswith("`sam2-fast bench`")
