@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sam2_fast.precision import in_compute_dtype
 from sam2_fast.predictors.image_predictor import SAM2ImagePredictor
 from sam2_fast.utils import validation as V
 from sam2_fast.utils.amg import (
@@ -216,6 +217,7 @@ class SAM2AutomaticMaskGenerator:
 
     # ------------------------------------------------------------------ public
     @torch.no_grad()
+    @in_compute_dtype
     def generate(self, image: np.ndarray) -> List[Dict[str, Any]]:
         """Masks for everything in ``image`` (``[H, W, 3]`` uint8 RGB or a PIL image).
 

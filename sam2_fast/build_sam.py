@@ -72,6 +72,7 @@ def _build(
         from sam2_fast.predictors.video_predictor import SAM2VideoPredictor as model_cls
     if mode not in ("eval", "train"):
         raise ValueError(f"mode: expected 'eval' or 'train', got {mode!r}")
+    compute_dtype = kwargs.pop("compute_dtype", None)
     if kwargs:
         logger.warning("build_sam2: ignoring unknown arguments %s", sorted(kwargs))
     cfg, info = _resolve_config(config_file)
@@ -95,6 +96,7 @@ def _build(
         load_model_weights(model, state_dict, info=info, assign=True, source=ckpt_path)
         model = model.to(device=dev, dtype=torch.float32)
     model.train(mode == "train")
+    model.set_compute_dtype(compute_dtype)
     return model
 
 
@@ -112,6 +114,10 @@ def build_sam2(
     Same arguments as the official ``build_sam2``; ``device=None`` picks CUDA when available
     (the official default ``"cuda"`` is accepted too). ``hydra_overrides_extra`` takes
     official override strings such as ``"++model.num_maskmem=5"``.
+
+    ``compute_dtype`` (keyword, this project only): None (exact float32, the default),
+    ``"bfloat16"`` / ``"float16"`` (autocast), or ``"auto"`` (16 bit where the device runs it
+    faster: GPUs, and CPUs with fast bfloat16 matrix units); see :mod:`sam2_fast.precision`.
     """
     return _build(
         config_file, ckpt_path, device, mode, hydra_overrides_extra, apply_postprocessing,

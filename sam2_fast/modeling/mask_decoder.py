@@ -12,6 +12,7 @@ from sam2_fast.modeling.shared_image_decoder import (
     SharedImage,
     predict_masks_shared_image,
     prepare_shared_image,
+    score_heads,
 )
 from sam2_fast.modeling.transformer import TwoWayTransformer
 
@@ -227,12 +228,7 @@ class MaskDecoder(nn.Module):
         b, c, h, w = upscaled.shape
         masks = (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
 
-        iou_pred = self.iou_prediction_head(iou_token_out)
-        if self.pred_obj_scores:
-            object_score_logits = self.pred_obj_score_head(hs[:, 0, :])
-        else:
-            # no presence head: assume the object is present (sigmoid(10) ~ 1)
-            object_score_logits = 10.0 * iou_pred.new_ones(iou_pred.shape[0], 1)
+        iou_pred, object_score_logits = score_heads(self, iou_token_out, hs[:, 0, :])
         return masks, iou_pred, mask_tokens_out, object_score_logits
 
     def _get_stability_scores(self, mask_logits: torch.Tensor) -> torch.Tensor:
@@ -261,3 +257,4 @@ class MaskDecoder(nn.Module):
         mask_out = torch.where(is_stable[..., None, None], single_logits, best_logits)
         iou_out = torch.where(is_stable, single_iou, best_iou)
         return mask_out, iou_out
+

@@ -7,7 +7,7 @@ so code written against the official model keeps working; state-dict keys are id
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,9 @@ from sam2_fast.modeling.memory_encoder import CXBlock, Fuser, MaskDownSampler, M
 from sam2_fast.modeling.position_encoding import PositionEmbeddingSine, get_1d_sine_pe
 from sam2_fast.modeling.prompt_encoder import PromptEncoder
 from sam2_fast.modeling.transformer import RoPEAttention, TwoWayTransformer
+
+if TYPE_CHECKING:
+    from sam2_fast.precision import ComputeDtype
 
 # a large negative value as a placeholder score for missing objects
 NO_OBJ_SCORE = -1024.0
@@ -333,6 +336,24 @@ class SAM2Base(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    # None: exact float32, as the official package; see sam2_fast.precision
+    compute_dtype: Optional[torch.dtype] = None
+
+    def set_compute_dtype(self, compute_dtype: ComputeDtype) -> Optional[torch.dtype]:
+        """Choose the compute precision: None / ``"float32"`` (exact, the default),
+        ``"bfloat16"`` / ``"float16"`` (autocast), or ``"auto"`` (16 bit where this device
+        runs it faster; :mod:`sam2_fast.precision`). Returns the dtype in use (None = exact)."""
+        from sam2_fast.precision import resolve_compute_dtype
+
+        self.compute_dtype = resolve_compute_dtype(compute_dtype, self.device)
+        return self.compute_dtype
+
+    def compute_context(self):
+        """The autocast context of :attr:`compute_dtype` (a no-op in exact float32)."""
+        from sam2_fast.precision import autocast_context
+
+        return autocast_context(self.compute_dtype, self.device)
 
     def forward(self, *args, **kwargs):
         raise RuntimeError(

@@ -487,11 +487,7 @@ def _predict_masks(
     hs, src = _two_way_transformer(shared, decoder.transformer, tokens)
     iou_token_out = hs[:, s, :]
     mask_tokens_out = hs[:, s + 1 : s + 1 + decoder.num_mask_tokens, :]
-    iou_pred = decoder.iou_prediction_head(iou_token_out)
-    if decoder.pred_obj_scores:
-        object_score_logits = decoder.pred_obj_score_head(hs[:, 0, :])
-    else:
-        object_score_logits = 10.0 * iou_pred.new_ones(iou_pred.shape[0], 1)
+    iou_pred, object_score_logits = score_heads(decoder, iou_token_out, hs[:, 0, :])
     hyper_in = torch.stack(
         [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)],
         dim=1,
@@ -505,3 +501,17 @@ def _predict_masks(
         if len(rows):
             masks[rows.to(masks.device)] = _upscale_masks(shared, decoder, src, hyper_in, rows)
     return masks, iou_pred, mask_tokens_out, object_score_logits
+
+
+def score_heads(decoder: nn.Module, iou_token_out: torch.Tensor, object_token: torch.Tensor):
+    """``(iou_pred, object_score_logits)``, always in float32, also under autocast: they
+    rank the multimask outputs and gate objects in and out, so 16-bit rounding there would
+    change which mask is returned rather than its pixels."""
+    with torch.autocast(iou_token_out.device.type, enabled=False):
+        iou_pred = decoder.iou_prediction_head(iou_token_out.float())
+        if decoder.pred_obj_scores:
+            object_score_logits = decoder.pred_obj_score_head(object_token.float())
+        else:
+            # no presence head: assume the object is present (sigmoid(10) ~ 1)
+            object_score_logits = 10.0 * iou_pred.new_ones(iou_pred.shape[0], 1)
+    return iou_pred, object_score_logits

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from sam2_fast.modeling.sam2_base import SAM2Base
+from sam2_fast.precision import in_compute_dtype
 from sam2_fast.utils import validation as V
 from sam2_fast.utils.transforms import SAM2Transforms
 
@@ -99,6 +100,7 @@ class SAM2ImagePredictor:
         return {"image_embed": feats[-1], "high_res_feats": feats[:-1]}
 
     @torch.no_grad()
+    @in_compute_dtype
     def set_image(self, image: Union[np.ndarray, "Image"]) -> None:
         """Compute the embeddings of ``image`` (``[H, W, 3]`` uint8 RGB array or PIL image)."""
         img = V.as_rgb_uint8(image, "image")
@@ -110,6 +112,7 @@ class SAM2ImagePredictor:
         self._is_image_set = True
 
     @torch.no_grad()
+    @in_compute_dtype
     def set_image_batch(self, image_list: List[np.ndarray]) -> None:
         """Compute embeddings of several images, for :meth:`predict_batch`."""
         if not isinstance(image_list, (list, tuple)) or len(image_list) == 0:
@@ -141,6 +144,7 @@ class SAM2ImagePredictor:
         self._is_batch = False
 
     # ------------------------------------------------------------------ prompts
+    @in_compute_dtype
     def predict(
         self,
         point_coords: Optional[np.ndarray] = None,
@@ -180,6 +184,7 @@ class SAM2ImagePredictor:
             normalize_coords, img_idx=0,
         )
 
+    @in_compute_dtype
     def predict_batch(
         self,
         point_coords_batch: Optional[List[np.ndarray]] = None,

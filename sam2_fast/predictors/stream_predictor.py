@@ -27,6 +27,7 @@ from typing import Any, Hashable, List, Optional, Tuple
 import numpy as np
 import torch
 
+from sam2_fast.precision import in_compute_dtype
 from sam2_fast.predictors.video_io import FrameSource, LazyVideoFrames, VideoReadError
 from sam2_fast.predictors.video_predictor import InferenceState, SAM2VideoPredictor, new_inference_state
 from sam2_fast.utils.validation import as_rgb_uint8
@@ -125,6 +126,7 @@ class SAM2StreamPredictor:
 
     # ------------------------------------------------------------------ frames
     @torch.inference_mode()
+    @in_compute_dtype
     def track(self, frame) -> Tuple[List[Hashable], torch.Tensor]:
         """Add the next frame and track every object on it.
 
@@ -171,6 +173,7 @@ class SAM2StreamPredictor:
                 del tracked[t]
 
     # ------------------------------------------------------------------ prompts
+    @in_compute_dtype
     def add_new_prompt(
         self,
         obj_id: Hashable,
@@ -190,12 +193,14 @@ class SAM2StreamPredictor:
         )
         return list(obj_ids), masks
 
+    @in_compute_dtype
     def add_new_mask(self, obj_id: Hashable, mask) -> Tuple[List[Hashable], torch.Tensor]:
         """A mask ``[H, W]`` for ``obj_id`` on the latest frame."""
         frame_idx = self._latest_frame()
         _, obj_ids, masks = self.predictor.add_new_mask(self.state, frame_idx, obj_id, mask)
         return list(obj_ids), masks
 
+    @in_compute_dtype
     def remove_object(self, obj_id: Hashable) -> List[Hashable]:
         """Stop tracking ``obj_id`` (a KeyError if it is unknown); returns the remaining ids."""
         self.predictor._existing_obj_idx(self.state, obj_id)

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from sam2_fast.modeling.config import SAM2Config
 from sam2_fast.modeling.sam2_base import NO_OBJ_SCORE, MemoryPlan, SAM2Base
 from sam2_fast.ops.connected_components import fill_holes_and_sprinkles
+from sam2_fast.precision import in_compute_dtype
 from sam2_fast.predictors.video_io import LazyVideoFrames, open_video
 from sam2_fast.utils import validation as V
 
@@ -231,6 +232,7 @@ class SAM2VideoPredictor(SAM2Base):
 
     # ------------------------------------------------------------------ prompts
     @torch.inference_mode()
+    @in_compute_dtype
     def add_new_points_or_box(
         self,
         inference_state: InferenceState,
@@ -292,6 +294,7 @@ class SAM2VideoPredictor(SAM2Base):
         return self.add_new_points_or_box(*args, **kwargs)
 
     @torch.inference_mode()
+    @in_compute_dtype
     def add_new_mask(
         self, inference_state: InferenceState, frame_idx: int, obj_id: Hashable, mask
     ) -> Tuple[int, List[Hashable], torch.Tensor]:
@@ -454,6 +457,7 @@ class SAM2VideoPredictor(SAM2Base):
 
     # ------------------------------------------------------------------ propagation
     @torch.inference_mode()
+    @in_compute_dtype
     def propagate_in_video_preflight(self, inference_state: InferenceState) -> None:
         """Encode the memories of the frames that received prompts and move them from the
         temporary outputs into the tracking state."""
@@ -544,6 +548,7 @@ class SAM2VideoPredictor(SAM2Base):
             video_res_masks = self._propagate_frame(inference_state, frame_idx, reverse)
             yield frame_idx, obj_ids, video_res_masks
 
+    @in_compute_dtype
     def _propagate_frame(self, inference_state: InferenceState, frame_idx: int, reverse: bool) -> torch.Tensor:
         """Track every object without a prompt on ``frame_idx`` (one batched pass), store the
         results, and return all objects' masks at video resolution ``[N, 1, H, W]``.
@@ -695,6 +700,7 @@ class SAM2VideoPredictor(SAM2Base):
         return compact, pred_masks
 
     @torch.inference_mode()
+    @in_compute_dtype
     def clear_all_prompts_in_frame(
         self, inference_state: InferenceState, frame_idx: int, obj_id: Hashable, need_output: bool = True
     ):
@@ -739,6 +745,7 @@ class SAM2VideoPredictor(SAM2Base):
             v.clear()
 
     @torch.inference_mode()
+    @in_compute_dtype
     def remove_object(
         self, inference_state: InferenceState, obj_id: Hashable, strict: bool = False, need_output: bool = True
     ):
