@@ -63,6 +63,7 @@ def test_table_has_ratios_and_fractions_of_the_peak() -> None:
     table = benchmark.format_table(rows, {"fp32": 300e9, "bf16": 150e9}, "header")
     lines = table.splitlines()
     assert lines[0] == "header"
+    assert lines[2].endswith("| % of GEMM peak (fp32) |")
     assert "| set_image | 2.00 s | 4.00 s | 2.00x | 300.0 | 150 | 50 % |" in lines
     assert "| ours only (this project only) | 500.0 ms | — |  |  |  |  |" in lines
 
