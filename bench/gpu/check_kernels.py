@@ -25,7 +25,6 @@ import math
 import os
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench" / "ops"))
 
+from _report import Report  # noqa: E402  (bench/gpu, the script's folder)
 from sam2_fast.modeling.position_encoding import axial_rope_cos_sin  # noqa: E402
 from sam2_fast.ops import get_op, use_backend  # noqa: E402
 from sam2_fast.ops.mask_postprocess import upsample_masks  # noqa: E402
@@ -44,19 +44,15 @@ from sam2_fast.ops.window_attention import window_attention, window_attention_re
 MAX_REL_ERR = {torch.float32: 1e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-OUT: Path | None = None
 SMALL = False
 DEVICE = "cuda"
 CEILINGS = {"bf16 TFLOP/s": float("nan"), "copy TB/s": float("nan")}
-FAILURES: list[str] = []
+REPORT = Report()
+FAILURES = REPORT.failures
+emit = REPORT.emit
 WINDOW_DTYPES = ("bf16", "fp16", "fp32")
 
 
-def emit(text: str) -> None:
-    print(text, flush=True)
-    if OUT is not None:
-        with OUT.open("a") as f:
-            f.write(text + "\n")
 
 
 def bench_ms(fns: list[Callable[[], object]]) -> float:
@@ -91,14 +87,23 @@ def verdict(err: float, dtype: torch.dtype, label: str) -> str:
     return "ok" if ok else "**FAIL**"
 
 
-def section(name: str, fn: Callable[[], None]) -> None:
-    start = time.perf_counter()
-    try:
-        fn()
-    except Exception:
-        FAILURES.append(f"{name}: raised")
-        emit(f"\n{name} raised:\n```\n{traceback.format_exc()}```")
-    emit(f"\n({name}: {time.perf_counter() - start:.1f} s)\n")
+
+
+def triton_vs_reference(op: str, fn, reference, sets: list, reference64, dtype: torch.dtype, label: str):
+    """The Triton backend of ``op`` (forced) on ``sets[0]`` against ``reference64()``, the
+    eager ``reference`` in the same dtype for scale, then both timed over every set:
+    ``(rel err triton, rel err eager, verdict, triton ms, reference ms)``."""
+    with torch.inference_mode():
+        with use_backend("triton", op=op):
+            assert get_op(op).select(*sets[0]).name == "triton"
+            out = fn(*sets[0])
+        ref64 = reference64()
+        err, err_eager = rel_err(out, ref64), rel_err(reference(*sets[0]), ref64)
+        check = verdict(err, dtype, label)
+        with use_backend("triton", op=op):
+            t_triton = bench_ms([lambda s=s: fn(*s) for s in sets])
+        t_ref = bench_ms([lambda s=s: reference(*s) for s in sets])
+    return err, err_eager, check, t_triton, t_ref
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,18 +166,12 @@ def window_attention_section() -> None:
         for dname in WINDOW_DTYPES:
             dtype = DTYPES[dname]
             sets = [shape_inputs(shape, dtype, seed) for seed in range(3)]
-            with torch.inference_mode():
-                with use_backend("triton", op="window_attention"):
-                    assert get_op("window_attention").select(*sets[0]).name == "triton"
-                    out = window_attention(*sets[0])
-                qkv, heads, window, stride, bias = sets[0]
-                ref64 = window_attention_reference(qkv.double(), heads, window, stride, bias.double())
-                eager = window_attention_reference(*sets[0])
-                err, err_eager = rel_err(out, ref64), rel_err(eager, ref64)
-                check = verdict(err, dtype, f"window_attention {name} {dname}")
-                with use_backend("triton", op="window_attention"):
-                    t_triton = bench_ms([lambda s=s: window_attention(*s) for s in sets])
-                t_ref = bench_ms([lambda s=s: window_attention_reference(*s) for s in sets])
+            qkv, heads, window, stride, bias = sets[0]
+            err, err_eager, check, t_triton, t_ref = triton_vs_reference(
+                "window_attention", window_attention, window_attention_reference, sets,
+                lambda: window_attention_reference(qkv.double(), heads, window, stride, bias.double()),
+                dtype, f"window_attention {name} {dname}",
+            )
             elem = torch.finfo(dtype).bits // 8
             roof = roofline_us(bw.flops(shape), bw.fused_bytes(shape, elem))
             emit(
@@ -180,7 +179,7 @@ def window_attention_section() -> None:
                 f"{t_triton * 1e3:.0f} | {t_ref * 1e3:.0f} | {t_ref / t_triton:.2f}x | {roof:.0f} | "
                 f"{100 * roof / (t_triton * 1e3):.0f}% |"
             )
-            del sets, out, ref64, eager
+            del sets
 
 
 def shape_inputs(shape, dtype: torch.dtype, seed: int) -> tuple:
@@ -268,17 +267,12 @@ def rope_section() -> None:
                 k = torch.randn(b, 1, nk, d, generator=g, device=DEVICE) / 4
                 v = torch.randn(b, 1, nk, dv, generator=g, device=DEVICE)
                 sets.append((q.to(dtype), k.to(dtype), v.to(dtype), cos, sin, excluded))
-            with torch.inference_mode():
-                with use_backend("triton", op="rope_attention"):
-                    out = rope_attention(*sets[0])
-                q, k, v = (t.double() for t in sets[0][:3])
-                ref64 = rope_attention_reference(q, k, v, cos.double(), sin.double(), excluded)
-                eager = rope_attention_reference(*sets[0])
-                err, err_eager = rel_err(out, ref64), rel_err(eager, ref64)
-                check = verdict(err, dtype, f"rope_attention {name} {dname}")
-                with use_backend("triton", op="rope_attention"):
-                    t_triton = bench_ms([lambda s=s: rope_attention(*s) for s in sets])
-                t_ref = bench_ms([lambda s=s: rope_attention_reference(*s) for s in sets])
+            q, k, v = (t.double() for t in sets[0][:3])
+            err, err_eager, check, t_triton, t_ref = triton_vs_reference(
+                "rope_attention", rope_attention, rope_attention_reference, sets,
+                lambda: rope_attention_reference(q, k, v, cos.double(), sin.double(), excluded),
+                dtype, f"rope_attention {name} {dname}",
+            )
             flop = 2 * b * nq * nk * (d + dv)
             nbytes = 2 * b * (nq * d + nk * d + nk * dv + nq * dv)
             roof = roofline_us(flop, nbytes)
@@ -286,7 +280,7 @@ def rope_section() -> None:
                 f"| {name} | {dname} | {err:.1e} | {err_eager:.1e} | {check} | {t_triton * 1e3:.0f} | "
                 f"{t_ref * 1e3:.0f} | {t_ref / t_triton:.2f}x | {roof:.0f} | {100 * roof / (t_triton * 1e3):.0f}% |"
             )
-            del sets, out, ref64, eager
+            del sets
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,28 +383,26 @@ def compiled_ops_section() -> None:
 
 
 def main() -> int:
-    global OUT, SMALL, DEVICE, WINDOW_DTYPES
+    global SMALL, DEVICE, WINDOW_DTYPES
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--small", action="store_true", help="tiny shapes on CPU (TRITON_INTERPRET=1)")
     parser.add_argument("--only", default="ceilings,window,rope,mask,compiled,tune")
     parser.add_argument("--window-dtypes", default=",".join(WINDOW_DTYPES))
     args = parser.parse_args()
-    OUT, SMALL = args.out, args.small
+    SMALL = args.small
     WINDOW_DTYPES = tuple(args.window_dtypes.split(","))
     DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
     if DEVICE == "cpu" and not (SMALL and os.environ.get("TRITON_INTERPRET") == "1"):
         parser.error("no CUDA device: run with --small under TRITON_INTERPRET=1 to check the script")
-    if OUT is not None:
-        OUT.write_text("")
+    REPORT.start(args.out)
     sections = {
         "ceilings": ceilings, "window": window_attention_section, "rope": rope_section,
         "mask": mask_section, "compiled": compiled_ops_section, "tune": window_tuning_section,
     }
     for name in args.only.split(","):
-        section(name, sections[name])
-    emit("\nFAILURES:\n" + "\n".join(f"- {f}" for f in FAILURES) if FAILURES else "\nall checks passed")
-    return 1 if FAILURES else 0
+        REPORT.section(name, sections[name])
+    return REPORT.finish()
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import statistics
 import sys
 import tempfile
 import time
-import traceback
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "parity"))
 
+from _report import Report  # noqa: E402  (bench/gpu, the script's folder)
 from oracle_support import OFFICIAL_CONFIGS, ModelPair  # noqa: E402
 
 from sam2_fast import SAM2ImagePredictor, build_sam2_video_predictor  # noqa: E402
@@ -38,17 +38,13 @@ from sam2_fast.modeling.config import PRESETS  # noqa: E402
 from sam2_fast.modeling.init import random_state_dict  # noqa: E402
 from sam2_fast.sample import sample_image, sample_video_frame, sample_video_objects  # noqa: E402
 
-OUT: Path | None = None
 DEVICE = "cuda"
 SMALL = False
-FAILURES: list[str] = []
+REPORT = Report()
+FAILURES = REPORT.failures
+emit = REPORT.emit
 
 
-def emit(text: str) -> None:
-    print(text, flush=True)
-    if OUT is not None:
-        with OUT.open("a") as f:
-            f.write(text + "\n")
 
 
 def sync() -> None:
@@ -82,16 +78,6 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float((a & b).sum() / union)
 
 
-def section(name: str, fn) -> None:
-    start = time.perf_counter()
-    try:
-        fn()
-    except Exception:
-        FAILURES.append(f"{name}: raised")
-        emit(f"\n{name} raised:\n```\n{traceback.format_exc()}```")
-    emit(f"\n({name}: {time.perf_counter() - start:.1f} s)\n")
-    if DEVICE == "cuda":
-        torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,20 +256,25 @@ def profile_section(name: str) -> None:
     emit("```")
 
 
+def section(name: str, fn) -> None:
+    REPORT.section(name, fn)
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+
+
 def main() -> int:
-    global OUT, DEVICE, SMALL
+    global DEVICE, SMALL
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--models", default="sam2.1-hiera-tiny,sam2.1-hiera-large")
     parser.add_argument("--only", default="image,video")
     parser.add_argument("--small", action="store_true", help="check the script on the CPU")
     args = parser.parse_args()
-    OUT, SMALL = args.out, args.small
+    SMALL = args.small
     DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
     if DEVICE == "cpu" and not SMALL:
         parser.error("no CUDA device: run with --small to check the script on the CPU")
-    if OUT is not None:
-        OUT.write_text("")
+    REPORT.start(args.out)
     if DEVICE == "cuda":
         emit(f"## {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     names = args.models.split(",")
@@ -294,8 +285,7 @@ def main() -> int:
             section("video", lambda: video_section(names[0]))
         elif part == "profile":
             section("profile", lambda: profile_section(names[0]))
-    emit("\nFAILURES:\n" + "\n".join(f"- {f}" for f in FAILURES) if FAILURES else "\nall checks passed")
-    return 1 if FAILURES else 0
+    return REPORT.finish()
 
 
 if __name__ == "__main__":
