@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sam2_fast.errors import InvalidInputError
+
 
 class OfficialUnavailable(RuntimeError):
     """The official ``sam2`` package cannot be imported."""
@@ -38,7 +40,7 @@ def official_config(name: str) -> str:
     for alias in info.aliases:
         if alias.startswith("configs/"):
             return alias
-    raise ValueError(f"{name!r} ({info.family}) has no official sam2 config")
+    raise InvalidInputError(f"{name!r} ({info.family}) has no official sam2 config")
 
 
 def official_model(name: str, state_dict: Mapping[str, Any], device: str = "cpu"):

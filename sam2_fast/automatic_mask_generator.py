@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sam2_fast.errors import InvalidInputError, InvalidTypeError
 from sam2_fast.precision import in_compute_dtype
 from sam2_fast.predictors.image_predictor import SAM2ImagePredictor
 from sam2_fast.utils import validation as V
@@ -47,29 +48,29 @@ _GENERATOR_KWARGS = (
 
 def _real(name: str, value: Any, lo: Optional[float] = None, hi: Optional[float] = None) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value:
-        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
+        raise InvalidTypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         bounds = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name}: expected a number {bounds}, got {value}")
+        raise InvalidInputError(f"{name}: expected a number {bounds}, got {value}")
     return float(value)
 
 
 def _int(name: str, value: Any, lo: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+        raise InvalidTypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
     if value < lo:
-        raise ValueError(f"{name}: expected an int >= {lo}, got {value}")
+        raise InvalidInputError(f"{name}: expected an int >= {lo}, got {value}")
     return int(value)
 
 
 def _check_grids(point_grids: Any, n_layers: int) -> List[np.ndarray]:
     if not isinstance(point_grids, (list, tuple)) or len(point_grids) == 0:
-        raise TypeError(
+        raise InvalidTypeError(
             "point_grids: expected a list of [N, 2] arrays (one per crop layer), got "
             f"{type(point_grids).__name__}"
         )
     if len(point_grids) < n_layers + 1:
-        raise ValueError(
+        raise InvalidInputError(
             f"point_grids: crop_n_layers={n_layers} needs {n_layers + 1} grids (one per layer), "
             f"got {len(point_grids)}"
         )
@@ -77,9 +78,9 @@ def _check_grids(point_grids: Any, n_layers: int) -> List[np.ndarray]:
     for i, grid in enumerate(point_grids):
         arr = np.asarray(grid, dtype=np.float64)
         if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] == 0:
-            raise ValueError(f"point_grids[{i}]: expected a non-empty [N, 2] array, got shape {arr.shape}")
+            raise InvalidInputError(f"point_grids[{i}]: expected a non-empty [N, 2] array, got shape {arr.shape}")
         if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
-            raise ValueError(f"point_grids[{i}]: points are normalised (x, y) in [0, 1]; got values outside")
+            raise InvalidInputError(f"point_grids[{i}]: points are normalised (x, y) in [0, 1]; got values outside")
         grids.append(arr)
     return grids
 
@@ -160,13 +161,13 @@ class SAM2AutomaticMaskGenerator:
           progress: show a progress bar over the clicks (not in the official package).
         """
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "sam_mask_decoder"):
-            raise TypeError(f"model: expected a SAM 2 model (from build_sam2), got {type(model).__name__}")
+            raise InvalidTypeError(f"model: expected a SAM 2 model (from build_sam2), got {type(model).__name__}")
         if kwargs:
             logger.debug("SAM2AutomaticMaskGenerator: ignoring arguments %s", sorted(kwargs))
         self.crop_n_layers = _int("crop_n_layers", crop_n_layers, 0)
         self.crop_n_points_downscale_factor = _int("crop_n_points_downscale_factor", crop_n_points_downscale_factor, 1)
         if (points_per_side is None) == (point_grids is None):
-            raise ValueError(
+            raise InvalidInputError(
                 "points_per_side / point_grids: give exactly one of them, got "
                 + ("neither" if points_per_side is None else "both")
             )
@@ -174,7 +175,7 @@ class SAM2AutomaticMaskGenerator:
             points_per_side = _int("points_per_side", points_per_side, 1)
             for i in range(self.crop_n_layers + 1):
                 if int(points_per_side / self.crop_n_points_downscale_factor**i) == 0:
-                    raise ValueError(
+                    raise InvalidInputError(
                         f"points_per_side={points_per_side} with crop_n_points_downscale_factor="
                         f"{crop_n_points_downscale_factor} leaves no points in crop layer {i}"
                     )
@@ -184,7 +185,7 @@ class SAM2AutomaticMaskGenerator:
         else:
             self.point_grids = _check_grids(point_grids, self.crop_n_layers)
         if output_mode not in OUTPUT_MODES:
-            raise ValueError(f"output_mode: expected one of {OUTPUT_MODES}, got {output_mode!r}")
+            raise InvalidInputError(f"output_mode: expected one of {OUTPUT_MODES}, got {output_mode!r}")
         self.points_per_batch = _int("points_per_batch", points_per_batch, 1)
         self.pred_iou_thresh = _real("pred_iou_thresh", pred_iou_thresh)
         self.stability_score_thresh = _real("stability_score_thresh", stability_score_thresh)

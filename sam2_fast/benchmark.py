@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from sam2_fast.errors import InvalidInputError
+
 BENCHMARKS = ("cold_start", "set_image", "predict", "amg", "video")
 IMAGE_HW = (720, 1280)
 VIDEO_HW = (384, 512)
@@ -210,8 +212,10 @@ def bench_cold_start(s: Session) -> list[Result]:
     )
 
     def run(impl: str) -> float:
+        # cwd: a fresh folder, so a source checkout in the current folder cannot shadow the
+        # installed packages
         proc = subprocess.run([sys.executable, "-c", wrapper.format(script=scripts[impl])],
-                              capture_output=True, text=True, timeout=600)
+                              capture_output=True, text=True, timeout=600, cwd=folder)
         if proc.returncode != 0:
             raise RuntimeError(f"cold start ({impl}) failed:\n{proc.stderr[-2000:]}")
         return float(proc.stdout.strip().splitlines()[-1].split()[1])
@@ -462,9 +466,9 @@ def run(only: Iterable[str] = BENCHMARKS, model: str = "sam2.1-hiera-tiny", repe
     only = list(only)
     unknown = sorted(set(only) - set(BENCHMARKS))
     if unknown:
-        raise ValueError(f"only: unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
+        raise InvalidInputError(f"only: unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
     if not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+        raise InvalidInputError(f"repeats must be an int >= 1, got {repeats!r}")
     log("measuring the GEMM peak ...")
     peaks = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
     session = Session(model, repeats, with_official, amg_points, log)

@@ -13,6 +13,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 import torch
 
+from sam2_fast.errors import InvalidInputError, InvalidTypeError
 from sam2_fast.modeling.config import SAM2Config
 from sam2_fast.modeling.sam2_base import SAM2Base
 
@@ -29,7 +30,7 @@ def resolve_device(device: DeviceLike) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"device: expected e.g. 'cpu', 'cuda', 'cuda:1' or None, got {device!r}") from None
+        raise InvalidInputError(f"device: expected e.g. 'cpu', 'cuda', 'cuda:1' or None, got {device!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(
             f"device: {device!r} was requested but CUDA is not available "
@@ -46,7 +47,7 @@ def _resolve_config(config_file: ConfigLike) -> Tuple[SAM2Config, Any]:
     if isinstance(getattr(config_file, "config", None), SAM2Config):
         return config_file.config, config_file
     if not isinstance(config_file, str):
-        raise TypeError(
+        raise InvalidTypeError(
             f"config_file: expected a config name such as 'configs/sam2.1/sam2.1_hiera_t.yaml' "
             f"or 'sam2.1-hiera-tiny', or a SAM2Config, got {type(config_file).__name__}"
         )
@@ -71,7 +72,7 @@ def _build(
     if video:
         from sam2_fast.predictors.video_predictor import SAM2VideoPredictor as model_cls
     if mode not in ("eval", "train"):
-        raise ValueError(f"mode: expected 'eval' or 'train', got {mode!r}")
+        raise InvalidInputError(f"mode: expected 'eval' or 'train', got {mode!r}")
     compute_dtype = kwargs.pop("compute_dtype", None)
     if kwargs:
         logger.warning("build_sam2: ignoring unknown arguments %s", sorted(kwargs))
@@ -172,7 +173,7 @@ def _build_from_hub(model_id: str, video: bool, kwargs: dict):
         state_dict = read_state_dict(ckpt_path)
         info = infer_variant(state_dict)
         if info is None:
-            raise ValueError(
+            raise InvalidInputError(
                 f"model_id: could not tell which SAM 2 variant {str(ckpt_path)!r} is; pass the "
                 "config explicitly, e.g. build_sam2('sam2.1-hiera-tiny', ckpt_path=...)"
             )

@@ -36,6 +36,7 @@ from torch import nn
 
 from sam2_fast.zoo import ModelInfo, iter_model_infos
 from sam2_fast.zoo.sam2 import detect_layout, to_transformers_key
+from sam2_fast.errors import CheckpointError, InvalidInputError, InvalidTypeError, UnsafeCheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +52,6 @@ _NO_OBJ_EMBED = "no_obj_embed_spatial"
 _MAX_DIFF_LINES = 12
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be read, or whose weights do not fit the model."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """A pickle that ``torch.load(weights_only=True)`` refused: it holds more than tensors."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,12 +319,12 @@ def load_model_weights(
             and the variant the checkpoint looks like.
     """
     if not isinstance(state_dict, Mapping):
-        raise TypeError(
+        raise InvalidTypeError(
             f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}"
         )
     not_tensors = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
-        raise TypeError(f"state_dict values must be tensors; not tensors: {not_tensors[:8]}")
+        raise InvalidTypeError(f"state_dict values must be tensors; not tensors: {not_tensors[:8]}")
     converter = info or infer_variant(state_dict)
     converted = (
         converter.convert_state_dict(state_dict) if converter is not None else dict(state_dict)
@@ -487,12 +482,12 @@ def convert_checkpoint(
     else:
         dst_path = Path(dst).expanduser()
     if dst_path.suffix not in CHECKPOINT_SUFFIXES:
-        raise ValueError(
+        raise InvalidInputError(
             f"dst: cannot tell the output format from {dst_path.name!r}; use a name ending in "
             ".safetensors or .pt"
         )
     if dst_path.exists() and src_path.exists() and dst_path.resolve() == src_path.resolve():
-        raise ValueError(f"dst is the same file as src ({src_path}); pass another output path")
+        raise InvalidInputError(f"dst is the same file as src ({src_path}); pass another output path")
     try:
         state_dict = read_state_dict(src_path)
     except UnsafeCheckpointError:

@@ -27,6 +27,12 @@ logger = logging.getLogger("sam2_fast.cli")
 
 DEFAULT_MODEL = "sam2.1-hiera-tiny"
 
+# exit status: 0 success; 2 usage (argparse errors, rejected inputs, unknown or unusable
+# models and checkpoints); 1 a runtime failure (unreadable files, errors while running), with
+# a one-line message unless --debug; 130 interrupted
+EXIT_USAGE = 2
+EXIT_RUNTIME = 1
+
 
 # ---------------------------------------------------------------- argument types
 def _numbers(text: str, option: str, counts: Sequence[int]) -> List[float]:
@@ -240,6 +246,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sam2-fast", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("info", help="version, build flags, backends of every op")
@@ -301,15 +308,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from sam2_fast.checkpoint import CheckpointError
+    from sam2_fast.errors import CheckpointError
 
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("error: interrupted", file=sys.stderr)
+        return 130
     except (CheckpointError, ValueError, TypeError) as exc:
-        if args.verbose:
+        # the arguments or inputs were rejected: a bad value, an unknown model, a checkpoint
+        # that is missing, unsafe or does not fit
+        if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except Exception as exc:  # a runtime failure: one line, the traceback only with --debug
+        if args.debug:
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: {type(exc).__name__}: {message} (run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_RUNTIME
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -43,14 +43,13 @@ from huggingface_hub.utils import (
 )
 from huggingface_hub.utils import tqdm as hf_tqdm
 
-from sam2_fast.checkpoint import CHECKPOINT_SUFFIXES, CheckpointError, PathLike
+from sam2_fast.checkpoint import CHECKPOINT_SUFFIXES, PathLike
 from sam2_fast.zoo import ModelInfo, UnknownModelError, get_model_info
+from sam2_fast.errors import CheckpointNotFoundError
 
 logger = logging.getLogger(__name__)
 
 
-class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """No checkpoint was found locally, in the Hugging Face cache or on the Hub."""
 
 
 def hub_endpoint() -> str:

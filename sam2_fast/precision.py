@@ -26,6 +26,8 @@ from typing import Any, Optional, TypeVar, Union
 
 import torch
 
+from sam2_fast.errors import InvalidInputError, InvalidTypeError
+
 CPU_BF16_MIN_SPEEDUP = 1.2
 _NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -52,7 +54,7 @@ def resolve_compute_dtype(value: ComputeDtype, device: torch.device) -> Optional
     """The autocast dtype for ``value`` on ``device``; None means exact float32 (no autocast)."""
     if isinstance(value, str) and value != "auto":
         if value not in _NAMES:
-            raise ValueError(
+            raise InvalidInputError(
                 f"compute_dtype: expected None, 'auto', 'float32', 'bfloat16', 'float16' or a "
                 f"torch dtype, got {value!r}"
             )
@@ -69,7 +71,7 @@ def resolve_compute_dtype(value: ComputeDtype, device: torch.device) -> Optional
         return None
     if value in (torch.bfloat16, torch.float16):
         return value
-    raise ValueError(
+    raise InvalidInputError(
         f"compute_dtype: expected None, 'auto', 'float32', 'bfloat16', 'float16' or a torch "
         f"dtype among float32 / bfloat16 / float16, got {value!r}"
     )
@@ -92,7 +94,7 @@ def _model_of(owner: Any) -> Any:
         if hasattr(owner, "compute_context"):
             return owner
         owner = getattr(owner, "model", None) or getattr(owner, "predictor")
-    raise TypeError(f"{type(owner).__name__} has no model with a compute context")
+    raise InvalidTypeError(f"{type(owner).__name__} has no model with a compute context")
 
 
 def in_compute_dtype(method: F) -> F:

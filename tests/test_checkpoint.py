@@ -376,5 +376,7 @@ def test_loading_a_checkpoint_imports_neither_dynamo_nor_sympy(tiny_pt_file: Pat
         f"build_sam2('sam2.1-hiera-tiny', {str(tiny_pt_file)!r}, device='cpu')\n"
         "print(sorted(m for m in ('torch._dynamo', 'sympy') if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    # cwd: not the repository root, whose source tree would shadow the installed package
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tiny_pt_file.parent)
+    assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr

@@ -30,6 +30,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from sam2_fast.modeling.config import SAM2Config
 
+from sam2_fast.errors import InvalidInputError, InvalidTypeError
+
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "sam2_fast.zoo"
@@ -72,24 +74,24 @@ class ModelInfo:
 
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.strip():
-            raise ValueError(
+            raise InvalidInputError(
                 "ModelInfo.name must be a non-empty name without spaces around it, "
                 f"got {self.name!r}"
             )
         if not self.family:
-            raise ValueError(f"ModelInfo {self.name!r}: family must be a non-empty string")
+            raise InvalidInputError(f"ModelInfo {self.name!r}: family must be a non-empty string")
         if not isinstance(self.config, SAM2Config):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"ModelInfo {self.name!r}: config must be a SAM2Config, "
                 f"got {type(self.config).__name__}"
             )
         if (self.hub_repo_id is None) != (self.filename is None):
-            raise ValueError(
+            raise InvalidInputError(
                 f"ModelInfo {self.name!r}: give both hub_repo_id and filename, or neither "
                 f"(got hub_repo_id={self.hub_repo_id!r}, filename={self.filename!r})"
             )
         if isinstance(self.aliases, str) or isinstance(self.alt_filenames, str):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"ModelInfo {self.name!r}: aliases and alt_filenames must be tuples of strings"
             )
         object.__setattr__(self, "aliases", tuple(self.aliases))
@@ -102,7 +104,7 @@ class ModelInfo:
         return tuple(sorted(dict.fromkeys(files), key=lambda f: not f.endswith(".safetensors")))
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(InvalidInputError):
     """A name that is neither a registered model nor one of its aliases."""
 
     def __init__(self, name: str, suggestions: List[str], known: List[str]) -> None:
@@ -141,13 +143,13 @@ class _Registry:
             for key, original in zip(keys, (info.name, *info.aliases)):
                 owner = self.lookup.get(key)
                 if owner is not None and owner != info.name and not overwrite:
-                    raise ValueError(
+                    raise InvalidInputError(
                         f"cannot register {info.name!r}: {original!r} already names model "
                         f"{owner!r} "
                         f"(family {self.models[owner].family!r}); pass overwrite=True to replace it"
                     )
             if replaced is not None and not overwrite:
-                raise ValueError(
+                raise InvalidInputError(
                     f"model {info.name!r} is already registered (family {replaced.family!r}); "
                     "pass overwrite=True to replace it"
                 )
@@ -176,7 +178,7 @@ def _load_plugin(entry_point: importlib.metadata.EntryPoint) -> None:
         target = entry_point.load()
         if not isinstance(target, types.ModuleType):
             if not callable(target):
-                raise TypeError(
+                raise InvalidTypeError(
                     f"the entry point is a {type(target).__name__}, not a module or callable"
                 )
             returned = target()
@@ -185,7 +187,7 @@ def _load_plugin(entry_point: importlib.metadata.EntryPoint) -> None:
             )
             for info in infos:
                 if not isinstance(info, ModelInfo):
-                    raise TypeError(
+                    raise InvalidTypeError(
                         f"it returned a {type(info).__name__}, expected ModelInfo objects"
                     )
                 register(info)
@@ -209,7 +211,7 @@ def register(info: ModelInfo, *, overwrite: bool = False) -> ModelInfo:
     Returns ``info`` so that it can be used as ``MODEL = register(ModelInfo(...))``.
     """
     if not isinstance(info, ModelInfo):
-        raise TypeError(f"register() expects a ModelInfo, got {type(info).__name__}")
+        raise InvalidTypeError(f"register() expects a ModelInfo, got {type(info).__name__}")
     return _REGISTRY.register(info, overwrite)
 
 
@@ -233,7 +235,7 @@ def get_model_info(name_or_alias: str) -> ModelInfo:
         UnknownModelError: with close matches and the list of known models.
     """
     if not isinstance(name_or_alias, str):
-        raise TypeError(f"model name must be a str, got {type(name_or_alias).__name__}")
+        raise InvalidTypeError(f"model name must be a str, got {type(name_or_alias).__name__}")
     _REGISTRY.load_plugins()
     key = _normalize(name_or_alias)
     found = _REGISTRY.lookup.get(key)

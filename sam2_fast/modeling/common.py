@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sam2_fast.errors import InvalidInputError
+
 
 class MLP(nn.Module):
     """``num_layers`` linear layers with an activation between them.
@@ -66,7 +68,7 @@ def activation_fn(name: str):
     try:
         return table[name]
     except KeyError:
-        raise ValueError(f"activation must be one of {sorted(table)}, got {name!r}") from None
+        raise InvalidInputError(f"activation must be one of {sorted(table)}, got {name!r}") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Tuple
 
+from sam2_fast.errors import InvalidInputError
+
 
 @dataclass(frozen=True)
 class HieraConfig:
@@ -115,7 +117,7 @@ class SAM2Config:
             f"trunk.{k}" for k in trunk_changes if k not in _TRUNK_FIELD_NAMES
         ]
         if unknown:
-            raise ValueError(
+            raise InvalidInputError(
                 f"unknown SAM2Config field(s) {unknown}; valid fields are "
                 f"{sorted(_FIELD_NAMES)} and trunk.{{{', '.join(sorted(_TRUNK_FIELD_NAMES))}}}"
             )
@@ -149,15 +151,15 @@ class SAM2Config:
         changes: Dict[str, Any] = {}
         for item in overrides:
             if not isinstance(item, str) or "=" not in item:
-                raise ValueError(
+                raise InvalidInputError(
                     f"hydra override {item!r} must look like '++model.<field>=<value>'"
                 )
             key, raw = item.split("=", 1)
             key = key.lstrip("+")
             if key.startswith("~"):
-                raise ValueError(f"hydra override {item!r}: deleting keys is not supported")
+                raise InvalidInputError(f"hydra override {item!r}: deleting keys is not supported")
             if not key.startswith("model."):
-                raise ValueError(f"hydra override {item!r} must start with 'model.'")
+                raise InvalidInputError(f"hydra override {item!r} must start with 'model.'")
             key = key[len("model.") :]
             if key == "_target_":
                 continue  # the class is chosen by the builder, not by the config
@@ -176,7 +178,7 @@ class SAM2Config:
         try:
             return PRESETS[name]
         except KeyError:
-            raise ValueError(
+            raise InvalidInputError(
                 f"unknown SAM 2 variant {name!r}; known: {', '.join(PRESETS)}"
             ) from None
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sam2_fast.errors import InvalidInputError
 from sam2_fast.modeling.common import MLP
 from sam2_fast.modeling.config import HieraConfig
 from sam2_fast.ops.window_attention import window_attention, window_partition, window_unpartition
@@ -97,7 +98,7 @@ def _square_stride(pool: Optional[nn.Module]) -> int:
         and pool.dilation in (1, (1, 1))
     )
     if not valid:
-        raise ValueError(
+        raise InvalidInputError(
             f"q_pool must be nn.MaxPool2d with a square kernel equal to its stride, no padding "
             f"and ceil_mode=False (Hiera's q_stride pooling), got {pool}"
         )
@@ -154,14 +155,14 @@ class Hiera(nn.Module):
         super().__init__()
         cfg = config
         if len(cfg.stages) != len(cfg.window_spec):
-            raise ValueError(
+            raise InvalidInputError(
                 f"stages {cfg.stages} and window_spec {cfg.window_spec} must have the same length"
             )
         self.config = cfg
         self.window_spec = cfg.window_spec
         self.stage_ends = [sum(cfg.stages[:i]) - 1 for i in range(1, len(cfg.stages) + 1)]
         if not 0 <= cfg.q_pool <= len(self.stage_ends) - 1:
-            raise ValueError(f"q_pool must be in [0, {len(self.stage_ends) - 1}], got {cfg.q_pool}")
+            raise InvalidInputError(f"q_pool must be in [0, {len(self.stage_ends) - 1}], got {cfg.q_pool}")
         self.q_pool_blocks = [x + 1 for x in self.stage_ends[:-1]][: cfg.q_pool]
         self.global_att_blocks = tuple(cfg.global_att_blocks)
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sam2_fast.errors import InvalidInputError
 from sam2_fast.modeling.position_encoding import PositionEmbeddingSine
 
 
@@ -27,7 +28,7 @@ class FpnNeck(nn.Module):
     ) -> None:
         super().__init__()
         if fuse_type not in ("sum", "avg"):
-            raise ValueError(f"fuse_type must be 'sum' or 'avg', got {fuse_type!r}")
+            raise InvalidInputError(f"fuse_type must be 'sum' or 'avg', got {fuse_type!r}")
         self.position_encoding = position_encoding
         self.d_model = d_model
         self.backbone_channel_list = list(backbone_channel_list)
@@ -46,7 +47,7 @@ class FpnNeck(nn.Module):
         """``xs``: trunk maps, highest resolution first. Returns (features, pos), same order."""
         n = len(self.convs) - 1
         if len(xs) != n + 1:
-            raise ValueError(f"expected {n + 1} trunk feature maps, got {len(xs)}")
+            raise InvalidInputError(f"expected {n + 1} trunk feature maps, got {len(xs)}")
         out: List[torch.Tensor] = [None] * (n + 1)  # type: ignore[list-item]
         pos: List[torch.Tensor] = [None] * (n + 1)  # type: ignore[list-item]
         prev = None
@@ -76,7 +77,7 @@ class ImageEncoder(nn.Module):
     def __init__(self, trunk: nn.Module, neck: FpnNeck, scalp: int = 0) -> None:
         super().__init__()
         if list(trunk.channel_list) != list(neck.backbone_channel_list):
-            raise ValueError(
+            raise InvalidInputError(
                 f"trunk channels {trunk.channel_list} do not match neck "
                 f"backbone_channel_list {neck.backbone_channel_list}"
             )

@@ -7,6 +7,7 @@ from typing import List, Optional, Tuple, Type
 import torch
 from torch import nn
 
+from sam2_fast.errors import InvalidInputError
 from sam2_fast.modeling.common import MLP, LayerNorm2d
 from sam2_fast.modeling.shared_image_decoder import (
     SharedImage,
@@ -116,7 +117,7 @@ class MaskDecoder(nn.Module):
         """The share of one image (``[1, C, h, w]`` inputs, one dense prompt embedding for all
         prompts) that :meth:`forward_shared_image` reuses for every batch of prompts."""
         if self.use_high_res_features and high_res_features is None:
-            raise ValueError("high_res_features: this decoder uses high-res features; got None")
+            raise InvalidInputError("high_res_features: this decoder uses high-res features; got None")
         return prepare_shared_image(
             image_embeddings, image_pe, dense_prompt_embeddings,
             high_res_features if self.use_high_res_features else None,
@@ -198,13 +199,13 @@ class MaskDecoder(nn.Module):
                 src = image_embeddings.expand(n, -1, -1, -1)
         else:
             if image_embeddings.shape[0] != n:
-                raise ValueError(
+                raise InvalidInputError(
                     f"image_embeddings batch {image_embeddings.shape[0]} != prompt batch {n}"
                 )
             src = image_embeddings
         src = src + dense_prompt_embeddings
         if image_pe.shape[0] != 1:
-            raise ValueError("image_pe must have batch size 1 (from get_dense_pe())")
+            raise InvalidInputError("image_pe must have batch size 1 (from get_dense_pe())")
         pos_src = image_pe.expand(n, -1, -1, -1)
         b, c, h, w = src.shape
 

@@ -6,6 +6,7 @@ from typing import List, Optional, Union
 
 from torch import Tensor, nn
 
+from sam2_fast.errors import InvalidInputError
 from sam2_fast.modeling.common import activation_fn
 from sam2_fast.modeling.transformer import RoPEAttention
 
@@ -117,10 +118,10 @@ class MemoryAttention(nn.Module):
     ) -> Tensor:
         if isinstance(curr, list):
             if not isinstance(curr_pos, list) or len(curr) != 1 or len(curr_pos) != 1:
-                raise ValueError("curr and curr_pos must both be lists of one tensor")
+                raise InvalidInputError("curr and curr_pos must both be lists of one tensor")
             curr, curr_pos = curr[0], curr_pos[0]
         if curr.shape[1] != memory.shape[1]:
-            raise ValueError(
+            raise InvalidInputError(
                 f"batch size of curr ({curr.shape[1]}) and memory ({memory.shape[1]}) differ"
             )
         output = curr

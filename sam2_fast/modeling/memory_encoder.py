@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sam2_fast.errors import InvalidInputError
 from sam2_fast.modeling.common import LayerNorm2d
 from sam2_fast.modeling.position_encoding import PositionEmbeddingSine
 
@@ -29,7 +30,7 @@ class MaskDownSampler(nn.Module):
         super().__init__()
         num_layers = int(math.log2(total_stride) // math.log2(stride))
         if stride**num_layers != total_stride:
-            raise ValueError(f"total_stride {total_stride} is not a power of stride {stride}")
+            raise InvalidInputError(f"total_stride {total_stride} is not a power of stride {stride}")
         self.encoder = nn.Sequential()
         in_ch = out_ch = 1
         for _ in range(num_layers):
@@ -90,7 +91,7 @@ class Fuser(nn.Module):
         self.layers = nn.ModuleList(layer_factory() for _ in range(num_layers))
         if input_projection:
             if dim is None:
-                raise ValueError("dim is required with input_projection=True")
+                raise InvalidInputError("dim is required with input_projection=True")
             self.proj = nn.Conv2d(dim, dim, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,8 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import nn
 
+from sam2_fast.errors import InvalidInputError
+
 
 class PositionEmbeddingSine(nn.Module):
     """The DETR-style 2D sine encoding of a feature map, ``[B, C, H, W] -> [B, C, H, W]``.
@@ -25,9 +27,9 @@ class PositionEmbeddingSine(nn.Module):
     ) -> None:
         super().__init__()
         if num_pos_feats % 2 != 0:
-            raise ValueError(f"num_pos_feats must be even, got {num_pos_feats}")
+            raise InvalidInputError(f"num_pos_feats must be even, got {num_pos_feats}")
         if scale is not None and not normalize:
-            raise ValueError("normalize must be True if scale is passed")
+            raise InvalidInputError("normalize must be True if scale is passed")
         self.num_pos_feats = num_pos_feats // 2
         self.temperature = temperature
         self.normalize = normalize

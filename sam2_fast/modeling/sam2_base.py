@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.init import trunc_normal_
 
+from sam2_fast.errors import InvalidInputError
 from sam2_fast.modeling.common import MLP
 from sam2_fast.modeling.config import SAM2Config
 from sam2_fast.modeling.hiera import Hiera
@@ -85,7 +86,7 @@ def select_closest_cond_frames(
     if max_cond_frame_num == -1 or len(cond_frame_outputs) <= max_cond_frame_num:
         return cond_frame_outputs, {}
     if max_cond_frame_num < 2:
-        raise ValueError("max_cond_frames_in_attn must allow 2 or more conditioning frames")
+        raise InvalidInputError("max_cond_frames_in_attn must allow 2 or more conditioning frames")
     selected: Dict[int, Any] = {}
     idx_before = max((t for t in cond_frame_outputs if t < frame_idx), default=None)
     if idx_before is not None:
@@ -211,7 +212,7 @@ class SAM2Base(nn.Module):
             self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
         self.add_tpos_enc_to_obj_ptrs = add_tpos_enc_to_obj_ptrs
         if proj_tpos_enc_in_obj_ptrs and not add_tpos_enc_to_obj_ptrs:
-            raise ValueError("proj_tpos_enc_in_obj_ptrs requires add_tpos_enc_to_obj_ptrs")
+            raise InvalidInputError("proj_tpos_enc_in_obj_ptrs requires add_tpos_enc_to_obj_ptrs")
         self.proj_tpos_enc_in_obj_ptrs = proj_tpos_enc_in_obj_ptrs
         self.use_signed_tpos_enc_to_obj_ptrs = use_signed_tpos_enc_to_obj_ptrs
         self.only_obj_ptrs_in_the_past_for_eval = only_obj_ptrs_in_the_past_for_eval
@@ -251,7 +252,7 @@ class SAM2Base(nn.Module):
         self.fixed_no_obj_ptr = fixed_no_obj_ptr
         self.soft_no_obj_ptr = soft_no_obj_ptr
         if fixed_no_obj_ptr and not (pred_obj_scores and use_obj_ptrs_in_encoder):
-            raise ValueError("fixed_no_obj_ptr requires pred_obj_scores and use_obj_ptrs_in_encoder")
+            raise InvalidInputError("fixed_no_obj_ptr requires pred_obj_scores and use_obj_ptrs_in_encoder")
         if pred_obj_scores and use_obj_ptrs_in_encoder:
             self.no_obj_ptr = nn.Parameter(torch.zeros(1, self.hidden_dim))
         self.use_mlp_for_obj_ptr_proj = use_mlp_for_obj_ptr_proj
@@ -597,7 +598,7 @@ class SAM2Base(nn.Module):
         ``memory_pos [M, B, C_mem]`` and the number of trailing object-pointer tokens."""
         first = plans[0]
         if any(p.signature != first.signature for p in plans[1:]):
-            raise ValueError("memory plans batched together must have the same signature")
+            raise InvalidInputError("memory plans batched together must have the same signature")
         c = self.hidden_dim
         to_cat_memory, to_cat_pos = [], []
         for slot, (t_pos, out) in enumerate(first.spatial):
@@ -760,7 +761,7 @@ class SAM2Base(nn.Module):
             )
             if prev_sam_mask_logits is not None:
                 if point_inputs is None or mask_inputs is not None:
-                    raise ValueError("prev_sam_mask_logits needs point_inputs and no mask_inputs")
+                    raise InvalidInputError("prev_sam_mask_logits needs point_inputs and no mask_inputs")
                 mask_inputs = prev_sam_mask_logits
             multimask_output = self._use_multimask(is_init_cond_frame, point_inputs)
             sam_outputs = self._forward_sam_heads(

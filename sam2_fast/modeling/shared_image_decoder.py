@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sam2_fast.errors import InvalidInputError
+
 __all__ = ["SharedImage", "prepare_shared_image", "predict_masks_shared_image"]
 
 
@@ -118,7 +120,7 @@ def prepare_shared_image(
     for name, x in (("image_embeddings", image_embeddings), ("image_pe", image_pe),
                     ("dense_prompt_embeddings", dense_prompt_embeddings)):
         if x.dim() != 4 or x.shape[0] != 1:
-            raise ValueError(f"{name}: expected one image [1, C, h, w], got {list(x.shape)}")
+            raise InvalidInputError(f"{name}: expected one image [1, C, h, w], got {list(x.shape)}")
     _, c, h, w = image_embeddings.shape
     image = (image_embeddings + dense_prompt_embeddings)[0].flatten(1).t().contiguous()
     pe = image_pe[0].flatten(1).t().contiguous()

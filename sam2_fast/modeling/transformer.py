@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sam2_fast.errors import InvalidInputError
 from sam2_fast.modeling.common import MLP
 from sam2_fast.modeling.position_encoding import axial_rope_cos_sin
 from sam2_fast.ops.rope_attention import rope_attention, rotate_tokens
@@ -32,7 +33,7 @@ class Attention(nn.Module):
         self.internal_dim = embedding_dim // downsample_rate
         self.num_heads = num_heads
         if self.internal_dim % num_heads != 0:
-            raise ValueError(
+            raise InvalidInputError(
                 f"num_heads ({num_heads}) must divide the internal width ({self.internal_dim})"
             )
         self.q_proj = nn.Linear(embedding_dim, self.internal_dim)
@@ -90,7 +91,7 @@ class RoPEAttention(Attention):
         if tables is None:
             side = math.isqrt(num_tokens)
             if side * side != num_tokens:
-                raise ValueError(
+                raise InvalidInputError(
                     f"RoPE attention needs a square query grid, got {num_tokens} query tokens"
                 )
             tables = axial_rope_cos_sin(
@@ -107,9 +108,9 @@ class RoPEAttention(Attention):
         num_k_rope = k.shape[-2] - num_k_exclude_rope
         if num_k_rope > 0:
             if num_k_rope != nq and not self.rope_k_repeat:
-                raise ValueError(f"{num_k_rope} rotated keys but {nq} queries; set rope_k_repeat=True")
+                raise InvalidInputError(f"{num_k_rope} rotated keys but {nq} queries; set rope_k_repeat=True")
             if num_k_rope % nq != 0:
-                raise ValueError(f"rotated keys ({num_k_rope}) must be a multiple of the queries ({nq})")
+                raise InvalidInputError(f"rotated keys ({num_k_rope}) must be a multiple of the queries ({nq})")
         if self.training and self.dropout_p > 0:
             v = self._separate_heads(self.v_proj(v))
             # dropout breaks the row sums the folded values rely on: the plain sequence

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from sam2_fast._ext import load_extension
+from sam2_fast.errors import InvalidTypeError
 
 BINARY_DTYPES = (torch.bool, torch.uint8)
 
@@ -13,13 +14,13 @@ BINARY_DTYPES = (torch.bool, torch.uint8)
 def check_tensor(op: str, name: str, value: object) -> None:
     """TypeError unless ``value`` (argument ``name`` of ``op``) is a tensor."""
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
+        raise InvalidTypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
 
 
 def check_binary_dtype(op: str, name: str, masks: torch.Tensor) -> None:
     """TypeError unless ``masks`` is bool or uint8 (uint8: every nonzero value is foreground)."""
     if masks.dtype not in BINARY_DTYPES:
-        raise TypeError(
+        raise InvalidTypeError(
             f"{op}: {name} must be bool or uint8 (nonzero = foreground), got {masks.dtype}; "
             "threshold scores first, e.g. `logits > 0`"
         )

@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
+from sam2_fast.errors import BackendError, InvalidInputError
 
 STANDARD_BACKENDS = ("reference", "compiled", "triton", "cpp", "cuda")
 ENV_VAR = "SAM2_FAST_BACKEND"
@@ -48,8 +49,6 @@ _FORCED: ContextVar[tuple[tuple[str | None, str], ...]] = ContextVar(
 )
 
 
-class BackendError(RuntimeError):
-    """No backend can run an op on the given inputs, or a forced backend refuses them."""
 
 
 def _always(*args: Any, **kwargs: Any) -> str | None:
@@ -87,7 +86,7 @@ class Op:
         self, name: str, *, example: Callable[[str], tuple[Any, ...]] | None = None
     ) -> None:
         if name in _REGISTRY:
-            raise ValueError(f"op {name!r} is already registered")
+            raise InvalidInputError(f"op {name!r} is already registered")
         self.name = name
         self.example = example
         self._backends: dict[str, Backend] = {}
@@ -113,7 +112,7 @@ class Op:
     ) -> None:
         """Append a backend; earlier backends are preferred (``prefer``: module docstring)."""
         if name in self._backends:
-            raise ValueError(f"op {self.name!r} already has a backend {name!r}")
+            raise InvalidInputError(f"op {self.name!r} already has a backend {name!r}")
         self._backends[name] = Backend(name, fn, supports, prefer)
 
     def register(

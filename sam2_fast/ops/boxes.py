@@ -22,6 +22,7 @@ import numbers
 import torch
 
 from sam2_fast._ext import register_fake_on_load
+from sam2_fast.errors import InvalidInputError, InvalidTypeError
 from sam2_fast.ops._common import MEASURED_SLOWER_ON_GPU, check_binary_dtype, check_tensor, extension_refusal
 from sam2_fast.ops._dispatch import Op
 
@@ -61,7 +62,7 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     """
     check_tensor("masks_to_boxes", "masks", masks)
     if masks.dim() < 2:
-        raise ValueError(f"masks_to_boxes: masks must be [..., H, W], got {list(masks.shape)}")
+        raise InvalidInputError(f"masks_to_boxes: masks must be [..., H, W], got {list(masks.shape)}")
     check_binary_dtype("masks_to_boxes", "masks", masks)
     return masks_to_boxes_op(masks)
 
@@ -70,28 +71,28 @@ def _check_nms_args(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: fl
     check_tensor("box_nms", "boxes", boxes)
     check_tensor("box_nms", "scores", scores)
     if boxes.dim() != 2 or boxes.size(1) != 4:
-        raise ValueError(
+        raise InvalidInputError(
             f"box_nms: boxes must be [N, 4] (x1, y1, x2, y2), got {list(boxes.shape)}"
         )
     if scores.dim() != 1 or scores.size(0) != boxes.size(0):
-        raise ValueError(
+        raise InvalidInputError(
             f"box_nms: scores must be [N] with N = boxes.size(0) = {boxes.size(0)}, got "
             f"{list(scores.shape)}"
         )
     for name, value in (("boxes", boxes), ("scores", scores)):
         if not value.is_floating_point():
-            raise TypeError(f"box_nms: {name} must be floating point, got {value.dtype}")
+            raise InvalidTypeError(f"box_nms: {name} must be floating point, got {value.dtype}")
     if boxes.device != scores.device:
-        raise ValueError(
+        raise InvalidInputError(
             f"box_nms: boxes and scores must be on one device, got {boxes.device} and "
             f"{scores.device}"
         )
     if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, numbers.Real):
-        raise TypeError(
+        raise InvalidTypeError(
             f"box_nms: iou_threshold must be a real number, got {type(iou_threshold).__name__}"
         )
     if math.isnan(iou_threshold):
-        raise ValueError("box_nms: iou_threshold must not be NaN")
+        raise InvalidInputError("box_nms: iou_threshold must not be NaN")
 
 
 def box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:

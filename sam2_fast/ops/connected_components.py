@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from sam2_fast._ext import register_fake_on_load
+from sam2_fast.errors import InvalidInputError, InvalidTypeError
 from sam2_fast.ops._common import check_binary_dtype, check_tensor, extension_refusal
 from sam2_fast.ops._dispatch import Op
 
@@ -40,18 +41,18 @@ connected_components_op = Op("connected_components", example=_example)
 def _check_args(mask: torch.Tensor, connectivity: int) -> None:
     check_tensor("connected_components", "mask", mask)
     if mask.dim() != 4 or mask.size(1) != 1:
-        raise ValueError(
+        raise InvalidInputError(
             f"connected_components: mask must be [N, 1, H, W], got {list(mask.shape)}; "
             "flatten other dims into N, e.g. mask.flatten(0, 1).unsqueeze(1)"
         )
     check_binary_dtype("connected_components", "mask", mask)
     if isinstance(connectivity, bool) or not isinstance(connectivity, numbers.Integral):
-        raise TypeError(
+        raise InvalidTypeError(
             f"connected_components: connectivity must be the int 4 or 8, got "
             f"{type(connectivity).__name__} {connectivity!r}"
         )
     if connectivity not in (4, 8):
-        raise ValueError(
+        raise InvalidInputError(
             f"connected_components: connectivity must be 4 (edge neighbours) or 8 (edge and "
             f"corner neighbours), got {connectivity}"
         )
@@ -207,11 +208,11 @@ def fill_holes_and_sprinkles(
     """
     name = "fill_holes_and_sprinkles: mask_logits"
     if not isinstance(mask_logits, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(mask_logits)}")
+        raise InvalidTypeError(f"{name} must be a torch.Tensor, got {type(mask_logits)}")
     if mask_logits.dim() != 4:
-        raise ValueError(f"{name} must be [B, C, H, W], got {list(mask_logits.shape)}")
+        raise InvalidInputError(f"{name} must be [B, C, H, W], got {list(mask_logits.shape)}")
     if not mask_logits.is_floating_point():
-        raise TypeError(f"{name} must be floating point, got {mask_logits.dtype}")
+        raise InvalidTypeError(f"{name} must be floating point, got {mask_logits.dtype}")
     masks = mask_logits.float()
     mask_flat = masks.flatten(0, 1).unsqueeze(1)  # every mask as a 1-channel image
     if max_hole_area > 0:

@@ -35,6 +35,7 @@ from typing import NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 
+from sam2_fast.errors import InvalidInputError, InvalidTypeError
 from sam2_fast.ops._dispatch import Op
 from sam2_fast.ops._triton import triton_refusal
 
@@ -72,41 +73,41 @@ mask_postprocess_op = Op("mask_postprocess", example=_example)
 
 def _check_real(name: str, value: object, minimum: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"upsample_masks: {name} must be a real number, got {type(value).__name__}")
+        raise InvalidTypeError(f"upsample_masks: {name} must be a real number, got {type(value).__name__}")
     value = float(value)
     if math.isnan(value):
-        raise ValueError(f"upsample_masks: {name} must not be NaN")
+        raise InvalidInputError(f"upsample_masks: {name} must not be NaN")
     if minimum is not None and value < minimum:
-        raise ValueError(f"upsample_masks: {name} must be >= {minimum}, got {value}")
+        raise InvalidInputError(f"upsample_masks: {name} must be >= {minimum}, got {value}")
     return value
 
 
 def _check_size(size: object) -> list[int]:
     expected = "size must be (H, W), two positive ints (the original image size in pixels)"
     if not isinstance(size, Sequence) or isinstance(size, str) or len(size) != 2:
-        raise TypeError(f"upsample_masks: {expected}, got {size!r}")
+        raise InvalidTypeError(f"upsample_masks: {expected}, got {size!r}")
     if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in size):
-        raise TypeError(f"upsample_masks: {expected}, got {size!r}")
+        raise InvalidTypeError(f"upsample_masks: {expected}, got {size!r}")
     if not all(s > 0 for s in size):
-        raise ValueError(f"upsample_masks: {expected}, got {tuple(size)}")
+        raise InvalidInputError(f"upsample_masks: {expected}, got {tuple(size)}")
     return [int(s) for s in size]
 
 
 def _check_logits(logits: object) -> None:
     name = "upsample_masks: logits"
     if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
+        raise InvalidTypeError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
     if logits.dim() != 4:
-        raise ValueError(
+        raise InvalidInputError(
             f"{name} must be [B, C, h, w] (C masks per prompt), got shape {list(logits.shape)}"
         )
     if logits.dtype not in DTYPES:
-        raise TypeError(
+        raise InvalidTypeError(
             f"{name} must be float32, bfloat16 or float16, got {logits.dtype}; "
             "cast it first, e.g. logits.float()"
         )
     if logits.shape[-2] == 0 or logits.shape[-1] == 0:
-        raise ValueError(f"{name} must have a non-empty [h, w], got shape {list(logits.shape)}")
+        raise InvalidInputError(f"{name} must have a non-empty [h, w], got shape {list(logits.shape)}")
 
 
 def upsample_masks(

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from sam2_fast._ext import register_fake_on_load
+from sam2_fast.errors import InvalidInputError, InvalidTypeError
 from sam2_fast.ops._common import MEASURED_SLOWER_ON_GPU, check_binary_dtype, check_tensor, extension_refusal
 from sam2_fast.ops._dispatch import Op
 from sam2_fast.utils.rle import RLE, compress_runs, rle_runs
@@ -75,7 +76,7 @@ rle_decode_op = Op("rle_decode", example=_example_runs)
 def _check_masks(op: str, masks: torch.Tensor) -> None:
     check_tensor(op, "masks", masks)
     if masks.dim() != 3:
-        raise ValueError(
+        raise InvalidInputError(
             f"{op}: masks must be [N, H, W], got shape {list(masks.shape)}; "
             "for one mask pass mask[None]"
         )
@@ -116,9 +117,9 @@ def rle_encode_compressed(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 def _check_size(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"rle_decode: {name} must be an int, got {type(value).__name__}")
+        raise InvalidTypeError(f"rle_decode: {name} must be an int, got {type(value).__name__}")
     if value < 0:
-        raise ValueError(f"rle_decode: {name} must be >= 0, got {value}")
+        raise InvalidInputError(f"rle_decode: {name} must be >= 0, got {value}")
     return int(value)
 
 
@@ -143,13 +144,13 @@ def rle_decode(
     for name, value in (("counts", counts), ("offsets", offsets)):
         check_tensor("rle_decode", name, value)
         if value.dtype != torch.int64:
-            raise TypeError(f"rle_decode: {name} must be int64, got {value.dtype}")
+            raise InvalidTypeError(f"rle_decode: {name} must be int64, got {value.dtype}")
     if counts.dim() != 1:
-        raise ValueError(f"rle_decode: counts must be 1-D [total], got {list(counts.shape)}")
+        raise InvalidInputError(f"rle_decode: counts must be 1-D [total], got {list(counts.shape)}")
     if offsets.dim() != 1 or offsets.numel() == 0:
-        raise ValueError(f"rle_decode: offsets must be 1-D [N + 1], got {list(offsets.shape)}")
+        raise InvalidInputError(f"rle_decode: offsets must be 1-D [N + 1], got {list(offsets.shape)}")
     if counts.device != offsets.device:
-        raise ValueError(
+        raise InvalidInputError(
             f"rle_decode: counts and offsets must be on one device, got {counts.device} and "
             f"{offsets.device}"
         )
@@ -197,7 +198,7 @@ def rle_to_masks(rles: Sequence[Mapping]) -> torch.Tensor:
             differs from ``rles[0]``'s.
     """
     if isinstance(rles, Mapping) or not isinstance(rles, Sequence):
-        raise TypeError(
+        raise InvalidTypeError(
             f"rle_to_masks: rles must be a sequence of RLE dicts, got {type(rles).__name__}; "
             "for one RLE pass [rle]"
         )
@@ -206,12 +207,12 @@ def rle_to_masks(rles: Sequence[Mapping]) -> torch.Tensor:
         try:
             runs.append(rle_runs(rle))
         except ValueError as exc:
-            raise ValueError(f"rle_to_masks: rles[{i}]: {exc}") from None
+            raise InvalidInputError(f"rle_to_masks: rles[{i}]: {exc}") from None
         rle_size = [int(rle["size"][0]), int(rle["size"][1])]
         if size is None:
             size = rle_size
         elif rle_size != size:
-            raise ValueError(
+            raise InvalidInputError(
                 f"rle_to_masks: rles[{i}] has size {rle_size} but rles[0] has {size}; the masks "
                 "of one call must have one size"
             )
@@ -335,14 +336,14 @@ def _check_runs(counts: torch.Tensor, offsets: torch.Tensor, height: int, width:
     """The value checks of the compiled op, with its messages."""
     total, first, last = counts.numel(), int(offsets[0]), int(offsets[-1])
     if first != 0 or last != total:
-        raise ValueError(
+        raise InvalidInputError(
             f"rle_decode: offsets must run from 0 to counts.numel() = {total}, got offsets[0] = "
             f"{first} and offsets[-1] = {last}"
         )
     decreasing = (offsets.diff() < 0).nonzero()
     if decreasing.numel():
         i = int(decreasing[0])
-        raise ValueError(
+        raise InvalidInputError(
             f"rle_decode: offsets must not decrease, got offsets[{i}] = {int(offsets[i])} > "
             f"offsets[{i + 1}] = {int(offsets[i + 1])}"
         )
@@ -352,7 +353,7 @@ def _check_runs(counts: torch.Tensor, offsets: torch.Tensor, height: int, width:
     if negative.numel():
         i = int(negative[0])
         mask = int(mask_index[i])
-        raise ValueError(
+        raise InvalidInputError(
             f"rle_decode: run {i - int(offsets[mask])} of mask {mask} has negative length "
             f"{int(counts[i])}"
         )
@@ -361,7 +362,7 @@ def _check_runs(counts: torch.Tensor, offsets: torch.Tensor, height: int, width:
     wrong = (covered != height * width).nonzero()
     if wrong.numel():
         mask = int(wrong[0])
-        raise ValueError(
+        raise InvalidInputError(
             f"rle_decode: the runs of mask {mask} cover {int(covered[mask])} pixels, expected "
             f"height * width = {height} * {width} = {height * width}"
         )

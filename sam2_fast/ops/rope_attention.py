@@ -28,6 +28,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from sam2_fast.errors import InvalidInputError, InvalidTypeError
 from sam2_fast.ops._dispatch import Op
 from sam2_fast.ops._triton import triton_refusal
 
@@ -53,38 +54,38 @@ def _check(q, k, v, cos, sin, num_k_exclude_rope: int) -> None:
     name = "rope_attention"
     for arg, t in (("q", q), ("k", k), ("v", v), ("cos", cos), ("sin", sin)):
         if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name}: {arg} must be a torch.Tensor, got {type(t).__name__}")
+            raise InvalidTypeError(f"{name}: {arg} must be a torch.Tensor, got {type(t).__name__}")
     for arg, t in (("q", q), ("k", k), ("v", v)):
         if t.dim() != 4:
-            raise ValueError(f"{name}: {arg} must be [B, heads, tokens, dim], got shape {list(t.shape)}")
+            raise InvalidInputError(f"{name}: {arg} must be [B, heads, tokens, dim], got shape {list(t.shape)}")
         if t.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"{name}: {arg} must be float32, bfloat16 or float16, got {t.dtype}")
+            raise InvalidTypeError(f"{name}: {arg} must be float32, bfloat16 or float16, got {t.dtype}")
     if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f"{name}: q, k and v must have one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+        raise InvalidTypeError(f"{name}: q, k and v must have one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     devices = {t.device for t in (q, k, v, cos, sin)}
     if len(devices) > 1:
-        raise ValueError(f"{name}: all inputs must be on one device, got {sorted(map(str, devices))}")
+        raise InvalidInputError(f"{name}: all inputs must be on one device, got {sorted(map(str, devices))}")
     b, h, nq, d = q.shape
     if k.shape[0] != b or k.shape[1] != h or k.shape[3] != d:
-        raise ValueError(f"{name}: k must be [{b}, {h}, Nk, {d}] to match q {list(q.shape)}, got {list(k.shape)}")
+        raise InvalidInputError(f"{name}: k must be [{b}, {h}, Nk, {d}] to match q {list(q.shape)}, got {list(k.shape)}")
     if v.shape[0] != b or v.shape[1] not in (1, h) or v.shape[2] != k.shape[2]:
-        raise ValueError(
+        raise InvalidInputError(
             f"{name}: v must be [{b}, 1 or {h}, {k.shape[2]}, Dv] to match q and k, got {list(v.shape)}"
         )
     if d % 2:
-        raise ValueError(f"{name}: the head dim must be even for RoPE, got {d}")
+        raise InvalidInputError(f"{name}: the head dim must be even for RoPE, got {d}")
     if cos.shape != (nq, d // 2) or sin.shape != (nq, d // 2):
-        raise ValueError(
+        raise InvalidInputError(
             f"{name}: cos and sin must be [{nq}, {d // 2}] (queries, head dim / 2), got "
             f"{list(cos.shape)} and {list(sin.shape)}"
         )
     if cos.dtype != torch.float32 or sin.dtype != torch.float32:
-        raise TypeError(f"{name}: cos and sin must be float32, got {cos.dtype} and {sin.dtype}")
+        raise InvalidTypeError(f"{name}: cos and sin must be float32, got {cos.dtype} and {sin.dtype}")
     nk = k.shape[2]
     if not isinstance(num_k_exclude_rope, int) or not 0 <= num_k_exclude_rope <= nk:
-        raise ValueError(f"{name}: num_k_exclude_rope must be an int in [0, {nk}], got {num_k_exclude_rope!r}")
+        raise InvalidInputError(f"{name}: num_k_exclude_rope must be an int in [0, {nk}], got {num_k_exclude_rope!r}")
     if (nk - num_k_exclude_rope) % nq:
-        raise ValueError(
+        raise InvalidInputError(
             f"{name}: the rotated keys ({nk} - {num_k_exclude_rope} excluded) must be a multiple of "
             f"the queries ({nq}): copies of the query grid"
         )

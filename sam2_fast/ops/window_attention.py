@@ -26,6 +26,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from sam2_fast.errors import InvalidInputError, InvalidTypeError
 from sam2_fast.ops._dispatch import Op
 from sam2_fast.ops._triton import triton_refusal
 
@@ -94,38 +95,38 @@ def _check(
 ) -> None:
     name = "window_attention"
     if not isinstance(qkv, torch.Tensor):
-        raise TypeError(f"{name}: qkv must be a torch.Tensor, got {type(qkv).__name__}")
+        raise InvalidTypeError(f"{name}: qkv must be a torch.Tensor, got {type(qkv).__name__}")
     if qkv.dim() != 4:
-        raise ValueError(
+        raise InvalidInputError(
             f"{name}: qkv must be [B, H, W, 3 * C] (the qkv projection of un-partitioned tokens), "
             f"got shape {list(qkv.shape)}"
         )
     if qkv.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{name}: qkv must be float32, bfloat16 or float16, got {qkv.dtype}")
+        raise InvalidTypeError(f"{name}: qkv must be float32, bfloat16 or float16, got {qkv.dtype}")
     for arg, value, low in (("num_heads", num_heads, 1), ("window_size", window_size, 0), ("q_stride", q_stride, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name}: {arg} must be an int >= {low}, got {value!r}")
+            raise InvalidInputError(f"{name}: {arg} must be an int >= {low}, got {value!r}")
     c3 = qkv.shape[3]
     if c3 % (3 * num_heads):
-        raise ValueError(
+        raise InvalidInputError(
             f"{name}: the last dim of qkv ({c3}) must be 3 * num_heads * head_dim; it is not "
             f"divisible by 3 * num_heads = {3 * num_heads}"
         )
     if window_size > 0 and window_size % q_stride:
-        raise ValueError(
+        raise InvalidInputError(
             f"{name}: window_size ({window_size}) must be a multiple of q_stride ({q_stride}) so "
             "that pooled windows tile the pooled image"
         )
     if qkv_bias is None:
         return
     if not isinstance(qkv_bias, torch.Tensor):
-        raise TypeError(f"{name}: qkv_bias must be a torch.Tensor or None, got {type(qkv_bias).__name__}")
+        raise InvalidTypeError(f"{name}: qkv_bias must be a torch.Tensor or None, got {type(qkv_bias).__name__}")
     if qkv_bias.shape != (c3,):
-        raise ValueError(f"{name}: qkv_bias must be [{c3}] (qkv's last dim), got shape {list(qkv_bias.shape)}")
+        raise InvalidInputError(f"{name}: qkv_bias must be [{c3}] (qkv's last dim), got shape {list(qkv_bias.shape)}")
     if not qkv_bias.is_floating_point():
-        raise TypeError(f"{name}: qkv_bias must be floating point, got {qkv_bias.dtype}")
+        raise InvalidTypeError(f"{name}: qkv_bias must be floating point, got {qkv_bias.dtype}")
     if qkv_bias.device != qkv.device:
-        raise ValueError(
+        raise InvalidInputError(
             f"{name}: qkv_bias is on {qkv_bias.device} but qkv is on {qkv.device}; move it with "
             f"qkv_bias.to({str(qkv.device)!r})"
         )

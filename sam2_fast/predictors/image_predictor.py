@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from sam2_fast.errors import InvalidInputError, InvalidTypeError
 from sam2_fast.modeling.sam2_base import SAM2Base
 from sam2_fast.precision import in_compute_dtype
 from sam2_fast.utils import validation as V
@@ -46,7 +47,7 @@ class SAM2ImagePredictor:
           max_sprinkle_area: remove foreground regions of up to this many low-res pixels.
         """
         if not isinstance(sam_model, torch.nn.Module) or not hasattr(sam_model, "forward_image"):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"sam_model: expected a SAM 2 model (from build_sam2), got {type(sam_model).__name__}"
             )
         self.model = sam_model
@@ -116,7 +117,7 @@ class SAM2ImagePredictor:
     def set_image_batch(self, image_list: List[np.ndarray]) -> None:
         """Compute embeddings of several images, for :meth:`predict_batch`."""
         if not isinstance(image_list, (list, tuple)) or len(image_list) == 0:
-            raise TypeError(
+            raise InvalidTypeError(
                 "image_list: expected a non-empty list of [H, W, 3] uint8 numpy arrays, got "
                 + (f"an empty {type(image_list).__name__}" if isinstance(image_list, (list, tuple))
                    else type(image_list).__name__)
@@ -213,7 +214,7 @@ class SAM2ImagePredictor:
         }
         for name, value in prompt_lists.items():
             if value is not None and len(value) != num_images:
-                raise ValueError(f"{name}: expected one entry per image ({num_images}), got {len(value)}")
+                raise InvalidInputError(f"{name}: expected one entry per image ({num_images}), got {len(value)}")
         results: Tuple[List[np.ndarray], List[np.ndarray], List[np.ndarray]] = ([], [], [])
         for i in range(num_images):
             pick = lambda seq: seq[i] if seq is not None else None  # noqa: E731

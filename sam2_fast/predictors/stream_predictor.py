@@ -27,6 +27,7 @@ from typing import Any, Hashable, List, Optional, Tuple
 import numpy as np
 import torch
 
+from sam2_fast.errors import InvalidInputError, InvalidTypeError
 from sam2_fast.precision import in_compute_dtype
 from sam2_fast.predictors.video_io import FrameSource, LazyVideoFrames, VideoReadError
 from sam2_fast.predictors.video_predictor import InferenceState, SAM2VideoPredictor, new_inference_state
@@ -51,7 +52,7 @@ class StreamFrames(FrameSource):
         if self.count == 0:
             self.height, self.width = frame.shape[:2]
         elif frame.shape[:2] != (self.height, self.width):
-            raise ValueError(
+            raise InvalidInputError(
                 f"frame: expected {self.width}x{self.height} like the first frame of the stream, "
                 f"got {frame.shape[1]}x{frame.shape[0]}"
             )
@@ -82,7 +83,7 @@ class SAM2StreamPredictor:
           offload_state_to_cpu: keep stored memories on the CPU.
         """
         if not isinstance(predictor, SAM2VideoPredictor):
-            raise TypeError(
+            raise InvalidTypeError(
                 "predictor: expected a SAM2VideoPredictor (from build_sam2_video_predictor), got "
                 f"{type(predictor).__name__}"
             )

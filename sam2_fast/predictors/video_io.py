@@ -20,13 +20,12 @@ import torch
 
 from sam2_fast.utils.transforms import IMAGENET_MEAN, IMAGENET_STD
 from sam2_fast.utils.validation import as_rgb_uint8
+from sam2_fast.errors import InvalidTypeError, VideoReadError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
-class VideoReadError(RuntimeError):
-    """A video or frame folder could not be read; the message says which file and why."""
 
 
 class FrameSource(abc.ABC):
@@ -46,7 +45,7 @@ class FrameSource(abc.ABC):
     def read(self, index: int) -> np.ndarray:
         """Frame ``index`` as an ``[H, W, 3]`` uint8 RGB array (original size)."""
         if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
-            raise TypeError(f"frame_idx: expected an int, got {type(index).__name__}")
+            raise InvalidTypeError(f"frame_idx: expected an int, got {type(index).__name__}")
         if not 0 <= index < self.num_frames:
             raise IndexError(
                 f"frame_idx: {index} is out of range for a video of {self.num_frames} frames "

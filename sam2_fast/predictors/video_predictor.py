@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from sam2_fast.errors import InvalidInputError, InvalidTypeError
 from sam2_fast.modeling.config import SAM2Config
 from sam2_fast.modeling.sam2_base import NO_OBJ_SCORE, MemoryPlan, SAM2Base
 from sam2_fast.ops.connected_components import fill_holes_and_sprinkles
@@ -187,7 +188,7 @@ class SAM2VideoPredictor(SAM2Base):
 
     def _check_frame_idx(self, inference_state: InferenceState, frame_idx: Any, name: str = "frame_idx") -> int:
         if isinstance(frame_idx, bool) or not isinstance(frame_idx, (int, np.integer)):
-            raise TypeError(f"{name}: expected an int, got {type(frame_idx).__name__}")
+            raise InvalidTypeError(f"{name}: expected an int, got {type(frame_idx).__name__}")
         n = inference_state["num_frames"]
         if not 0 <= frame_idx < n:
             raise IndexError(f"{name}: {frame_idx} is out of range for a video of {n} frames (0..{n - 1})")
@@ -255,20 +256,20 @@ class SAM2VideoPredictor(SAM2Base):
         """
         frame_idx = self._check_frame_idx(inference_state, frame_idx)
         if (points is None) != (labels is None):
-            raise ValueError("points and labels must be provided together")
+            raise InvalidInputError("points and labels must be provided together")
         if points is None and box is None:
-            raise ValueError("at least one of points or box must be provided as input")
+            raise InvalidInputError("at least one of points or box must be provided as input")
         hw = (inference_state["video_height"], inference_state["video_width"])
         coords, lab = V.check_points(points, labels, hw, normalize_coords, names=("points", "labels"))
         if coords is not None and coords.ndim == 3:
             if coords.shape[0] != 1:
-                raise ValueError(f"points: one object at a time, expected [N, 2] or [1, N, 2], got {coords.shape}")
+                raise InvalidInputError(f"points: one object at a time, expected [N, 2] or [1, N, 2], got {coords.shape}")
             coords, lab = coords[0], lab[0]
         boxes = V.check_box(box)
         if boxes is not None and boxes.shape[0] != 1:
-            raise ValueError(f"box: one box per object, got {boxes.shape[0]}")
+            raise InvalidInputError(f"box: one box per object, got {boxes.shape[0]}")
         if boxes is not None and not clear_old_points:
-            raise ValueError(
+            raise InvalidInputError(
                 "cannot add box without clearing old points, since box prompt must be provided "
                 "before any point prompt (please use clear_old_points=True instead)"
             )
@@ -307,9 +308,9 @@ class SAM2VideoPredictor(SAM2Base):
             try:
                 mask_t = torch.as_tensor(np.asarray(mask))
             except (TypeError, ValueError):
-                raise TypeError(f"mask: expected a [H, W] array, got {type(mask).__name__}") from None
+                raise InvalidTypeError(f"mask: expected a [H, W] array, got {type(mask).__name__}") from None
         if mask_t.dim() != 2 or tuple(mask_t.shape) != hw:
-            raise ValueError(
+            raise InvalidInputError(
                 f"mask: expected shape {hw} (the video's height, width), got {tuple(mask_t.shape)}"
             )
         mask_inputs_orig = mask_t.to(torch.bool)[None, None].float().to(inference_state["device"])
@@ -518,11 +519,11 @@ class SAM2VideoPredictor(SAM2Base):
             start_frame_idx = self._check_frame_idx(inference_state, start_frame_idx, "start_frame_idx")
         if max_frame_num_to_track is not None:
             if isinstance(max_frame_num_to_track, bool) or not isinstance(max_frame_num_to_track, (int, np.integer)):
-                raise TypeError(
+                raise InvalidTypeError(
                     f"max_frame_num_to_track: expected an int or None, got {type(max_frame_num_to_track).__name__}"
                 )
             if max_frame_num_to_track < 0:
-                raise ValueError(f"max_frame_num_to_track: expected >= 0, got {max_frame_num_to_track}")
+                raise InvalidInputError(f"max_frame_num_to_track: expected >= 0, got {max_frame_num_to_track}")
         self.propagate_in_video_preflight(inference_state)
         obj_ids = inference_state["obj_ids"]
         num_frames = inference_state["num_frames"]
@@ -658,7 +659,7 @@ class SAM2VideoPredictor(SAM2Base):
         if chunk is None:
             chunk = 1 if device.type == "cpu" else len(plans)
         elif not isinstance(chunk, int) or chunk < 1:
-            raise ValueError(f"memory_attention_batch_size must be None or an int >= 1, got {chunk!r}")
+            raise InvalidInputError(f"memory_attention_batch_size must be None or an int >= 1, got {chunk!r}")
         out = torch.empty(len(plans), c, h, w, device=device, dtype=vision_feats[-1].dtype)
         for members in (g[i : i + chunk] for g in groups.values() for i in range(0, len(g), chunk)):
             memory, memory_pos, num_ptr_tokens = self.assemble_memory([plans[i] for i in members], device)
@@ -840,7 +841,7 @@ class SAM2VideoPredictor(SAM2Base):
             inference_state, frame_idx, batch_size
         )
         if point_inputs is not None and mask_inputs is not None:
-            raise ValueError("points and a mask cannot be given on the same frame at once")
+            raise InvalidInputError("points and a mask cannot be given on the same frame at once")
         current_out = self.track_step(
             frame_idx=frame_idx,
             is_init_cond_frame=is_init_cond_frame,

@@ -22,6 +22,8 @@ from typing import Any, Dict, Mapping, Union
 
 import numpy as np
 
+from sam2_fast.errors import InvalidInputError
+
 #: ``{"size": [H, W], "counts": str | bytes | list of int}``
 RLE = Dict[str, Any]
 
@@ -35,7 +37,7 @@ _SIGN = 0x10  # sign bit of the last chunk
 def _as_mask(mask: Any) -> np.ndarray:
     arr = np.asarray(mask)
     if arr.ndim != 2:
-        raise ValueError(f"mask: expected a 2-D [H, W] array, got shape {arr.shape}")
+        raise InvalidInputError(f"mask: expected a 2-D [H, W] array, got shape {arr.shape}")
     return arr.astype(bool, copy=False)
 
 
@@ -82,13 +84,13 @@ def _decompress(counts: Union[str, bytes]) -> np.ndarray:
     if c.size == 0:
         return np.zeros(0, np.int64)
     if (c < 0).any() or (c > 0x3F).any() or c[-1] & _MORE:
-        raise ValueError("rle['counts']: not a valid compressed COCO RLE string")
+        raise InvalidInputError("rle['counts']: not a valid compressed COCO RLE string")
     last = (c & _MORE) == 0  # last character of each number
     starts = np.flatnonzero(np.concatenate(([True], last[:-1])))
     number = np.cumsum(np.concatenate(([0], last[:-1].astype(np.int64))))
     position = np.arange(c.size) - starts[number]
     if position.max() >= _MAX_CHUNKS:
-        raise ValueError("rle['counts']: a run length in the compressed string is too long")
+        raise InvalidInputError("rle['counts']: a run length in the compressed string is too long")
     x = np.add.reduceat((c & 0x1F) << (_CHUNK_BITS * position), starts)
     length = np.diff(np.concatenate((starts, [c.size])))
     negative = (c[last] & _SIGN) != 0
@@ -106,18 +108,18 @@ def rle_runs(rle: Mapping[str, Any]) -> np.ndarray:
     try:
         size, counts = rle["size"], rle["counts"]
     except (KeyError, TypeError):
-        raise ValueError("rle: expected a dict with 'size' [H, W] and 'counts'") from None
+        raise InvalidInputError("rle: expected a dict with 'size' [H, W] and 'counts'") from None
     if len(size) != 2:
-        raise ValueError(f"rle['size']: expected [H, W], got {size!r}")
+        raise InvalidInputError(f"rle['size']: expected [H, W], got {size!r}")
     if isinstance(counts, (str, bytes)):
         runs = _decompress(counts)
     else:
         runs = np.asarray(counts, dtype=np.int64).reshape(-1)
         if (runs < 0).any():
-            raise ValueError("rle['counts']: run lengths must be >= 0")
+            raise InvalidInputError("rle['counts']: run lengths must be >= 0")
     h, w = int(size[0]), int(size[1])
     if int(runs.sum()) != h * w:
-        raise ValueError(
+        raise InvalidInputError(
             f"rle['counts']: the runs cover {int(runs.sum())} pixels but size {h}x{w} has {h * w}"
         )
     return runs

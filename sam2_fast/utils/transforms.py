@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sam2_fast.errors import InvalidInputError
 from sam2_fast.utils.validation import as_rgb_uint8
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -69,7 +70,7 @@ class SAM2Transforms:
         """
         if normalize:
             if orig_hw is None:
-                raise ValueError("orig_hw is required when normalize=True")
+                raise InvalidInputError("orig_hw is required when normalize=True")
             h, w = orig_hw
             coords = coords.clone()
             coords[..., 0] = coords[..., 0] / w

@@ -16,6 +16,8 @@ from typing import Optional, Tuple, Type, Union
 
 import numpy as np
 
+from sam2_fast.errors import InvalidInputError
+
 
 def choose_codec(height: int, width: int) -> Tuple[str, str]:
     """``(codec, pixel format)`` for a ``height`` x ``width`` video: H.264 (``libx264``,
@@ -38,7 +40,7 @@ class VideoWriter:
         except ImportError:
             raise RuntimeError("writing videos needs PyAV: pip install av") from None
         if fps <= 0:
-            raise ValueError(f"fps: expected a positive frame rate, got {fps}")
+            raise InvalidInputError(f"fps: expected a positive frame rate, got {fps}")
         self.path = Path(path)
         self.height, self.width = int(height), int(width)
         self.codec, pix_fmt = choose_codec(self.height, self.width)
@@ -62,7 +64,7 @@ class VideoWriter:
     def write(self, frame: np.ndarray) -> None:
         """Append one ``[H, W, 3]`` uint8 RGB frame."""
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
-            raise ValueError(
+            raise InvalidInputError(
                 f"frame: expected a [{self.height}, {self.width}, 3] uint8 RGB array, "
                 f"got {list(frame.shape)} {frame.dtype}"
             )

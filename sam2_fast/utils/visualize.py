@@ -7,6 +7,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from sam2_fast.errors import InvalidInputError
+
 # distinct colours for object ids (RGB)
 PALETTE = np.array(
     [(30, 144, 255), (255, 99, 71), (50, 205, 50), (255, 215, 0), (186, 85, 211),
@@ -30,7 +32,7 @@ def overlay_masks(
     for k, mask in enumerate(masks):
         m = np.asarray(mask).astype(bool)
         if m.shape != (h, w):
-            raise ValueError(f"masks[{k}]: expected shape {(h, w)}, got {m.shape}")
+            raise InvalidInputError(f"masks[{k}]: expected shape {(h, w)}, got {m.shape}")
         color = PALETTE[k % len(PALETTE)].astype(np.float32)
         out[m] = (1 - alpha) * out[m] + alpha * color
         edge = m & ~(_erode(m))

@@ -1,0 +1,73 @@
+"""The exceptions sam2-fast raises, one small hierarchy. Each error names the argument, what
+was expected and what arrived. The predictor or inference state that raised stays usable.
+
+::
+
+    SAM2FastError                       catch-all for this library's own errors
+    ├── InvalidInputError (ValueError)  a value is out of range, mis-shaped, NaN, unknown, ...
+    │   └── UnknownModelError           a model name that is neither registered nor an alias
+    ├── InvalidTypeError (TypeError)    an argument of the wrong type or dtype
+    ├── CheckpointError (RuntimeError)  a checkpoint that cannot be read or does not fit
+    │   ├── UnsafeCheckpointError       a pickle that needs code execution to load
+    │   └── CheckpointNotFoundError (FileNotFoundError)  not found locally, in the cache or on the Hub
+    ├── VideoReadError (RuntimeError)   a video file or frame folder that cannot be read
+    └── BackendError (RuntimeError)     no op backend can run the inputs, or a forced one refuses
+
+Each class also derives from the built-in exception that code written for the official
+package catches (``ValueError``, ``TypeError``, ``RuntimeError``, ``FileNotFoundError``), so
+``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SAM2FastError(Exception):
+    """Base class of every error raised by sam2-fast itself."""
+
+
+class InvalidInputError(SAM2FastError, ValueError):
+    """An argument has the right type but a wrong value: shape, range, NaN / inf, an unknown
+    object id or frame index, mismatched batch sizes."""
+
+
+class InvalidTypeError(SAM2FastError, TypeError):
+    """An argument of the wrong type or dtype."""
+
+
+class CheckpointError(SAM2FastError, RuntimeError):
+    """A checkpoint file that cannot be read, or whose weights do not fit the model."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A pickle that ``torch.load(weights_only=True)`` refused: it holds more than tensors."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint was found locally, in the Hugging Face cache or on the Hub."""
+
+
+class VideoReadError(SAM2FastError, RuntimeError):
+    """A video or frame folder could not be read; the message says which file and why."""
+
+
+class BackendError(SAM2FastError, RuntimeError):
+    """No backend can run an op on the given inputs, or a forced backend refuses them."""
+
+
+def __getattr__(name: str) -> Any:
+    # UnknownModelError lives with the model registry (sam2_fast.zoo), which names the
+    # entry-point group in its message
+    if name == "UnknownModelError":
+        from sam2_fast.zoo import UnknownModelError
+
+        return UnknownModelError
+    raise AttributeError(f"module 'sam2_fast.errors' has no attribute {name!r}")
+
+
+__all__ = [
+    "SAM2FastError", "InvalidInputError", "InvalidTypeError",
+    "CheckpointError", "UnsafeCheckpointError", "CheckpointNotFoundError", "VideoReadError",
+    "BackendError",
+]
