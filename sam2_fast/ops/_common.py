@@ -47,9 +47,20 @@ def extension_refusal(device: str, **tensors: torch.Tensor) -> str | None:
     return None
 
 
-# the ``prefer`` verdict of compiled CUDA backends that measured slower than the torch
-# reference on the same GPU tensors (64 masks of 720x1280 on an H200; bench/gpu/README.md)
-MEASURED_SLOWER_ON_GPU = (
-    "measured slower than the torch reference on the same GPU tensors (H200, 64 masks of "
-    "720x1280; bench/gpu/README.md); force it with use_backend('cuda', op=...)"
-)
+def masks_cuda_refusal(masks: torch.Tensor) -> str | None:
+    """``supports`` of a ``cuda`` backend whose only tensor argument is ``masks``."""
+    return extension_refusal("cuda", masks=masks)
+
+
+def masks_cpp_refusal(masks: torch.Tensor) -> str | None:
+    """``supports`` of a ``cpp`` backend whose only tensor argument is ``masks``."""
+    return extension_refusal("cpu", masks=masks)
+
+
+def measured_slower_on_gpu(*args: object) -> str | None:
+    """``prefer`` of compiled CUDA backends that measured slower than the torch reference on
+    the same GPU tensors (64 masks of 720x1280 on an H200; bench/gpu/README.md)."""
+    return (
+        "measured slower than the torch reference on the same GPU tensors (H200, 64 masks of "
+        "720x1280; bench/gpu/README.md); force it with use_backend('cuda', op=...)"
+    )

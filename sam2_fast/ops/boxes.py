@@ -23,7 +23,14 @@ import torch
 
 from sam2_fast._ext import register_fake_on_load
 from sam2_fast.errors import InvalidInputError, InvalidTypeError
-from sam2_fast.ops._common import MEASURED_SLOWER_ON_GPU, check_binary_dtype, check_tensor, extension_refusal
+from sam2_fast.ops._common import (
+    check_binary_dtype,
+    check_tensor,
+    extension_refusal,
+    masks_cpp_refusal,
+    masks_cuda_refusal,
+    measured_slower_on_gpu,
+)
 from sam2_fast.ops._dispatch import Op
 
 __all__ = ["box_nms", "box_nms_reference", "masks_to_boxes", "masks_to_boxes_reference"]
@@ -144,18 +151,6 @@ register_fake_on_load("sam2_fast::masks_to_boxes", _fake_masks_to_boxes)
 register_fake_on_load("sam2_fast::box_nms", _fake_box_nms)
 
 
-def _slower_on_gpu(masks: torch.Tensor) -> str | None:
-    return MEASURED_SLOWER_ON_GPU
-
-
-def _supports_masks_cuda(masks: torch.Tensor) -> str | None:
-    return extension_refusal("cuda", masks=masks)
-
-
-def _supports_masks_cpp(masks: torch.Tensor) -> str | None:
-    return extension_refusal("cpu", masks=masks)
-
-
 def _supports_nms_cpp(
     boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float
 ) -> str | None:
@@ -164,8 +159,8 @@ def _supports_nms_cpp(
     return extension_refusal("cpu", boxes=boxes, scores=scores)
 
 
-masks_to_boxes_op.add_backend("cuda", _boxes_extension, _supports_masks_cuda, _slower_on_gpu)
-masks_to_boxes_op.add_backend("cpp", _boxes_extension, _supports_masks_cpp)
+masks_to_boxes_op.add_backend("cuda", _boxes_extension, masks_cuda_refusal, measured_slower_on_gpu)
+masks_to_boxes_op.add_backend("cpp", _boxes_extension, masks_cpp_refusal)
 box_nms_op.add_backend("cpp", _nms_extension, _supports_nms_cpp)
 
 

@@ -36,7 +36,14 @@ import torch.nn.functional as F
 
 from sam2_fast._ext import register_fake_on_load
 from sam2_fast.errors import InvalidInputError, InvalidTypeError
-from sam2_fast.ops._common import MEASURED_SLOWER_ON_GPU, check_binary_dtype, check_tensor, extension_refusal
+from sam2_fast.ops._common import (
+    check_binary_dtype,
+    check_tensor,
+    extension_refusal,
+    masks_cpp_refusal,
+    masks_cuda_refusal,
+    measured_slower_on_gpu,
+)
 from sam2_fast.ops._dispatch import Op
 from sam2_fast.utils.rle import RLE, compress_runs, rle_runs
 from sam2_fast.utils.rle import area as rle_area
@@ -264,28 +271,16 @@ def _decode_extension(
     return torch.ops.sam2_fast.rle_decode(counts, offsets, height, width)
 
 
-def _slower_on_gpu(masks: torch.Tensor) -> str | None:
-    return MEASURED_SLOWER_ON_GPU
-
-
-def _supports_masks_cuda(masks: torch.Tensor) -> str | None:
-    return extension_refusal("cuda", masks=masks)
-
-
-def _supports_masks_cpp(masks: torch.Tensor) -> str | None:
-    return extension_refusal("cpu", masks=masks)
-
-
 def _supports_runs_cpp(
     counts: torch.Tensor, offsets: torch.Tensor, height: int, width: int
 ) -> str | None:
     return extension_refusal("cpu", counts=counts, offsets=offsets)
 
 
-rle_encode_op.add_backend("cuda", _encode_extension, _supports_masks_cuda, _slower_on_gpu)
-rle_encode_op.add_backend("cpp", _encode_extension, _supports_masks_cpp)
-rle_encode_compressed_op.add_backend("cuda", _encode_compressed_extension, _supports_masks_cuda)
-rle_encode_compressed_op.add_backend("cpp", _encode_compressed_extension, _supports_masks_cpp)
+rle_encode_op.add_backend("cuda", _encode_extension, masks_cuda_refusal, measured_slower_on_gpu)
+rle_encode_op.add_backend("cpp", _encode_extension, masks_cpp_refusal)
+rle_encode_compressed_op.add_backend("cuda", _encode_compressed_extension, masks_cuda_refusal)
+rle_encode_compressed_op.add_backend("cpp", _encode_compressed_extension, masks_cpp_refusal)
 rle_decode_op.add_backend("cpp", _decode_extension, _supports_runs_cpp)
 
 
