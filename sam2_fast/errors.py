@@ -5,8 +5,12 @@ was expected and what arrived. The predictor or inference state that raised stay
 
     SAM2FastError                       catch-all for this library's own errors
     ├── InvalidInputError (ValueError)  a value is out of range, mis-shaped, NaN, unknown, ...
-    │   └── UnknownModelError           a model name that is neither registered nor an alias
+    │   ├── UnknownModelError           a model name that is neither registered nor an alias
+    │   ├── OutOfRangeError (IndexError)  a frame index outside the video
+    │   └── UnknownObjectError (KeyError)  an object id that is not tracked
     ├── InvalidTypeError (TypeError)    an argument of the wrong type or dtype
+    ├── InvalidStateError (RuntimeError)  a call before the state it needs (predict before
+    │                                   set_image, propagate before any prompt, ...)
     ├── CheckpointError (RuntimeError)  a checkpoint that cannot be read or does not fit
     │   ├── UnsafeCheckpointError       a pickle that needs code execution to load
     │   └── CheckpointNotFoundError (FileNotFoundError)  not found locally, in the cache or on the Hub
@@ -32,8 +36,23 @@ class InvalidInputError(SAM2FastError, ValueError):
     object id or frame index, mismatched batch sizes."""
 
 
+class OutOfRangeError(InvalidInputError, IndexError):
+    """An index outside its range, such as a frame index outside the video."""
+
+
+class UnknownObjectError(InvalidInputError, KeyError):
+    """An object id that the inference state does not track."""
+
+    __str__ = BaseException.__str__  # the message as is (KeyError would quote it)
+
+
 class InvalidTypeError(SAM2FastError, TypeError):
     """An argument of the wrong type or dtype."""
+
+
+class InvalidStateError(SAM2FastError, RuntimeError):
+    """A call made before the state it needs exists: ``predict`` before ``set_image``,
+    propagation before any prompt, a prompt on a stream before its first frame."""
 
 
 class CheckpointError(SAM2FastError, RuntimeError):
@@ -67,7 +86,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "SAM2FastError", "InvalidInputError", "InvalidTypeError",
+    "SAM2FastError", "InvalidInputError", "OutOfRangeError", "UnknownObjectError", "InvalidTypeError",
+    "InvalidStateError",
     "CheckpointError", "UnsafeCheckpointError", "CheckpointNotFoundError", "VideoReadError",
     "BackendError",
 ]

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.init import trunc_normal_
 
-from sam2_fast.errors import InvalidInputError
+from sam2_fast.errors import InvalidInputError, InvalidStateError
 from sam2_fast.modeling.common import MLP
 from sam2_fast.modeling.config import SAM2Config
 from sam2_fast.modeling.hiera import Hiera
@@ -543,7 +543,7 @@ class SAM2Base(nn.Module):
         (every ``memory_temporal_stride_for_eval``-th), and up to ``max_obj_ptrs_in_encoder``
         object pointers with their temporal distances."""
         if len(output_dict["cond_frame_outputs"]) == 0:
-            raise RuntimeError("tracking a frame needs at least one conditioning frame")
+            raise InvalidStateError("tracking a frame needs at least one conditioning frame")
         selected_cond, unselected_cond = select_closest_cond_frames(
             frame_idx, output_dict["cond_frame_outputs"], self.max_cond_frames_in_attn
         )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from sam2_fast.errors import InvalidInputError, InvalidTypeError
+from sam2_fast.errors import InvalidInputError, InvalidStateError, InvalidTypeError
 from sam2_fast.modeling.sam2_base import SAM2Base
 from sam2_fast.precision import in_compute_dtype
 from sam2_fast.utils import validation as V
@@ -134,7 +134,7 @@ class SAM2ImagePredictor:
     def get_image_embedding(self) -> torch.Tensor:
         """The image embedding ``[1, C, h, w]`` (``[B, C, h, w]`` after set_image_batch)."""
         if not self._is_image_set:
-            raise RuntimeError("An image must be set with .set_image(...) to generate an embedding.")
+            raise InvalidStateError("An image must be set with .set_image(...) to generate an embedding.")
         return self._features["image_embed"]
 
     def reset_predictor(self) -> None:
@@ -174,9 +174,9 @@ class SAM2ImagePredictor:
           batch dimension ``B`` is kept when several prompts are given.
         """
         if not self._is_image_set:
-            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+            raise InvalidStateError("An image must be set with .set_image(...) before mask prediction.")
         if self._is_batch:
-            raise RuntimeError(
+            raise InvalidStateError(
                 "predict() works on one image; images were set with set_image_batch(), "
                 "use predict_batch() or call set_image() first"
             )
@@ -198,11 +198,11 @@ class SAM2ImagePredictor:
     ) -> Tuple[List[np.ndarray], List[np.ndarray], List[np.ndarray]]:
         """:meth:`predict` for each image set with :meth:`set_image_batch`; lists of results."""
         if not self._is_image_set:
-            raise RuntimeError(
+            raise InvalidStateError(
                 "An image must be set with .set_image_batch(...) before mask prediction."
             )
         if not self._is_batch:
-            raise RuntimeError(
+            raise InvalidStateError(
                 "predict_batch() needs images set with set_image_batch(); use predict() after set_image()"
             )
         num_images = len(self._orig_hw)
@@ -295,7 +295,7 @@ class SAM2ImagePredictor:
         +/-32) as tensors.
         """
         if not self._is_image_set:
-            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+            raise InvalidStateError("An image must be set with .set_image(...) before mask prediction.")
         concat_points = (point_coords, point_labels) if point_coords is not None else None
         if boxes is not None:
             box_coords = boxes.reshape(-1, 2, 2)

@@ -27,7 +27,7 @@ from typing import Any, Hashable, List, Optional, Tuple
 import numpy as np
 import torch
 
-from sam2_fast.errors import InvalidInputError, InvalidTypeError
+from sam2_fast.errors import InvalidInputError, InvalidStateError, InvalidTypeError
 from sam2_fast.precision import in_compute_dtype
 from sam2_fast.predictors.video_io import FrameSource, LazyVideoFrames, VideoReadError
 from sam2_fast.predictors.video_predictor import InferenceState, SAM2VideoPredictor, new_inference_state
@@ -122,7 +122,7 @@ class SAM2StreamPredictor:
 
     def _latest_frame(self) -> int:
         if self._frames.count == 0:
-            raise RuntimeError("no frame yet: call track(frame) with the first frame before adding prompts")
+            raise InvalidStateError("no frame yet: call track(frame) with the first frame before adding prompts")
         return self.frame_idx
 
     # ------------------------------------------------------------------ frames

@@ -20,7 +20,7 @@ import torch
 
 from sam2_fast.utils.transforms import IMAGENET_MEAN, IMAGENET_STD
 from sam2_fast.utils.validation import as_rgb_uint8
-from sam2_fast.errors import InvalidTypeError, VideoReadError
+from sam2_fast.errors import InvalidTypeError, OutOfRangeError, VideoReadError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -47,7 +47,7 @@ class FrameSource(abc.ABC):
         if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
             raise InvalidTypeError(f"frame_idx: expected an int, got {type(index).__name__}")
         if not 0 <= index < self.num_frames:
-            raise IndexError(
+            raise OutOfRangeError(
                 f"frame_idx: {index} is out of range for a video of {self.num_frames} frames "
                 f"(valid: 0..{self.num_frames - 1})"
             )

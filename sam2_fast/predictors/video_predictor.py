@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from sam2_fast.errors import InvalidInputError, InvalidTypeError
+from sam2_fast.errors import InvalidInputError, InvalidStateError, InvalidTypeError, OutOfRangeError, UnknownObjectError
 from sam2_fast.modeling.config import SAM2Config
 from sam2_fast.modeling.sam2_base import NO_OBJ_SCORE, MemoryPlan, SAM2Base
 from sam2_fast.ops.connected_components import fill_holes_and_sprinkles
@@ -191,7 +191,7 @@ class SAM2VideoPredictor(SAM2Base):
             raise InvalidTypeError(f"{name}: expected an int, got {type(frame_idx).__name__}")
         n = inference_state["num_frames"]
         if not 0 <= frame_idx < n:
-            raise IndexError(f"{name}: {frame_idx} is out of range for a video of {n} frames (0..{n - 1})")
+            raise OutOfRangeError(f"{name}: {frame_idx} is out of range for a video of {n} frames (0..{n - 1})")
         return int(frame_idx)
 
     def _obj_id_to_idx(self, inference_state: InferenceState, obj_id: Hashable) -> int:
@@ -220,7 +220,7 @@ class SAM2VideoPredictor(SAM2Base):
     def _existing_obj_idx(self, inference_state: InferenceState, obj_id: Hashable) -> int:
         obj_idx = inference_state["obj_id_to_idx"].get(obj_id, None)
         if obj_idx is None:
-            raise KeyError(
+            raise UnknownObjectError(
                 f"obj_id: unknown object id {obj_id!r}; existing ids: {inference_state['obj_ids']}"
             )
         return obj_idx
@@ -464,7 +464,7 @@ class SAM2VideoPredictor(SAM2Base):
         temporary outputs into the tracking state."""
         batch_size = self._get_obj_num(inference_state)
         if batch_size == 0:
-            raise RuntimeError("No input points or masks are provided for any object; please add inputs first.")
+            raise InvalidStateError("No input points or masks are provided for any object; please add inputs first.")
         for obj_idx in range(batch_size):
             obj_output_dict = inference_state["output_dict_per_obj"][obj_idx]
             obj_temp_output_dict = inference_state["temp_output_dict_per_obj"][obj_idx]
@@ -491,7 +491,7 @@ class SAM2VideoPredictor(SAM2Base):
                 obj_temp_output_dict[storage_key].clear()
             if len(obj_output_dict["cond_frame_outputs"]) == 0:
                 obj_id = self._obj_idx_to_id(inference_state, obj_idx)
-                raise RuntimeError(
+                raise InvalidStateError(
                     f"No input points or masks are provided for object id {obj_id}; please add inputs first."
                 )
             # a frame that became a conditioning frame is not also a non-conditioning one
@@ -757,7 +757,7 @@ class SAM2VideoPredictor(SAM2Base):
         if old_obj_idx is None:
             if not strict:
                 return inference_state["obj_ids"], updated_frames
-            raise RuntimeError(
+            raise InvalidStateError(
                 f"Cannot remove object id {obj_id} as it doesn't exist. "
                 f"All existing object ids: {inference_state['obj_ids']}."
             )
