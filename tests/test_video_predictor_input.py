@@ -19,7 +19,7 @@ import torch
 from sam2_fast import build_sam2_video_predictor
 from sam2_fast.modeling.config import PRESETS
 from sam2_fast.modeling.init import random_state_dict
-from sam2_fast.predictors.video_io import VideoReadError
+from sam2_fast.predictors.video_io import FrameSource, VideoReadError
 from sam2_fast.sample import sample_video_frame, sample_video_objects
 
 NAME = "sam2.1-hiera-tiny"
@@ -396,3 +396,35 @@ def test_removing_one_of_three_objects_keeps_the_others_results(predictor, state
     for f in range(T):
         torch.testing.assert_close(after[f], reference[f][[0, 2]], rtol=0, atol=ATOL, msg=f"frame {f}")
     assert_state_consistent(state, [1, 3])
+
+
+class FlakyFrames(FrameSource):
+    """A frame source (a camera, a network stream) whose read of frame ``index`` fails
+    once."""
+
+    def __init__(self, frames: np.ndarray, index: int) -> None:
+        self.frames, self.index, self.failed = frames, index, False
+        self.num_frames, self.height, self.width = frames.shape[:3]
+
+    def _read(self, i: int) -> np.ndarray:
+        if i == self.index and not self.failed:
+            self.failed = True
+            raise OSError(f"frame {i}: input/output error")
+        return self.frames[i]
+
+
+def test_frame_source_error_mid_video_leaves_resumable_state(predictor, frames, reference):
+    """A frame that cannot be read stops propagation with the error; the frames before it are
+    stored, the state is consistent, and propagation resumes at the failed frame with the
+    results of an uninterrupted run."""
+    state = prompted_state(predictor, FlakyFrames(frames, index=4))
+    seen = []
+    with pytest.raises(OSError, match="frame 4: input/output error"):
+        for f, _, _ in predictor.propagate_in_video(state):
+            seen.append(f)
+    assert seen == [0, 1, 2, 3]
+    assert_state_consistent(state, [1, 2, 3])
+    assert 4 not in state["frames_tracked_per_obj"][0]
+    resumed = track(predictor, state, start_frame_idx=4)
+    assert list(resumed) == list(range(4, len(frames)))
+    assert_results_equal(resumed, reference)
