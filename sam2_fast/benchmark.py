@@ -84,10 +84,9 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1
 
 def gemm_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
     """Median FLOP/s of a ``size``^3 matrix product in ``dtype`` on the CPU."""
-    a = torch.randn(size, size).to(dtype)
-    b = torch.randn(size, size).to(dtype)
-    times = interleaved({"mm": lambda: a @ b}, repeats, warmup=2)["mm"]
-    return 2 * size**3 / statistics.median(times)
+    from sam2_fast.precision import matmul_flops
+
+    return matmul_flops(dtype, size, repeats, warmup=2)
 
 
 def _fused_op_flops() -> None:

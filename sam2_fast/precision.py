@@ -34,20 +34,23 @@ _NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 ComputeDtype = Union[None, str, torch.dtype]
 
 
+def matmul_flops(dtype: torch.dtype, size: int, repeats: int = 5, warmup: int = 1) -> float:
+    """Median FLOP/s of a ``size``^3 matrix product in ``dtype`` on the CPU."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    for _ in range(warmup):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times)
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_gemm_rates(size: int = 1024, repeats: int = 5) -> dict:
     """Median GFLOP/s of a ``size``^3 float32 and bfloat16 matrix product on this CPU."""
-    rates = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-        a @ b  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            a @ b
-            times.append(time.perf_counter() - start)
-        rates[dtype] = 2 * size**3 / statistics.median(times) / 1e9
-    return rates
+    return {dtype: matmul_flops(dtype, size, repeats) / 1e9 for dtype in (torch.float32, torch.bfloat16)}
 
 
 def resolve_compute_dtype(value: ComputeDtype, device: torch.device) -> Optional[torch.dtype]:
