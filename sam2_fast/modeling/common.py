@@ -33,7 +33,7 @@ class MLP(nn.Module):
         self.num_layers = num_layers
         dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
         dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims_in, dims_out))
+        self.layers = nn.ModuleList(Linear(i, o) for i, o in zip(dims_in, dims_out))
         self.sigmoid_output = sigmoid_output
         self.act = activation()
 
@@ -109,3 +109,98 @@ def meta_device():
                 setattr(torch.nn.init, name, _skip_on_meta(fn))
     with torch.device("meta"):
         yield
+
+
+def host_tensor_to(values, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``torch.tensor(values, dtype=dtype, device=device)`` without waiting for the GPU: a copy
+    from pageable host memory blocks the CPU until the queued kernels have run, so on CUDA the
+    values go through pinned memory, asynchronously."""
+    if torch.device(device).type != "cuda":
+        return torch.tensor(values, dtype=dtype, device=device)
+    return torch.tensor(values, dtype=dtype).pin_memory().to(device, non_blocking=True)
+
+# ---------------------------------------------------------------------------------------------
+# 16-bit weight copies kept across calls under autocast
+#
+# torch.autocast keeps the 16-bit copies of float32 weights it makes only while grad mode is
+# on: under torch.inference_mode (how SAM 2 is run, the official README included) it casts
+# every weight again at every call, one cast kernel per weight per layer call (about 290 of
+# them per tracked video frame with tiny). The layers below keep that copy until the weight
+# changes (in-place update, load_state_dict, .to(device)). The results are bit-identical: the
+# copy is the same round-to-nearest cast autocast would make, and autocast then leaves the
+# already-16-bit weight alone.
+
+_HAS_AUTOCAST_QUERY = hasattr(torch, "get_autocast_dtype")
+
+
+def _autocast_weight_dtype(x: torch.Tensor, weight: torch.Tensor):
+    """The dtype autocast would cast ``weight`` to for this call when a kept copy may stand
+    in for it (autocast on, no autograd, float32 weights, not tracing), else None."""
+    if torch.is_grad_enabled() or weight.dtype != torch.float32 or not _HAS_AUTOCAST_QUERY:
+        return None
+    device_type = x.device.type
+    if not torch.is_autocast_enabled(device_type) or torch.compiler.is_compiling():
+        return None
+    dtype = torch.get_autocast_dtype(device_type)
+    return dtype if dtype in (torch.bfloat16, torch.float16) else None
+
+
+def _kept_casts(module: nn.Module, dtype: torch.dtype):
+    """``(weight, bias)`` of ``module`` in ``dtype``, cast once per weight version; None when
+    the weights are inference tensors (created under inference_mode: no version counter)."""
+    weight, bias = module.weight, module.bias
+    try:
+        key = (dtype, weight.device, weight.data_ptr(), weight._version,
+               None if bias is None else (bias.data_ptr(), bias._version))
+    except RuntimeError:
+        return None
+    kept = module.__dict__.get("_kept_casts")
+    if kept is None or kept[0] != key:
+        cast = (weight.detach().to(dtype), None if bias is None else bias.detach().to(dtype))
+        kept = module.__dict__["_kept_casts"] = (key, cast)
+    return kept[1]
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` that keeps its 16-bit weight copy across calls under autocast."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = _autocast_weight_dtype(x, self.weight)
+        casts = None if dtype is None else _kept_casts(self, dtype)
+        if casts is None:
+            return F.linear(x, self.weight, self.bias)
+        return F.linear(x, *casts)
+
+
+def kept_bias(module: nn.Module, dtype: torch.dtype):
+    """``module.bias`` in ``dtype`` for an op that casts it itself (kept across calls like the
+    layers' weights when autograd is off), or the bias unchanged."""
+    bias = module.bias
+    if bias is None or bias.dtype == dtype or torch.is_grad_enabled() or bias.dtype != torch.float32:
+        return bias
+    casts = _kept_casts(module, dtype)
+    return bias if casts is None else casts[1]
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` that keeps its 16-bit weight copy across calls under autocast."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = _autocast_weight_dtype(x, self.weight)
+        casts = None if dtype is None else _kept_casts(self, dtype)
+        if casts is None:
+            return self._conv_forward(x, self.weight, self.bias)
+        return self._conv_forward(x, *casts)
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` that keeps its 16-bit weight copy across calls under autocast."""
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        dtype = _autocast_weight_dtype(x, self.weight)
+        casts = None if dtype is None or output_size is not None else _kept_casts(self, dtype)
+        if casts is None:
+            return super().forward(x, output_size)
+        return F.conv_transpose2d(
+            x, *casts, self.stride, self.padding, self.output_padding, self.groups, self.dilation
+        )

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam2_fast.errors import InvalidInputError
-from sam2_fast.modeling.common import MLP
+from sam2_fast.modeling.common import MLP, Conv2d, Linear, kept_bias
 from sam2_fast.modeling.config import HieraConfig
 from sam2_fast.ops.window_attention import window_attention, window_partition, window_unpartition
 
@@ -40,7 +40,7 @@ class PatchEmbed(nn.Module):
 
     def __init__(self, embed_dim: int, in_chans: int = 3) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=7, stride=4, padding=3)
+        self.proj = Conv2d(in_chans, embed_dim, kernel_size=7, stride=4, padding=3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).permute(0, 2, 3, 1)
@@ -71,14 +71,14 @@ class MultiScaleAttention(nn.Module):
         self.q_pool = q_pool
         self.q_stride = _square_stride(q_pool)
         self.window_size = window_size
-        self.qkv = nn.Linear(dim, dim_out * 3)
-        self.proj = nn.Linear(dim_out, dim_out)
+        self.qkv = Linear(dim, dim_out * 3)
+        self.proj = Linear(dim_out, dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, H, W, dim]`` -> ``[B, H / q_stride, W / q_stride, dim_out]``."""
-        x = window_attention(
-            self.qkv(x), self.num_heads, self.window_size, self.q_stride, self.qkv.bias
-        )
+        qkv = self.qkv(x)
+        bias = kept_bias(self.qkv, qkv.dtype)
+        x = window_attention(qkv, self.num_heads, self.window_size, self.q_stride, bias)
         return self.proj(x)
 
 
@@ -134,7 +134,7 @@ class MultiScaleBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim_out, eps=1e-6)
         self.mlp = MLP(dim_out, int(dim_out * mlp_ratio), dim_out, num_layers=2, activation=nn.GELU)
         if dim != dim_out:
-            self.proj = nn.Linear(dim, dim_out)
+            self.proj = Linear(dim, dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x  # [B, H, W, C]

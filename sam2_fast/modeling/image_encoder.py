@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam2_fast.errors import InvalidInputError
+from sam2_fast.modeling.common import Conv2d
 from sam2_fast.modeling.position_encoding import PositionEmbeddingSine
 
 
@@ -35,7 +36,7 @@ class FpnNeck(nn.Module):
         self.convs = nn.ModuleList()
         for dim in backbone_channel_list:
             level = nn.Sequential()
-            level.add_module("conv", nn.Conv2d(dim, d_model, kernel_size=1))
+            level.add_module("conv", Conv2d(dim, d_model, kernel_size=1))
             self.convs.append(level)
         self.fpn_interp_model = fpn_interp_model
         self.fuse_type = fuse_type

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from sam2_fast.errors import InvalidInputError
-from sam2_fast.modeling.common import MLP, LayerNorm2d
+from sam2_fast.modeling.common import Conv2d, ConvTranspose2d, LayerNorm2d, Linear, MLP
 from sam2_fast.modeling.shared_image_decoder import (
     SharedImage,
     predict_masks_shared_image,
@@ -53,16 +53,16 @@ class MaskDecoder(nn.Module):
         self.use_multimask_token_for_obj_ptr = use_multimask_token_for_obj_ptr
 
         self.output_upscaling = nn.Sequential(
-            nn.ConvTranspose2d(transformer_dim, transformer_dim // 4, kernel_size=2, stride=2),
+            ConvTranspose2d(transformer_dim, transformer_dim // 4, kernel_size=2, stride=2),
             LayerNorm2d(transformer_dim // 4),
             activation(),
-            nn.ConvTranspose2d(transformer_dim // 4, transformer_dim // 8, kernel_size=2, stride=2),
+            ConvTranspose2d(transformer_dim // 4, transformer_dim // 8, kernel_size=2, stride=2),
             activation(),
         )
         self.use_high_res_features = use_high_res_features
         if use_high_res_features:
-            self.conv_s0 = nn.Conv2d(transformer_dim, transformer_dim // 8, kernel_size=1)
-            self.conv_s1 = nn.Conv2d(transformer_dim, transformer_dim // 4, kernel_size=1)
+            self.conv_s0 = Conv2d(transformer_dim, transformer_dim // 8, kernel_size=1)
+            self.conv_s1 = Conv2d(transformer_dim, transformer_dim // 4, kernel_size=1)
 
         self.output_hypernetworks_mlps = nn.ModuleList(
             MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3)
@@ -79,7 +79,7 @@ class MaskDecoder(nn.Module):
             self.pred_obj_score_head = (
                 MLP(transformer_dim, transformer_dim, 1, 3)
                 if pred_obj_scores_mlp
-                else nn.Linear(transformer_dim, 1)
+                else Linear(transformer_dim, 1)
             )
         self.dynamic_multimask_via_stability = dynamic_multimask_via_stability
         self.dynamic_multimask_stability_delta = dynamic_multimask_stability_delta

@@ -7,7 +7,7 @@ from typing import List, Optional, Union
 from torch import Tensor, nn
 
 from sam2_fast.errors import InvalidInputError
-from sam2_fast.modeling.common import activation_fn
+from sam2_fast.modeling.common import Linear, activation_fn
 from sam2_fast.modeling.transformer import RoPEAttention
 
 
@@ -33,9 +33,9 @@ class MemoryAttentionLayer(nn.Module):
         self.dropout_value = dropout
         self.self_attn = self_attention
         self.cross_attn_image = cross_attention
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear1 = Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.linear2 = Linear(dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.norm3 = nn.LayerNorm(d_model)

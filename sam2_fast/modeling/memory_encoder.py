@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam2_fast.errors import InvalidInputError
-from sam2_fast.modeling.common import LayerNorm2d
+from sam2_fast.modeling.common import Conv2d, LayerNorm2d, Linear
 from sam2_fast.modeling.position_encoding import PositionEmbeddingSine
 
 
@@ -36,12 +36,12 @@ class MaskDownSampler(nn.Module):
         for _ in range(num_layers):
             out_ch = in_ch * stride**2
             self.encoder.append(
-                nn.Conv2d(in_ch, out_ch, kernel_size=kernel_size, stride=stride, padding=padding)
+                Conv2d(in_ch, out_ch, kernel_size=kernel_size, stride=stride, padding=padding)
             )
             self.encoder.append(LayerNorm2d(out_ch))
             self.encoder.append(activation())
             in_ch = out_ch
-        self.encoder.append(nn.Conv2d(out_ch, embed_dim, kernel_size=1))
+        self.encoder.append(Conv2d(out_ch, embed_dim, kernel_size=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
@@ -59,13 +59,13 @@ class CXBlock(nn.Module):
         use_dwconv: bool = True,
     ) -> None:
         super().__init__()
-        self.dwconv = nn.Conv2d(
+        self.dwconv = Conv2d(
             dim, dim, kernel_size=kernel_size, padding=padding, groups=dim if use_dwconv else 1
         )
         self.norm = LayerNorm2d(dim, eps=1e-6)
-        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.pwconv1 = Linear(dim, 4 * dim)
         self.act = nn.GELU()
-        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.pwconv2 = Linear(4 * dim, dim)
         self.gamma = (
             # torch.full, not scalar * ones: on the meta device the multiplication goes through
             # a decomposition that imports torch._dynamo (about 1 s of a cold start)
@@ -92,7 +92,7 @@ class Fuser(nn.Module):
         if input_projection:
             if dim is None:
                 raise InvalidInputError("dim is required with input_projection=True")
-            self.proj = nn.Conv2d(dim, dim, kernel_size=1)
+            self.proj = Conv2d(dim, dim, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj(x)
@@ -115,10 +115,10 @@ class MemoryEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.mask_downsampler = mask_downsampler
-        self.pix_feat_proj = nn.Conv2d(in_dim, in_dim, kernel_size=1)
+        self.pix_feat_proj = Conv2d(in_dim, in_dim, kernel_size=1)
         self.fuser = fuser
         self.position_encoding = position_encoding
-        self.out_proj = nn.Conv2d(in_dim, out_dim, kernel_size=1) if out_dim != in_dim else nn.Identity()
+        self.out_proj = Conv2d(in_dim, out_dim, kernel_size=1) if out_dim != in_dim else nn.Identity()
 
     def forward(
         self, pix_feat: torch.Tensor, masks: torch.Tensor, skip_mask_sigmoid: bool = False

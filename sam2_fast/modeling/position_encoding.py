@@ -110,8 +110,10 @@ class PositionEmbeddingRandom(nn.Module):
         self, coords_input: torch.Tensor, image_size: Tuple[int, int]
     ) -> torch.Tensor:
         """Encode ``[B, N, 2]`` pixel coordinates (x, y) of an image of ``image_size`` (H, W)."""
-        size_wh = coords_input.new_tensor([image_size[1], image_size[0]])
-        return self._pe_encoding((coords_input / size_wh).to(torch.float))
+        # per-axis scalar divisions: a [W, H] tensor would be a host-to-GPU copy that waits
+        # for the GPU (the same quotients)
+        coords = torch.stack((coords_input[..., 0] / image_size[1], coords_input[..., 1] / image_size[0]), dim=-1)
+        return self._pe_encoding(coords.to(torch.float))
 
 
 def get_1d_sine_pe(pos_inds: torch.Tensor, dim: int, temperature: float = 10000) -> torch.Tensor:

@@ -7,7 +7,7 @@ from typing import Optional, Tuple, Type
 import torch
 from torch import nn
 
-from sam2_fast.modeling.common import LayerNorm2d
+from sam2_fast.modeling.common import Conv2d, LayerNorm2d
 from sam2_fast.modeling.position_encoding import PositionEmbeddingRandom
 
 
@@ -38,13 +38,13 @@ class PromptEncoder(nn.Module):
         self.not_a_point_embed = nn.Embedding(1, embed_dim)
         self.mask_input_size = (4 * image_embedding_size[0], 4 * image_embedding_size[1])
         self.mask_downscaling = nn.Sequential(
-            nn.Conv2d(1, mask_in_chans // 4, kernel_size=2, stride=2),
+            Conv2d(1, mask_in_chans // 4, kernel_size=2, stride=2),
             LayerNorm2d(mask_in_chans // 4),
             activation(),
-            nn.Conv2d(mask_in_chans // 4, mask_in_chans, kernel_size=2, stride=2),
+            Conv2d(mask_in_chans // 4, mask_in_chans, kernel_size=2, stride=2),
             LayerNorm2d(mask_in_chans),
             activation(),
-            nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
+            Conv2d(mask_in_chans, embed_dim, kernel_size=1),
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
 
@@ -60,7 +60,8 @@ class PromptEncoder(nn.Module):
             labels = torch.cat([labels, -labels.new_ones(labels.shape[0], 1)], dim=1)
         emb = self.pe_layer.forward_with_coords(points, self.input_image_size)
         labels = labels.unsqueeze(-1)
-        emb = torch.where(labels == -1, self.not_a_point_embed.weight.to(emb.dtype), emb)
+        # float32 from here on (``where`` promotes), as the point embeddings added below are
+        emb = torch.where(labels == -1, self.not_a_point_embed.weight, emb)
         for value, table in enumerate(self.point_embeddings):
             emb = torch.where(labels == value, emb + table.weight, emb)
         return emb

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.init import trunc_normal_
 
 from sam2_fast.errors import InvalidInputError, InvalidStateError
-from sam2_fast.modeling.common import MLP
+from sam2_fast.modeling.common import MLP, Conv2d, Linear, host_tensor_to
 from sam2_fast.modeling.config import SAM2Config
 from sam2_fast.modeling.hiera import Hiera
 from sam2_fast.modeling.image_encoder import FpnNeck, ImageEncoder
@@ -209,7 +209,7 @@ class SAM2Base(nn.Module):
         self.max_obj_ptrs_in_encoder = max_obj_ptrs_in_encoder
         if use_obj_ptrs_in_encoder:
             # downsamples a mask prompt to stride 4 and to SAM logit scale (to make a pointer)
-            self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
+            self.mask_downsample = Conv2d(1, 1, kernel_size=4, stride=4)
         self.add_tpos_enc_to_obj_ptrs = add_tpos_enc_to_obj_ptrs
         if proj_tpos_enc_in_obj_ptrs and not add_tpos_enc_to_obj_ptrs:
             raise InvalidInputError("proj_tpos_enc_in_obj_ptrs requires add_tpos_enc_to_obj_ptrs")
@@ -325,12 +325,12 @@ class SAM2Base(nn.Module):
             self.obj_ptr_proj = (
                 MLP(self.hidden_dim, self.hidden_dim, self.hidden_dim, 3)
                 if self.use_mlp_for_obj_ptr_proj
-                else nn.Linear(self.hidden_dim, self.hidden_dim)
+                else Linear(self.hidden_dim, self.hidden_dim)
             )
         else:
             self.obj_ptr_proj = nn.Identity()
         if self.proj_tpos_enc_in_obj_ptrs:
-            self.obj_ptr_tpos_proj = nn.Linear(self.hidden_dim, self.mem_dim)
+            self.obj_ptr_tpos_proj = Linear(self.hidden_dim, self.mem_dim)
         else:
             self.obj_ptr_tpos_proj = nn.Identity()
 
@@ -624,7 +624,7 @@ class SAM2Base(nn.Module):
             if self.add_tpos_enc_to_obj_ptrs:
                 t_diff_max = first.max_obj_ptrs - 1
                 tpos_dim = c if self.proj_tpos_enc_in_obj_ptrs else self.mem_dim
-                obj_pos = torch.tensor([d for d, _ in first.pointers], device=device)
+                obj_pos = host_tensor_to([d for d, _ in first.pointers], device, torch.int64)
                 obj_pos = get_1d_sine_pe(obj_pos / t_diff_max, dim=tpos_dim)
                 obj_pos = self.obj_ptr_tpos_proj(obj_pos)
                 obj_pos = obj_pos.unsqueeze(1).expand(-1, b, self.mem_dim)

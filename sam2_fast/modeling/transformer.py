@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sam2_fast.errors import InvalidInputError
-from sam2_fast.modeling.common import MLP
+from sam2_fast.modeling.common import Linear, MLP
 from sam2_fast.modeling.position_encoding import axial_rope_cos_sin
 from sam2_fast.ops.rope_attention import rope_attention, rotate_tokens
 
@@ -36,10 +36,10 @@ class Attention(nn.Module):
             raise InvalidInputError(
                 f"num_heads ({num_heads}) must divide the internal width ({self.internal_dim})"
             )
-        self.q_proj = nn.Linear(embedding_dim, self.internal_dim)
-        self.k_proj = nn.Linear(self.kv_in_dim, self.internal_dim)
-        self.v_proj = nn.Linear(self.kv_in_dim, self.internal_dim)
-        self.out_proj = nn.Linear(self.internal_dim, embedding_dim)
+        self.q_proj = Linear(embedding_dim, self.internal_dim)
+        self.k_proj = Linear(self.kv_in_dim, self.internal_dim)
+        self.v_proj = Linear(self.kv_in_dim, self.internal_dim)
+        self.out_proj = Linear(self.internal_dim, embedding_dim)
         self.dropout_p = dropout
 
     def _separate_heads(self, x: Tensor) -> Tensor:
@@ -121,23 +121,43 @@ class RoPEAttention(Attention):
             # Values stay in their narrow input space: softmax rows sum to 1, so
             # P (M W_v^T + b_v) W_o^T + b_o = (P M) (W_o W_v)^T + (W_o b_v + b_o), exactly.
             out = rope_attention(q, k, v.unsqueeze(1).to(q.dtype), cos, sin, num_k_exclude_rope)
-            weight, bias = self._folded_value_output()
+            weight, bias = self._folded_value_output(out.dtype)
             b, h, n, c = out.shape
-            return F.linear(out.transpose(1, 2).reshape(b, n, h * c), weight.to(out.dtype), bias.to(out.dtype))
+            return F.linear(out.transpose(1, 2).reshape(b, n, h * c), weight, bias)
         v = self._separate_heads(self.v_proj(v))
         out = rope_attention(q, k, v, cos, sin, num_k_exclude_rope)
         return self.out_proj(self._recombine_heads(out))
 
-    def _folded_value_output(self) -> Tuple[Tensor, Tensor]:
-        """``out_proj . v_proj`` per head: weight ``[C, heads * kv_in_dim]`` and bias ``[C]``."""
+    def _folded_value_output(self, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+        """``out_proj . v_proj`` per head in ``dtype``: weight ``[C, heads * kv_in_dim]`` and
+        bias ``[C]``; without autograd, computed once per version of the four weights."""
+        if torch.is_grad_enabled():
+            weight, bias = self._fold_value_output()
+            return weight.to(dtype), bias.to(dtype)
+        tensors = (self.v_proj.weight, self.v_proj.bias, self.out_proj.weight, self.out_proj.bias)
+        try:
+            key = (dtype, tensors[0].device, *((t.data_ptr(), t._version) for t in tensors))
+        except RuntimeError:  # inference tensors have no version counter: no reuse
+            key = None
+        kept = self.__dict__.get("_kept_fold")
+        if key is None or kept is None or kept[0] != key:
+            weight, bias = self._fold_value_output()
+            kept = (key, (weight.to(dtype), bias.to(dtype)))
+            if key is not None:
+                self.__dict__["_kept_fold"] = kept
+        return kept[1]
+
+    def _fold_value_output(self) -> Tuple[Tensor, Tensor]:
+        """The folded weights in the weights' own dtype (autocast off: one rounding, at the end)."""
         w_v, b_v = self.v_proj.weight, self.v_proj.bias
         w_o, b_o = self.out_proj.weight, self.out_proj.bias
         head_dim = self.internal_dim // self.num_heads
-        blocks = [
-            w_o[:, i * head_dim : (i + 1) * head_dim] @ w_v[i * head_dim : (i + 1) * head_dim]
-            for i in range(self.num_heads)
-        ]
-        return torch.cat(blocks, dim=1), w_o @ b_v + b_o
+        with torch.autocast(w_v.device.type, enabled=False):
+            blocks = [
+                w_o[:, i * head_dim : (i + 1) * head_dim] @ w_v[i * head_dim : (i + 1) * head_dim]
+                for i in range(self.num_heads)
+            ]
+            return torch.cat(blocks, dim=1), w_o @ b_v + b_o
 
 
 class TwoWayAttentionBlock(nn.Module):

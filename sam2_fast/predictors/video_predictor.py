@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from sam2_fast.errors import InvalidInputError, InvalidStateError, InvalidTypeError, OutOfRangeError, UnknownObjectError
+from sam2_fast.modeling.common import host_tensor_to
 from sam2_fast.modeling.config import SAM2Config
 from sam2_fast.modeling.sam2_base import NO_OBJ_SCORE, MemoryPlan, SAM2Base
 from sam2_fast.ops.connected_components import fill_holes_and_sprinkles
@@ -671,8 +672,13 @@ class SAM2VideoPredictor(SAM2Base):
                 memory_pos=memory_pos,
                 num_obj_ptr_tokens=num_ptr_tokens,
             )
-            fused = fused.permute(1, 2, 0).reshape(b, c, h, w)
-            out[members] = fused.to(out.dtype)
+            fused = fused.permute(1, 2, 0).reshape(b, c, h, w).to(out.dtype)
+            if b == len(plans):  # one group: the common case
+                return fused
+            if members == list(range(members[0], members[0] + b)):
+                out[members[0] : members[0] + b] = fused  # a slice: no index tensor to copy
+            else:
+                out.index_copy_(0, host_tensor_to(members, device, torch.int64), fused)
         return out
 
     def _compact_outputs(
