@@ -268,7 +268,10 @@ def _encode_compressed_extension(masks: torch.Tensor) -> tuple[torch.Tensor, tor
 def _decode_extension(
     counts: torch.Tensor, offsets: torch.Tensor, height: int, width: int
 ) -> torch.Tensor:
-    return torch.ops.sam2_fast.rle_decode(counts, offsets, height, width)
+    try:
+        return torch.ops.sam2_fast.rle_decode(counts, offsets, height, width)
+    except ValueError as exc:  # the op's value checks (_check_runs), raised as ValueError by C++
+        raise InvalidInputError(str(exc)) from None
 
 
 def _supports_runs_cpp(

@@ -81,6 +81,8 @@ def _check(q, k, v, cos, sin, num_k_exclude_rope: int) -> None:
         )
     if cos.dtype != torch.float32 or sin.dtype != torch.float32:
         raise InvalidTypeError(f"{name}: cos and sin must be float32, got {cos.dtype} and {sin.dtype}")
+    if nq == 0:
+        raise InvalidInputError(f"{name}: q has no query tokens (shape {list(q.shape)})")
     nk = k.shape[2]
     if not isinstance(num_k_exclude_rope, int) or not 0 <= num_k_exclude_rope <= nk:
         raise InvalidInputError(f"{name}: num_k_exclude_rope must be an int in [0, {nk}], got {num_k_exclude_rope!r}")
@@ -118,7 +120,10 @@ def rope_attention(
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
         return rope_attention_reference(q, k, v, cos, sin, num_k_exclude_rope, scale)
-    return torch.ops.sam2_fast.rope_attention(q, k, v, cos, sin, num_k_exclude_rope, scale)
+    if torch.compiler.is_compiling():  # the custom op: torch.compile sees one node
+        return torch.ops.sam2_fast.rope_attention(q, k, v, cos, sin, num_k_exclude_rope, scale)
+    # eager: straight to the dispatcher (the custom op's Python dispatch costs 40-80 us a call)
+    return rope_attention_op(q, k, v, cos, sin, num_k_exclude_rope, scale)
 
 
 @torch.library.custom_op("sam2_fast::rope_attention", mutates_args=())
@@ -214,6 +219,8 @@ def _blocked_refusal(q, k, v, cos, sin, num_k_exclude_rope, scale=None) -> str |
         return f"inputs are on {q.device.type}, this backend runs on cpu"
     if q.dtype != torch.float32:
         return f"inputs are {q.dtype}, this backend runs float32 (CPU bf16 GEMMs are not faster here)"
+    if k.shape[2] == 0:
+        return "no keys (the softmax of its block loop needs at least one)"
     return None
 
 

@@ -126,6 +126,8 @@ def test_forced_backend_that_refuses_raises():
         (lambda a: a.__setitem__(5, 3), ValueError, "must be a multiple of the queries"),
         (lambda a: a.__setitem__(5, -1), ValueError, "num_k_exclude_rope must be an int"),
         (lambda a: a.__setitem__(0, "q"), TypeError, "q must be a torch.Tensor"),
+        (lambda a: (a.__setitem__(0, a[0][:, :, :0]), a.__setitem__(3, a[3][:0]), a.__setitem__(4, a[4][:0])),
+         ValueError, "q has no query tokens"),
     ],
 )
 def test_bad_input(mutate, error, match):

@@ -172,9 +172,10 @@ def test_non_contiguous_qkv_gives_the_same_result() -> None:
         (torch.zeros(1, 8, 8, 36), (2, 4, 1), torch.zeros(12), ValueError, r"qkv_bias must be \[36\]"),
         (torch.zeros(1, 8, 8, 36), (2, 4, 1), torch.zeros(36, device="meta"), ValueError, "qkv_bias is on meta"),
         ([[0.0]], (2, 4, 1), None, TypeError, "qkv must be a torch.Tensor"),
+        (torch.zeros(1, 1, 5, 12), (1, 0, 2), None, ValueError, r"token grid \(1x5\) must be at least"),
     ],
     ids=["rank", "float64", "int", "heads", "zero heads", "window", "pool window", "bias shape",
-         "bias device", "not a tensor"],
+         "bias device", "not a tensor", "grid smaller than the pooling"],
 )
 def test_bad_input_is_rejected(qkv, args, bias, error, message) -> None:
     with pytest.raises(error, match=message):
