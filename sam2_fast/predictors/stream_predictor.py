@@ -155,7 +155,7 @@ class SAM2StreamPredictor:
 
     def _forget_old_memories(self, frame_idx: int) -> None:
         """Drop what no later frame can read: spatial memories older than the memory
-        window, outputs older than the object-pointer window, old tracking marks."""
+        window, outputs older than the object-pointer window, old tracking marks and prompts."""
         model = self.predictor
         stride = model.memory_temporal_stride_for_eval
         spatial_window = stride * model.num_maskmem + 1
@@ -172,6 +172,12 @@ class SAM2StreamPredictor:
             cond = output_dict["cond_frame_outputs"]
             for t in [t for t in tracked if t < frame_idx - 1 and t not in cond]:
                 del tracked[t]
+            # prompts are only added on the latest frame: older clicks / masks are never read
+            # again (a 1024x1024 float mask per correction otherwise stays for good)
+            for key in ("point_inputs_per_obj", "mask_inputs_per_obj"):
+                inputs = self.state[key][obj_idx]
+                for t in [t for t in inputs if t < frame_idx - 1]:
+                    del inputs[t]
 
     # ------------------------------------------------------------------ prompts
     @in_compute_dtype
