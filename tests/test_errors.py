@@ -100,3 +100,18 @@ def test_runtime_failure_exits_1_with_one_line(monkeypatch, image_file: Path, ti
     assert err == "error: RuntimeError: out of memory (run with --debug for the traceback)\n"
     with pytest.raises(RuntimeError, match="out of memory"):
         main(["--debug", *argv])
+
+
+def test_interrupt_exits_130_with_one_line(monkeypatch, image_file: Path, tiny_pt_file: Path,
+                                           capsys: pytest.CaptureFixture) -> None:
+    from sam2_fast.predictors import image_predictor
+
+    def interrupted(self, image):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(image_predictor.SAM2ImagePredictor, "set_image", interrupted)
+    argv = ["segment", str(image_file), "--point", "5,5", "--model", str(tiny_pt_file), "--device", "cpu"]
+    assert main(argv) == 130
+    assert capsys.readouterr().err == "error: interrupted\n"
+    with pytest.raises(KeyboardInterrupt):
+        main(["--debug", *argv])
