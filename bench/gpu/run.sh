@@ -2,7 +2,7 @@
 # The GPU checks of sam2-fast in one command, for a lent GPU machine whose python3 already has
 # torch, triton, pytest and pytest-benchmark (bench/gpu/README.md says how it was run):
 #
-#   bash bench/gpu/run.sh [all|second|ops|final|tune]   # results in $OUT (default /tmp/sam2_fast_gpu)
+#   bash bench/gpu/run.sh [all|second|ops|final|tune|frame]   # results in $OUT (default /tmp/sam2_fast_gpu)
 #
 # all:  pure-Python editable install; the C++/CUDA extension built (sm_90) in a copy in the
 #       background while the Triton kernels are checked and timed (check_kernels.py); then the
@@ -11,6 +11,7 @@
 # second: the tile sweep, base-plus shapes, models with the measured defaults, a profile.
 # ops: the ops' tests under pytest-xdist (a crashing test fails alone) and a backtrace.
 # tune: the window-attention tile sweep only.
+# frame: the models with the per-call overhead in view (kept weight casts on/off, syncs, profile).
 set -u
 OUT=${OUT:-/tmp/sam2_fast_gpu}
 mkdir -p "$OUT"
@@ -93,6 +94,17 @@ if [ "${1:-all}" = final ]; then  # the C++ error-path fix and the retuned windo
     > "$LOGS/kernels.log" 2>&1
   log "window rc $?"
   grep "^|" "$OUT/kernels.md"
+  exit 0
+fi
+
+if [ "${1:-all}" = frame ]; then  # the per-frame CPU overhead: kept weight casts, syncs, profile
+  wait $BUILD_PID
+  log "extension build rc $? ($(tail -1 "$LOGS/build.log"))"
+  timeout 360 python3 bench/gpu/check_models.py --out "$OUT/models.md" --only image,video,syncs,profile \
+    > "$LOGS/models.log" 2>&1
+  log "models rc $?"
+  tail -4 "$LOGS/models.log"
+  grep -v '^<!--' "$OUT/models.md" | head -150
   exit 0
 fi
 
