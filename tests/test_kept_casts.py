@@ -151,3 +151,32 @@ def test_video_frame_casts_no_weight_twice():
             for _ in predictor.propagate_in_video(state, start_frame_idx=3):
                 pass
     assert casts.cast == [], f"parameters cast again: {casts.cast}"
+
+
+@pytest.mark.parametrize(
+    "ci, co, kernel, stride, bias, shape",
+    [
+        (32, 16, 2, 2, True, (1, 32, 12, 20)),  # SAM's upscaler shape, one image
+        (16, 8, 2, 2, True, (3, 16, 7, 5)),  # a batch, odd sizes
+        (8, 4, 3, 3, False, (2, 8, 4, 6)),  # 3x3 tiles, no bias
+        (8, 4, 3, 2, True, (2, 8, 5, 5)),  # overlapping tiles: torch's kernel
+    ],
+    ids=["upscaler", "batch", "3x3-no-bias", "overlapping"],
+)
+def test_transposed_convolution_as_tiles_matches_torch(ci, co, kernel, stride, bias, shape):
+    torch.manual_seed(1)
+    theirs = nn.ConvTranspose2d(ci, co, kernel, stride, bias=bias)
+    ours = ConvTranspose2d(ci, co, kernel, stride, bias=bias)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(shape)
+    with torch.inference_mode():
+        expected, got = theirs(x), ours(x)
+        assert got.shape == expected.shape and got.is_contiguous()
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)  # fp32: the same sums
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            expected, got = theirs(x), ours(x)
+        assert got.dtype == expected.dtype == torch.bfloat16
+        torch.testing.assert_close(got.float(), expected.float(), rtol=1.6e-2, atol=1e-2)  # bf16
+    # with autograd the layer still trains
+    ours(x).square().sum().backward()
+    assert ours.weight.grad is not None and ours.weight.grad.abs().sum() > 0
