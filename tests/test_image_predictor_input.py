@@ -133,3 +133,50 @@ def test_outputs_have_official_types(predictor):
     assert low_res.shape == (3, 256, 256) and low_res.dtype == np.float32
     logits, _, _ = predictor.predict(point_coords=np.array([[100, 120]]), point_labels=np.array([1]), return_logits=True)
     assert logits.dtype == np.float32 and np.array_equal(logits > 0, masks > 0)
+
+
+def test_reused_image_share_follows_the_image():
+    """Clicks without a mask reuse the decoder's share of the image (computed on the first
+    click): it must belong to the image now set, per image in a batch, and give what the
+    plain decoder gives."""
+    cfg = PRESETS["sam2.1-hiera-tiny"]
+    with torch.device("meta"):
+        model = SAM2Base.from_config(cfg)
+    model.load_state_dict(random_state_dict(cfg, seed=5), assign=True)
+    model.eval()
+    a, b = sample_image(256, 320), np.ascontiguousarray(sample_image(256, 320)[::-1, ::-1])
+    click = dict(point_coords=np.array([[120.0, 90.0]]), point_labels=np.array([1]))
+
+    def fresh(image):
+        p = SAM2ImagePredictor(model)
+        p.set_image(image)
+        return p.predict(**click)
+
+    p = SAM2ImagePredictor(model)
+    p.set_image(a)
+    first_a = p.predict(**click)
+    p.set_image(b)
+    on_b = p.predict(**click)
+    for got, expected in zip(on_b, fresh(b)):
+        np.testing.assert_array_equal(got, expected)
+    assert not np.array_equal(on_b[2], first_a[2])
+    p.set_image_batch([a, b])
+    batch = p.predict_batch([click["point_coords"]] * 2, [click["point_labels"]] * 2)
+    for i, expected in enumerate((first_a, on_b)):
+        np.testing.assert_array_equal(batch[0][i], expected[0])
+        np.testing.assert_allclose(batch[2][i], expected[2], rtol=0, atol=1e-5)
+    # and the same numbers as the plain decoder called directly on the same prompt
+    p.set_image(a)
+    features = p._features
+    prompt_encoder = model.sam_prompt_encoder
+    coords = torch.as_tensor(click["point_coords"], dtype=torch.float32)[None] * torch.tensor(
+        [model.image_size / 320, model.image_size / 256])
+    sparse, dense = prompt_encoder(points=(coords, torch.tensor([[1]])), boxes=None, masks=None)
+    with torch.inference_mode():
+        low_res, iou, _, _ = model.sam_mask_decoder(
+            image_embeddings=features["image_embed"], image_pe=prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True,
+            repeat_image=False, high_res_features=features["high_res_feats"],
+        )
+    np.testing.assert_allclose(first_a[1], iou[0].numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(first_a[2], low_res[0].clamp(-32, 32).numpy(), rtol=1e-4, atol=1e-4)
