@@ -115,13 +115,18 @@ class MaskDecoder(nn.Module):
         high_res_features: Optional[List[torch.Tensor]] = None,
     ) -> SharedImage:
         """The share of one image (``[1, C, h, w]`` inputs, one dense prompt embedding for all
-        prompts) that :meth:`forward_shared_image` reuses for every batch of prompts."""
+        prompts) that :meth:`forward_shared_image` reuses for every batch of prompts.
+
+        Always float32, also under autocast: the term algebra subtracts LayerNorm means and
+        adds low-rank corrections, which 16-bit rounding would not survive."""
         if self.use_high_res_features and high_res_features is None:
             raise InvalidInputError("high_res_features: this decoder uses high-res features; got None")
-        return prepare_shared_image(
-            image_embeddings, image_pe, dense_prompt_embeddings,
-            high_res_features if self.use_high_res_features else None,
-        )
+        high_res = high_res_features if self.use_high_res_features else None
+        with torch.autocast(image_embeddings.device.type, enabled=False):
+            return prepare_shared_image(
+                image_embeddings.float(), image_pe.float(), dense_prompt_embeddings.float(),
+                None if high_res is None else [x.float() for x in high_res],
+            )
 
     def forward_shared_image(
         self,
@@ -145,9 +150,10 @@ class MaskDecoder(nn.Module):
             threshold = float(skip_masks_at_or_below)
             returned = slice(1, None) if multimask_output else slice(0, 1)
             needed = lambda iou_pred: (iou_pred[:, returned] > threshold).any(dim=1)  # noqa: E731
-        masks, iou_pred, mask_tokens_out, object_score_logits = predict_masks_shared_image(
-            self, shared, sparse_prompt_embeddings, needed
-        )
+        with torch.autocast(sparse_prompt_embeddings.device.type, enabled=False):  # float32, see above
+            masks, iou_pred, mask_tokens_out, object_score_logits = predict_masks_shared_image(
+                self, shared, sparse_prompt_embeddings.float(), needed
+            )
         return self._select_outputs(masks, iou_pred, mask_tokens_out, object_score_logits, multimask_output)
 
     def _select_outputs(
