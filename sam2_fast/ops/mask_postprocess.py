@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from sam2_fast.errors import InvalidInputError, InvalidTypeError
+from sam2_fast.ops._common import via_custom_op
 from sam2_fast.ops._dispatch import Op
 from sam2_fast.ops._triton import triton_refusal
 
@@ -143,9 +144,9 @@ def upsample_masks(
     threshold = _check_real("threshold", threshold)
     if stability_offset is not None:
         stability_offset = _check_real("stability_offset", stability_offset, minimum=0.0)
-    if torch.compiler.is_compiling():  # the custom op: torch.compile sees one node
+    if via_custom_op():
         masks, counts = torch.ops.sam2_fast.mask_postprocess(logits, size, threshold, stability_offset)
-    else:  # eager: straight to the dispatcher (the custom op's Python dispatch costs 40-80 us a call)
+    else:
         masks, counts = mask_postprocess_op(logits, size, threshold, stability_offset)
     # int32 / int32 -> float32, as official calculate_stability_score
     stability = None if stability_offset is None else counts[..., 1] / counts[..., 2]

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from sam2_fast.errors import InvalidInputError, InvalidTypeError
+from sam2_fast.ops._common import via_custom_op
 from sam2_fast.ops._dispatch import Op
 from sam2_fast.ops._triton import triton_refusal
 
@@ -120,9 +121,8 @@ def rope_attention(
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
         return rope_attention_reference(q, k, v, cos, sin, num_k_exclude_rope, scale)
-    if torch.compiler.is_compiling():  # the custom op: torch.compile sees one node
+    if via_custom_op():
         return torch.ops.sam2_fast.rope_attention(q, k, v, cos, sin, num_k_exclude_rope, scale)
-    # eager: straight to the dispatcher (the custom op's Python dispatch costs 40-80 us a call)
     return rope_attention_op(q, k, v, cos, sin, num_k_exclude_rope, scale)
 
 

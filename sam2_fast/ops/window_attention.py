@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from sam2_fast.errors import InvalidInputError, InvalidTypeError
+from sam2_fast.ops._common import via_custom_op
 from sam2_fast.ops._dispatch import Op
 from sam2_fast.ops._triton import triton_refusal
 
@@ -173,9 +174,8 @@ def window_attention(
     needs_grad = qkv.requires_grad or (qkv_bias is not None and qkv_bias.requires_grad)
     if torch.is_grad_enabled() and needs_grad:
         return window_attention_reference(qkv, num_heads, window_size, q_stride, qkv_bias)
-    if torch.compiler.is_compiling():  # the custom op: torch.compile sees one node
+    if via_custom_op():
         return torch.ops.sam2_fast.window_attention(qkv, num_heads, window_size, q_stride, qkv_bias)
-    # eager: straight to the dispatcher (the custom op's Python dispatch costs 40-80 us a call)
     return window_attention_op(qkv, num_heads, window_size, q_stride, qkv_bias)
 
 
