@@ -146,20 +146,27 @@ def _autocast_weight_dtype(x: torch.Tensor, weight: torch.Tensor):
     return dtype if dtype in (torch.bfloat16, torch.float16) else None
 
 
-def _kept_casts(module: nn.Module, dtype: torch.dtype):
-    """``(weight, bias)`` of ``module`` in ``dtype``, cast once per weight version; None when
-    the weights are inference tensors (created under inference_mode: no version counter)."""
-    weight, bias = module.weight, module.bias
+def kept_across_calls(module: nn.Module, name: str, key, tensors, make):
+    """``make()``, kept on ``module`` under ``name`` until ``key`` or one of ``tensors``
+    changes (updated in place, reloaded, moved); recomputed at every call when a tensor has no
+    version counter (an inference tensor, created under inference_mode)."""
     try:
-        key = (dtype, weight.device, weight.data_ptr(), weight._version,
-               None if bias is None else (bias.data_ptr(), bias._version))
+        full_key = (key, *(None if t is None else (t.device, t.data_ptr(), t._version) for t in tensors))
     except RuntimeError:
-        return None
-    kept = module.__dict__.get("_kept_casts")
-    if kept is None or kept[0] != key:
-        cast = (weight.detach().to(dtype), None if bias is None else bias.detach().to(dtype))
-        kept = module.__dict__["_kept_casts"] = (key, cast)
+        return make()
+    kept = module.__dict__.get(name)
+    if kept is None or kept[0] != full_key:
+        kept = module.__dict__[name] = (full_key, make())
     return kept[1]
+
+
+def _kept_casts(module: nn.Module, dtype: torch.dtype):
+    """``(weight, bias)`` of ``module`` in ``dtype``, cast once per weight version."""
+    weight, bias = module.weight, module.bias
+    return kept_across_calls(
+        module, "_kept_casts", dtype, (weight, bias),
+        lambda: (weight.detach().to(dtype), None if bias is None else bias.detach().to(dtype)),
+    )
 
 
 class Linear(nn.Linear):
@@ -167,10 +174,9 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = _autocast_weight_dtype(x, self.weight)
-        casts = None if dtype is None else _kept_casts(self, dtype)
-        if casts is None:
+        if dtype is None:
             return F.linear(x, self.weight, self.bias)
-        return F.linear(x, *casts)
+        return F.linear(x, *_kept_casts(self, dtype))
 
 
 def kept_bias(module: nn.Module, dtype: torch.dtype):
@@ -179,8 +185,7 @@ def kept_bias(module: nn.Module, dtype: torch.dtype):
     bias = module.bias
     if bias is None or bias.dtype == dtype or torch.is_grad_enabled() or bias.dtype != torch.float32:
         return bias
-    casts = _kept_casts(module, dtype)
-    return bias if casts is None else casts[1]
+    return _kept_casts(module, dtype)[1]
 
 
 class Conv2d(nn.Conv2d):
@@ -188,10 +193,9 @@ class Conv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = _autocast_weight_dtype(x, self.weight)
-        casts = None if dtype is None else _kept_casts(self, dtype)
-        if casts is None:
+        if dtype is None:
             return self._conv_forward(x, self.weight, self.bias)
-        return self._conv_forward(x, *casts)
+        return self._conv_forward(x, *_kept_casts(self, dtype))
 
 
 class ConvTranspose2d(nn.ConvTranspose2d):
@@ -201,7 +205,8 @@ class ConvTranspose2d(nn.ConvTranspose2d):
     upscaler) runs as what it is, one matrix product per pixel block: the tiles do not overlap,
     so ``out[:, :, s*i + a, s*j + b] = x[:, :, i, j] @ W[:, :, a, b] + bias``. torch's CPU
     kernel for it is 1.6-1.8x slower than that GEMM (5.9 vs 3.4 ms for the 256 -> 64 channel,
-    64x64 -> 128x128 call on the 2-core Xeon); the sums are the same (bit-identical there).
+    64x64 -> 128x128 call on the 2-core Xeon); the sums are the same (float32: bit-identical
+    there; bfloat16 under autocast: the same up to the last bit of some outputs).
     Without autograd only: training keeps torch's kernel and its gradients.
     """
 

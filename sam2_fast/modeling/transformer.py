@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sam2_fast.errors import InvalidInputError
-from sam2_fast.modeling.common import Linear, MLP
+from sam2_fast.modeling.common import MLP, Linear, kept_across_calls
 from sam2_fast.modeling.position_encoding import axial_rope_cos_sin
 from sam2_fast.ops.rope_attention import rope_attention, rotate_tokens
 
@@ -135,17 +135,9 @@ class RoPEAttention(Attention):
             weight, bias = self._fold_value_output()
             return weight.to(dtype), bias.to(dtype)
         tensors = (self.v_proj.weight, self.v_proj.bias, self.out_proj.weight, self.out_proj.bias)
-        try:
-            key = (dtype, tensors[0].device, *((t.data_ptr(), t._version) for t in tensors))
-        except RuntimeError:  # inference tensors have no version counter: no reuse
-            key = None
-        kept = self.__dict__.get("_kept_fold")
-        if key is None or kept is None or kept[0] != key:
-            weight, bias = self._fold_value_output()
-            kept = (key, (weight.to(dtype), bias.to(dtype)))
-            if key is not None:
-                self.__dict__["_kept_fold"] = kept
-        return kept[1]
+        return kept_across_calls(
+            self, "_kept_fold", dtype, tensors, lambda: tuple(x.to(dtype) for x in self._fold_value_output())
+        )
 
     def _fold_value_output(self) -> Tuple[Tensor, Tensor]:
         """The folded weights in the weights' own dtype (autocast off: one rounding, at the end)."""
