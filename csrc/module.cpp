@@ -28,6 +28,11 @@ py::dict build_info() {
   info["compiler"] = b::kCompiler;
   info["build_type"] = b::kBuildType;
   info["cxx_flags"] = b::kCxxFlags;
+#ifdef _OPENMP
+  info["openmp"] = true;  // at::parallel_for in the C++ ops runs on torch's threads
+#else
+  info["openmp"] = false;
+#endif
 #ifdef SAM2_FAST_WITH_CUDA
   info["cuda"] = true;
 #else

@@ -31,6 +31,7 @@
 #include "boxes.h"
 #include "connected_components.h"
 #include "rle.h"
+#include "upsample.h"
 
 namespace sam2_fast {
 namespace {
@@ -407,6 +408,97 @@ at::Tensor masks_to_boxes_cuda(const at::Tensor& masks) {
 }
 #endif
 
+// ---------------------------------------------------------------------------------------------
+// upsample_threshold(logits [N, h, w] float32, out_h, out_w, thresholds (1..3), fused)
+//   -> (masks [N, out_h, out_w] bool, counts [N, K] int32)
+
+std::tuple<at::Tensor, at::Tensor> upsample_threshold_cpu(const at::Tensor& logits,
+                                                          int64_t out_h, int64_t out_w,
+                                                          at::ArrayRef<double> thresholds,
+                                                          bool fused) {
+  SAM2_CHECK_VALUE(logits.dim() == 3, "upsample_threshold: logits must be [N, h, w], got ",
+                    logits.sizes());
+  SAM2_CHECK_TYPE(logits.scalar_type() == at::kFloat,
+                   "upsample_threshold: logits must be float32, got ", logits.scalar_type());
+  SAM2_CHECK_VALUE(logits.size(1) > 0 && logits.size(2) > 0,
+                    "upsample_threshold: logits must have a non-empty [h, w], got ",
+                    logits.sizes());
+  SAM2_CHECK_VALUE(out_h > 0 && out_w > 0,
+                    "upsample_threshold: out_h and out_w must be > 0, got ", out_h, " and ",
+                    out_w);
+  SAM2_CHECK_VALUE(logits.size(1) < std::numeric_limits<int32_t>::max() &&
+                        logits.size(2) < std::numeric_limits<int32_t>::max(),
+                    "upsample_threshold: h and w must fit in int32, got logits ",
+                    logits.sizes());
+  const int num_thresholds = static_cast<int>(thresholds.size());
+  SAM2_CHECK_VALUE(num_thresholds >= 1 && num_thresholds <= 3,
+                    "upsample_threshold: thresholds must hold 1 to 3 values, got ",
+                    num_thresholds);
+  const at::Tensor input = logits.contiguous();
+  const int64_t batch = input.size(0);
+  const int64_t in_h = input.size(1);
+  const int64_t in_w = input.size(2);
+  at::Tensor masks = at::empty({batch, out_h, out_w}, input.options().dtype(at::kBool));
+  at::Tensor counts = at::zeros({batch, num_thresholds}, input.options().dtype(at::kInt));
+  if (batch == 0) {
+    return {masks, counts};
+  }
+  float levels[3];
+  for (int k = 0; k < num_thresholds; ++k) {
+    levels[k] = static_cast<float>(thresholds[k]);  // compared in float32, as torch.gt does
+  }
+  const BilinearTaps rows = bilinear_taps(in_h, out_h, fused);
+  const BilinearTaps columns = bilinear_taps(in_w, out_w, fused);
+  // tasks = (mask, band of rows): whole masks when there are enough of them, else bands of
+  // at least 32 rows so that every thread has work
+  const int64_t threads = at::get_num_threads();
+  const int64_t bands = std::clamp<int64_t>((4 * threads + batch - 1) / batch, 1,
+                                            std::max<int64_t>(1, out_h / 32));
+  const int64_t band_rows = (out_h + bands - 1) / bands;
+  const int64_t tasks = batch * bands;
+  std::vector<int64_t> partial(static_cast<size_t>(tasks) * num_thresholds, 0);
+  const float* source = input.const_data_ptr<float>();
+  uint8_t* mask_data = static_cast<uint8_t*>(masks.mutable_data_ptr());
+  at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / bands;
+      const int64_t y_begin = (t % bands) * band_rows;
+      const int64_t y_end = std::min(out_h, y_begin + band_rows);
+      if (y_begin >= y_end) {
+        continue;
+      }
+      upsample_threshold_rows_cpu(source + n * in_h * in_w, in_w, rows, columns, y_begin, y_end,
+                                  levels, num_thresholds, fused,
+                                  mask_data + n * out_h * out_w,
+                                  partial.data() + t * num_thresholds);
+    }
+  });
+  int32_t* count_data = counts.mutable_data_ptr<int32_t>();
+  for (int64_t t = 0; t < tasks; ++t) {
+    for (int k = 0; k < num_thresholds; ++k) {
+      count_data[(t / bands) * num_thresholds + k] +=
+          static_cast<int32_t>(partial[t * num_thresholds + k]);
+    }
+  }
+  return {masks, counts};
+}
+
+// ---------------------------------------------------------------------------------------------
+// parallel_threads(tasks) -> how many of torch's threads ran a share of `tasks` one-item tasks
+// through at::parallel_for, as every C++ op here splits its work (1 = serial)
+
+int64_t parallel_threads(int64_t tasks) {
+  SAM2_CHECK_VALUE(tasks >= 0, "parallel_threads: tasks must be >= 0, got ", tasks);
+  std::vector<uint8_t> ran(static_cast<size_t>(std::max(1, at::get_num_threads())), 0);
+  at::parallel_for(0, tasks, 1, [&](int64_t, int64_t) {
+    const int thread = at::get_thread_num();
+    if (thread >= 0 && static_cast<size_t>(thread) < ran.size()) {
+      ran[thread] = 1;
+    }
+  });
+  return std::count(ran.begin(), ran.end(), uint8_t{1});
+}
+
 template <typename T>
 int64_t run_nms(const at::Tensor& columns, double iou_threshold, int64_t* keep) {
   const int64_t num_boxes = columns.size(1);
@@ -457,6 +549,12 @@ TORCH_LIBRARY(sam2_fast, m) {
   m.def("masks_to_boxes(Tensor masks) -> Tensor");
   // indices of the kept boxes by decreasing score (ties in input order), as torchvision's nms
   m.def("box_nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
+  // bilinear upsampling (aten's, align_corners=False) + `> thresholds[0]` masks + per-mask
+  // pixel counts above each threshold; fused: aten's fused multiply-add rounding (upsample.h)
+  m.def(
+      "upsample_threshold(Tensor logits, int out_h, int out_w, float[] thresholds, bool fused)"
+      " -> (Tensor masks, Tensor counts)");
+  m.def("parallel_threads(int tasks) -> int");
 }
 
 TORCH_LIBRARY_IMPL(sam2_fast, CPU, m) {
@@ -466,6 +564,12 @@ TORCH_LIBRARY_IMPL(sam2_fast, CPU, m) {
   m.impl("rle_decode", &sam2_fast::rle_decode_cpu);
   m.impl("masks_to_boxes", &sam2_fast::masks_to_boxes_cpu);
   m.impl("box_nms", &sam2_fast::box_nms_cpu);
+  m.impl("upsample_threshold", &sam2_fast::upsample_threshold_cpu);
+}
+
+// no tensor argument: the op is called without dispatch keys
+TORCH_LIBRARY_IMPL(sam2_fast, CompositeExplicitAutograd, m) {
+  m.impl("parallel_threads", &sam2_fast::parallel_threads);
 }
 
 #ifdef SAM2_FAST_WITH_CUDA

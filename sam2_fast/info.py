@@ -109,10 +109,16 @@ def _format_extension(extension: dict[str, Any], torch_info: dict[str, Any]) -> 
     )
     if build["cuda"] and torch_info.get("cuda_available") is False:
         cuda += ": built, not runnable here (no CUDA device)"
+    threads = (
+        "torch's intra-op threads (OpenMP)"
+        if build.get("openmp")
+        else "one thread (built without OpenMP)"
+    )
     return [
         "extension  sam2_fast._C loaded",
         f"  built against torch {build['torch_version']}, {build['compiler']}, "
         f"{build['build_type']} [{build['cxx_flags']}]",
+        f"  C++ ops    on {threads}",
         f"  CUDA ops   {cuda}",
     ]
 

@@ -12,6 +12,9 @@ Backends of ``mask_postprocess``, in order of preference:
 
 * ``triton``: ``sam2_fast.kernels.mask_postprocess``, one tile of output pixels per program,
   per-mask counts added atomically (cuda; cpu under ``TRITON_INTERPRET=1``);
+* ``cpp``: cpu, ``torch.ops.sam2_fast.upsample_threshold`` (csrc/upsample.cpp): each output
+  row blended from two x-interpolated source rows and compared while in registers, masks in
+  parallel on torch's threads (bitwise the reference, see below; 4x ``chunked`` on 2 cores);
 * ``chunked``: cpu; the reference a few masks at a time through one reused float32 buffer
   (bitwise the reference, about half its time per core);
 * ``reference``: ``F.interpolate`` + threshold + sums, any device;
@@ -20,7 +23,13 @@ Backends of ``mask_postprocess``, in order of preference:
 Numerics: the ``triton`` kernel computes every pixel's value as aten's CPU
 ``upsample_bilinear2d`` does (same source taps and weights, and the same fused multiply-adds its
 compiler emits), so on a GPU its masks should be the reference's on the CPU; ``chunked`` runs
-aten's kernel itself. Under the Triton interpreter a fused multiply-add is two roundings, so a
+aten's kernel itself. ``cpp`` computes the same taps, weights and roundings in C++ (explicit
+fused multiply-adds, no other contraction); which rounding aten uses depends on the CPU (its
+AVX2 / AVX512 kernels fuse, a build without FMA would not), so the backend checks once per
+process which of its two roundings reproduces aten bitwise on the decoder's 256x256 logits and
+declines when neither does. Those logits then give aten's bits at every output size tried (40
+random sizes); some small inputs (e.g. 8x8 -> 32x32) take another loop in aten that rounds
+differently, and there ``cpp`` differs within the rounding band. Under the Triton interpreter a fused multiply-add is two roundings, so a
 pixel whose value is within float32 rounding of a threshold may differ; aten's CUDA kernel
 rounds differently too. The tests compare masks exactly outside that band.
 """
@@ -35,8 +44,9 @@ from typing import NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 
+from sam2_fast._ext import register_fake_on_load
 from sam2_fast.errors import InvalidInputError, InvalidTypeError
-from sam2_fast.ops._common import via_custom_op
+from sam2_fast.ops._common import extension_refusal, via_custom_op
 from sam2_fast.ops._dispatch import Op
 from sam2_fast.ops._triton import triton_refusal
 
@@ -221,6 +231,82 @@ def _mask_postprocess_triton(
 
 
 mask_postprocess_op.add_backend("triton", _mask_postprocess_triton, _supports_triton)
+
+
+# ---------------------------------------------------------------------------------------------
+# cpp backend (cpu)
+
+_ROUNDING_UNKNOWN = object()
+_aten_rounding: object = _ROUNDING_UNKNOWN  # True: fused multiply-adds, False: plain, None: other
+
+
+def _probe_aten_rounding() -> bool | None:
+    """Which rounding of ``upsample_threshold`` (``fused``) reproduces aten's CPU
+    ``upsample_bilinear2d`` here: thresholds placed exactly on reference values flip a pixel
+    when its value is one unit in the last place off. The two roundings differ on about a
+    third of the pixels of this probe (the decoder's 256x256 logits)."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 256, 256, generator=gen) * 4
+    size = (90, 160)
+    ref = F.interpolate(logits[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    picks = torch.randint(0, ref.numel(), (60,), generator=gen)
+    levels = ref.flatten()[picks].reshape(20, 3).tolist()
+    for fused in (True, False):
+        if all(
+            torch.equal(
+                torch.ops.sam2_fast.upsample_threshold(logits, *size, t, fused)[1],
+                torch.stack([(ref > v).sum((1, 2), dtype=torch.int32) for v in t], dim=1),
+            )
+            for t in levels
+        ):
+            return fused
+    return None
+
+
+def _cpp_rounding() -> bool | None:
+    global _aten_rounding
+    if _aten_rounding is _ROUNDING_UNKNOWN:
+        _aten_rounding = _probe_aten_rounding()
+    return _aten_rounding  # type: ignore[return-value]
+
+
+def _fake_upsample_threshold(
+    logits: torch.Tensor, out_h: int, out_w: int, thresholds: list[float], fused: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    masks = logits.new_empty((logits.shape[0], out_h, out_w), dtype=torch.bool)
+    return masks, logits.new_empty((logits.shape[0], len(thresholds)), dtype=torch.int32)
+
+
+register_fake_on_load("sam2_fast::upsample_threshold", _fake_upsample_threshold)
+
+
+def _supports_cpp(
+    logits: torch.Tensor, size: list[int], threshold: float, stability_offset: float | None
+) -> str | None:
+    reason = extension_refusal("cpu", logits=logits)
+    if reason is not None:
+        return reason
+    if not hasattr(torch.ops.sam2_fast, "upsample_threshold"):
+        return "the loaded extension predates upsample_threshold; rebuild it (pip install -e .)"
+    if _cpp_rounding() is None:
+        return (
+            "aten's upsample_bilinear2d rounds here neither with fused multiply-adds nor "
+            "without, so this backend's masks would not be the reference's bit for bit"
+        )
+    return None
+
+
+@mask_postprocess_op.register("cpp", _supports_cpp)
+def _mask_postprocess_cpp(
+    logits: torch.Tensor, size: list[int], threshold: float, stability_offset: float | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    b, c, h, w = logits.shape
+    source = logits.float().reshape(b * c, h, w)
+    thresholds = list(_thresholds(threshold, stability_offset))
+    masks, counts = torch.ops.sam2_fast.upsample_threshold(
+        source, size[0], size[1], thresholds, bool(_cpp_rounding())
+    )
+    return masks.reshape(b, c, *size), counts.reshape(b, c, len(thresholds))
 
 
 # ---------------------------------------------------------------------------------------------

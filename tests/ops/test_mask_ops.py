@@ -500,6 +500,22 @@ def test_box_nms_rejects_bad_arguments(
         box_nms(boxes, scores, threshold)
 
 
+def test_compiled_ops_run_on_torchs_threads(extension: ModuleType) -> None:
+    """at::parallel_for is inline: an extension compiled without OpenMP runs it serially under
+    torch's OpenMP backend (it did before build 2026-11-26, on every C++ op)."""
+    if torch.backends.openmp.is_available():
+        assert extension.build_info()["openmp"], "torch uses OpenMP but the extension was built without"
+    threads = torch.get_num_threads()
+    try:
+        for n in sorted({1, threads}):
+            torch.set_num_threads(n)
+            assert torch.ops.sam2_fast.parallel_threads(8) == min(n, 8)
+            assert torch.ops.sam2_fast.parallel_threads(1) == 1
+            assert torch.ops.sam2_fast.parallel_threads(0) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_compiled_ops_check_their_inputs(extension: ModuleType) -> None:
     """Called directly (torch.ops.sam2_fast.*), the C++ ops raise the same kinds of errors."""
     ops = torch.ops.sam2_fast

@@ -1,0 +1,197 @@
+// Bilinear upsampling fused with thresholding and counting (upsample.h), on CPU.
+//
+// Each output row is the y-blend of two x-interpolated source rows; consecutive output rows
+// share source rows, so the two x-interpolated rows are kept and recomputed only when the
+// taps move on. The values never leave registers: each is compared with the thresholds, the
+// first comparison written as the mask byte, and all of them counted.
+//
+// This file is compiled with -ffp-contract=off (CMakeLists.txt): the only fused multiply-adds
+// are the explicit std::fma calls, so both roundings are exact by construction. On x86-64 the
+// rows run in a copy compiled for AVX2 + FMA when the CPU has them (chosen at run time), in a
+// portable copy otherwise.
+#include "upsample.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+namespace sam2_fast {
+namespace {
+
+#if defined(__GNUC__)
+#define SAM2_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define SAM2_ALWAYS_INLINE inline
+#endif
+
+// a * wa + b * wb, rounded as aten's kernel rounds it (see upsample.h)
+template <bool Fused>
+SAM2_ALWAYS_INLINE float blend(float a, float wa, float b, float wb) {
+  if constexpr (Fused) {
+    return std::fma(a, wa, b * wb);
+  } else {
+    return a * wa + b * wb;
+  }
+}
+
+template <bool Fused>
+SAM2_ALWAYS_INLINE void interpolate_row(const float* source, const BilinearTaps& columns,
+                                        int64_t out_w, float* row) {
+  const int32_t* i0 = columns.i0.data();
+  const int32_t* i1 = columns.i1.data();
+  const float* w0 = columns.w0.data();
+  const float* w1 = columns.w1.data();
+  for (int64_t x = 0; x < out_w; ++x) {
+    row[x] = blend<Fused>(source[i0[x]], w0[x], source[i1[x]], w1[x]);
+  }
+}
+
+template <bool Fused, int K>
+SAM2_ALWAYS_INLINE void rows_impl(const float* logits, int64_t in_w, const BilinearTaps& rows,
+                                  const BilinearTaps& columns, int64_t y_begin, int64_t y_end,
+                                  const float* thresholds, uint8_t* mask, int64_t* counts) {
+  const int64_t out_w = static_cast<int64_t>(columns.i0.size());
+  std::vector<float> buffer(2 * static_cast<size_t>(out_w));
+  float* slots[2] = {buffer.data(), buffer.data() + out_w};
+  int64_t tags[2] = {-1, -1};  // source row held by each slot
+  // the x-interpolated source row `r`, computed into the slot that does not hold `keep`
+  const auto source_row = [&](int64_t r, int64_t keep) -> const float* {
+    for (int s = 0; s < 2; ++s) {
+      if (tags[s] == r) {
+        return slots[s];
+      }
+    }
+    const int s = tags[0] == keep ? 1 : 0;
+    interpolate_row<Fused>(logits + r * in_w, columns, out_w, slots[s]);
+    tags[s] = r;
+    return slots[s];
+  };
+  const float t0 = thresholds[0];
+  const float t1 = K > 1 ? thresholds[1] : 0.0f;
+  const float t2 = K > 2 ? thresholds[2] : 0.0f;
+  int64_t total[3] = {0, 0, 0};
+  for (int64_t y = y_begin; y < y_end; ++y) {
+    const int64_t r0 = rows.i0[y];
+    const int64_t r1 = rows.i1[y];
+    const float* above = source_row(r0, r1);
+    const float* below = source_row(r1, r0);
+    const float wy0 = rows.w0[y];
+    const float wy1 = rows.w1[y];
+    uint8_t* out = mask + y * out_w;
+    int32_t c0 = 0, c1 = 0, c2 = 0;
+    for (int64_t x = 0; x < out_w; ++x) {
+      const float value = blend<Fused>(above[x], wy0, below[x], wy1);
+      const int32_t fg = value > t0;
+      out[x] = static_cast<uint8_t>(fg);
+      c0 += fg;
+      if constexpr (K > 1) {
+        c1 += value > t1;
+      }
+      if constexpr (K > 2) {
+        c2 += value > t2;
+      }
+    }
+    total[0] += c0;
+    total[1] += c1;
+    total[2] += c2;
+  }
+  for (int k = 0; k < K; ++k) {
+    counts[k] += total[k];
+  }
+}
+
+template <bool Fused>
+SAM2_ALWAYS_INLINE void rows_any_k(const float* logits, int64_t in_w, const BilinearTaps& rows,
+                                   const BilinearTaps& columns, int64_t y_begin, int64_t y_end,
+                                   const float* thresholds, int num_thresholds, uint8_t* mask,
+                                   int64_t* counts) {
+  switch (num_thresholds) {
+    case 1:
+      return rows_impl<Fused, 1>(logits, in_w, rows, columns, y_begin, y_end, thresholds, mask,
+                                 counts);
+    case 2:
+      return rows_impl<Fused, 2>(logits, in_w, rows, columns, y_begin, y_end, thresholds, mask,
+                                 counts);
+    default:
+      return rows_impl<Fused, 3>(logits, in_w, rows, columns, y_begin, y_end, thresholds, mask,
+                                 counts);
+  }
+}
+
+void rows_portable(const float* logits, int64_t in_w, const BilinearTaps& rows,
+                   const BilinearTaps& columns, int64_t y_begin, int64_t y_end,
+                   const float* thresholds, int num_thresholds, bool fused, uint8_t* mask,
+                   int64_t* counts) {
+  if (fused) {
+    rows_any_k<true>(logits, in_w, rows, columns, y_begin, y_end, thresholds, num_thresholds,
+                     mask, counts);
+  } else {
+    rows_any_k<false>(logits, in_w, rows, columns, y_begin, y_end, thresholds, num_thresholds,
+                      mask, counts);
+  }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define SAM2_HAVE_AVX2_COPY 1
+__attribute__((target("avx2,fma"))) void rows_avx2(const float* logits, int64_t in_w,
+                                                   const BilinearTaps& rows,
+                                                   const BilinearTaps& columns, int64_t y_begin,
+                                                   int64_t y_end, const float* thresholds,
+                                                   int num_thresholds, bool fused,
+                                                   uint8_t* mask, int64_t* counts) {
+  if (fused) {
+    rows_any_k<true>(logits, in_w, rows, columns, y_begin, y_end, thresholds, num_thresholds,
+                     mask, counts);
+  } else {
+    rows_any_k<false>(logits, in_w, rows, columns, y_begin, y_end, thresholds, num_thresholds,
+                      mask, counts);
+  }
+}
+
+bool cpu_has_avx2_fma() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return has;
+}
+#endif
+
+}  // namespace
+
+BilinearTaps bilinear_taps(int64_t in_size, int64_t out_size, bool fused) {
+  BilinearTaps taps;
+  taps.i0.resize(out_size);
+  taps.i1.resize(out_size);
+  taps.w0.resize(out_size);
+  taps.w1.resize(out_size);
+  const float scale = static_cast<float>(in_size) / static_cast<float>(out_size);
+  for (int64_t d = 0; d < out_size; ++d) {
+    const float centre = static_cast<float>(d) + 0.5f;
+    float src = fused ? std::fma(scale, centre, -0.5f) : scale * centre - 0.5f;
+    src = std::max(src, 0.0f);
+    const int64_t i0 = std::min(static_cast<int64_t>(std::floor(src)), in_size - 1);
+    const float w1 = std::min(std::max(src - static_cast<float>(i0), 0.0f), 1.0f);
+    taps.i0[d] = static_cast<int32_t>(i0);
+    taps.i1[d] = static_cast<int32_t>(i0 + (i0 < in_size - 1 ? 1 : 0));
+    taps.w1[d] = w1;
+    taps.w0[d] = 1.0f - w1;
+  }
+  return taps;
+}
+
+void upsample_threshold_rows_cpu(const float* logits, int64_t in_w, const BilinearTaps& rows,
+                                 const BilinearTaps& columns, int64_t y_begin, int64_t y_end,
+                                 const float* thresholds, int num_thresholds, bool fused,
+                                 uint8_t* mask, int64_t* counts) {
+#ifdef SAM2_HAVE_AVX2_COPY
+  if (cpu_has_avx2_fma()) {
+    return rows_avx2(logits, in_w, rows, columns, y_begin, y_end, thresholds, num_thresholds,
+                     fused, mask, counts);
+  }
+#endif
+  rows_portable(logits, in_w, rows, columns, y_begin, y_end, thresholds, num_thresholds, fused,
+                mask, counts);
+}
+
+}  // namespace sam2_fast
