@@ -8,7 +8,8 @@ Same constructor arguments, output records and numbers as official
   (:meth:`~sam2_fast.modeling.mask_decoder.MaskDecoder.forward_shared_image`); masks are
   filtered by predicted IoU before they are upsampled, upsampled, thresholded and scored in one
   pass (:func:`sam2_fast.ops.upsample_masks`), and boxes, NMS and RLE run in C++
-  (:mod:`sam2_fast.ops.masks`), with no Python loop over full-size masks;
+  (:mod:`sam2_fast.ops.masks`), with no Python loop over full-size masks; only the masks that
+  survive a crop's box NMS are run-length encoded (official encodes every candidate first);
 * ``min_mask_region_area`` (hole and sprinkle removal on the low-res masks) works on every
   device; the official package silently skips it without its CUDA extension;
 * ``coco_rle`` output needs no pycocotools, and bad arguments raise clear errors.
@@ -85,11 +86,24 @@ def _check_grids(point_grids: Any, n_layers: int) -> List[np.ndarray]:
     return grids
 
 
-class _Masks:
-    """Masks of one crop (or the image) as tensors on the CPU plus their RLEs."""
+# Low-res logits kept per crop until its NMS decides which masks are encoded (256 KiB each in
+# float32: 3 072 candidates of points_per_side 32 take 768 MiB when none is filtered out); past
+# this many bytes the masks so far are encoded at once, as official encodes all of them.
+PENDING_LOGITS_BYTES = 1 << 30
 
-    def __init__(self, rles: List[Dict[str, Any]], **fields: torch.Tensor) -> None:
+
+class _Masks:
+    """Masks of one crop (or the image) as tensors on the CPU plus, per mask, its RLE or, while
+    the RLE is deferred, its low-res logits (``pending``)."""
+
+    def __init__(
+        self,
+        rles: List[Optional[Dict[str, Any]]],
+        pending: Optional[List[Optional[torch.Tensor]]] = None,
+        **fields: torch.Tensor,
+    ) -> None:
         self.rles = rles
+        self.pending = pending if pending is not None else [None] * len(rles)
         self.fields = fields
 
     def __len__(self) -> int:
@@ -98,18 +112,26 @@ class _Masks:
     def __getitem__(self, key: str) -> torch.Tensor:
         return self.fields[key]
 
+    @property
+    def pending_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.pending if t is not None)
+
     def filter(self, keep: torch.Tensor) -> "_Masks":
         """Masks selected (and ordered) by ``keep``: bool ``[N]`` or indices."""
         keep = keep.cpu()
-        index = keep.nonzero().flatten() if keep.dtype == torch.bool else keep
-        rles = [self.rles[i] for i in index.tolist()]
-        return _Masks(rles, **{k: v[index] for k, v in self.fields.items()})
+        index = (keep.nonzero().flatten() if keep.dtype == torch.bool else keep).tolist()
+        return _Masks(
+            [self.rles[i] for i in index],
+            [self.pending[i] for i in index],
+            **{k: v[index] for k, v in self.fields.items()},
+        )
 
     @staticmethod
     def cat(parts: Sequence["_Masks"]) -> "_Masks":
         rles = [r for p in parts for r in p.rles]
+        pending = [t for p in parts for t in p.pending]
         fields = {k: torch.cat([p.fields[k] for p in parts]) for k in parts[0].fields}
-        return _Masks(rles, **fields)
+        return _Masks(rles, pending, **fields)
 
 
 class SAM2AutomaticMaskGenerator:
@@ -309,18 +331,24 @@ class SAM2AutomaticMaskGenerator:
         )
         try:
             points_for_image = self.point_grids[layer_idx] * np.array(crop_hw)[None, ::-1]
-            parts = []
+            parts, pending_bytes = [], 0
             for start in range(0, len(points_for_image), self.points_per_batch):
                 points = points_for_image[start : start + self.points_per_batch]
                 parts.append(self._process_batch(points, crop_hw, crop_box, orig_size))
+                pending_bytes += parts[-1].pending_bytes
+                if pending_bytes > PENDING_LOGITS_BYTES:  # memory bound: encode what we have
+                    for part in parts:
+                        self._encode_pending(part, crop_hw, crop_box, orig_size)
+                    pending_bytes = 0
                 if bar is not None:
                     bar.update(len(points))
         finally:
             self.predictor.reset_predictor()
             self._shared_image = None
         data = _Masks.cat(parts)
-        # duplicates within the crop
+        # duplicates within the crop; only the masks that survive are encoded
         data = data.filter(box_nms(data["boxes"].float(), data["iou_preds"], self.box_nms_thresh))
+        self._encode_pending(data, crop_hw, crop_box, orig_size)
         # back to the image's frame
         offset = torch.tensor([[x0, y0, x0, y0]])
         data.fields["boxes"] = data["boxes"] + offset
@@ -365,7 +393,6 @@ class SAM2AutomaticMaskGenerator:
     ) -> _Masks:
         from sam2_fast.ops.mask_postprocess import upsample_masks
         from sam2_fast.ops.boxes import masks_to_boxes
-        from sam2_fast.ops.rle import masks_to_rle
 
         device = self.predictor.device
         transforms = self.predictor._transforms
@@ -393,26 +420,52 @@ class SAM2AutomaticMaskGenerator:
         logits = transforms._fill_holes_and_sprinkles(low_res[keep][:, None])
         up = upsample_masks(logits, crop_hw, self.mask_threshold, self.stability_score_offset)
         stability, areas, masks = up.stability[:, 0], up.areas[:, 0], up.masks[:, 0]
+        rows = torch.arange(logits.shape[0], device=logits.device)  # into logits
         if self.stability_score_thresh > 0.0:
             stable = stability >= self.stability_score_thresh
-            keep, stability, areas, masks = keep[stable], stability[stable], areas[stable], masks[stable]
+            keep, rows, stability, areas, masks = (
+                keep[stable], rows[stable], stability[stable], areas[stable], masks[stable]
+            )
         boxes = masks_to_boxes(masks)
         near_edge = is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_size[1], orig_size[0]])
         if near_edge.any():
             inside = ~near_edge
-            keep, stability, areas, masks, boxes = (
-                keep[inside], stability[inside], areas[inside], masks[inside], boxes[inside]
+            keep, rows, stability, areas, boxes = (
+                keep[inside], rows[inside], stability[inside], areas[inside], boxes[inside]
             )
-        x0, y0, x1, y1 = crop_box
-        if (x0, y0, x1, y1) != (0, 0, orig_size[1], orig_size[0]):  # back into the image
-            masks = F.pad(masks, (x0, orig_size[1] - x1, y0, orig_size[0] - y1), value=False)
-        rles = masks_to_rle(masks, compressed=self.output_mode == "coco_rle")
+        # The RLEs wait for the crop's NMS, which most masks do not survive: a mask is a
+        # deterministic function of its low-res logits, upsampled again then (_encode_pending).
+        kept_logits = logits[rows, 0]
         return _Masks(
-            rles,
+            [None] * kept_logits.shape[0],
+            list(kept_logits.unbind(0)),
             iou_preds=iou_preds[keep].float().cpu(),
             stability_score=stability.float().cpu(),
             areas=areas.cpu(),
             boxes=boxes.cpu(),
             points=points_t[keep].cpu(),
-            crop_boxes=torch.tensor([crop_box], dtype=torch.int64).expand(len(rles), 4),
+            crop_boxes=torch.tensor([crop_box], dtype=torch.int64).expand(kept_logits.shape[0], 4),
         )
+
+    def _encode_pending(
+        self, data: _Masks, crop_hw: Tuple[int, int], crop_box: List[int], orig_size: Tuple[int, int]
+    ) -> None:
+        """Replace the deferred masks of ``data`` (low-res logits) by their RLEs, in place:
+        upsampled and thresholded exactly as in :meth:`_process_batch`, put back into the
+        image and encoded."""
+        from sam2_fast.ops.mask_postprocess import upsample_masks
+        from sam2_fast.ops.rle import masks_to_rle
+
+        rows = [i for i, t in enumerate(data.pending) if t is not None]
+        if not rows:
+            return
+        for start in range(0, len(rows), self.points_per_batch):
+            chunk = rows[start : start + self.points_per_batch]
+            logits = torch.stack([data.pending[i] for i in chunk])[:, None]
+            masks = upsample_masks(logits, crop_hw, self.mask_threshold).masks[:, 0]
+            x0, y0, x1, y1 = crop_box
+            if (x0, y0, x1, y1) != (0, 0, orig_size[1], orig_size[0]):  # back into the image
+                masks = F.pad(masks, (x0, orig_size[1] - x1, y0, orig_size[0] - y1), value=False)
+            for i, rle in zip(chunk, masks_to_rle(masks, compressed=self.output_mode == "coco_rle")):
+                data.rles[i] = rle
+                data.pending[i] = None

@@ -175,3 +175,33 @@ def test_bad_model_and_image(model):
                                     dict(pred_iou_thresh=0.999, crop_n_layers=1)])
 def test_no_mask_passing_the_filters_gives_an_empty_list(model, image, mode, kwargs):
     assert SAM2AutomaticMaskGenerator(model, points_per_side=3, output_mode=mode, **kwargs).generate(image) == []
+
+
+@pytest.mark.parametrize("mode", ["binary_mask", "coco_rle"])
+def test_deferred_encoding_equals_encoding_every_candidate(model, image, monkeypatch, mode):
+    """Masks are encoded after the crop's NMS; past PENDING_LOGITS_BYTES of waiting low-res
+    logits they are encoded at once. Both give the same records (crops included)."""
+    import sam2_fast.automatic_mask_generator as amg_module
+
+    kwargs = dict(points_per_side=6, points_per_batch=8, crop_n_layers=1, output_mode=mode, **LOOSE)
+    deferred = SAM2AutomaticMaskGenerator(model, **kwargs).generate(image)
+    encoded = []
+    original = SAM2AutomaticMaskGenerator._encode_pending
+
+    def counting(self, data, *args):
+        encoded.append(sum(t is not None for t in data.pending))
+        return original(self, data, *args)
+
+    monkeypatch.setattr(SAM2AutomaticMaskGenerator, "_encode_pending", counting)
+    monkeypatch.setattr(amg_module, "PENDING_LOGITS_BYTES", 0)  # encode after every batch
+    eager = SAM2AutomaticMaskGenerator(model, **kwargs).generate(image)
+    assert len(deferred) == len(eager) > 0
+    assert max(encoded) <= kwargs["points_per_batch"] * 3 and encoded.count(0) >= 1
+    for a, b in zip(deferred, eager):
+        if mode == "binary_mask":
+            np.testing.assert_array_equal(a["segmentation"], b["segmentation"])
+        else:
+            assert a["segmentation"] == b["segmentation"]
+        assert {k: v for k, v in a.items() if k != "segmentation"} == {
+            k: v for k, v in b.items() if k != "segmentation"
+        }
