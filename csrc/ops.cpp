@@ -5,11 +5,17 @@
 // builds quick.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/addcmul.h>
+#include <ATen/ops/addmm.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/cumsum.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/gelu.h>
+#include <ATen/ops/layer_norm.h>
+#include <ATen/ops/mm.h>
 #include <ATen/ops/sort.h>
 #include <ATen/ops/zeros.h>
+#include <c10/core/GradMode.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
@@ -26,6 +32,7 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "boxes.h"
@@ -499,6 +506,85 @@ int64_t parallel_threads(int64_t tasks) {
   return std::count(ran.begin(), ran.end(), uint8_t{1});
 }
 
+// ---------------------------------------------------------------------------------------------
+// upscale_masks: the mask decoder's upscaler and hypernetwork product for prompts that share
+// an image (modeling/shared_image_decoder.py, _upscale_masks), per image token f:
+//   y[f]   = base[f] + sum_k left[i, k, f] * right[i, k] + sum_j scales[i, j, f] * shared[j, f]
+//            ([4 * c1]: the first 2x2 transposed convolution's four output pixels)
+//   z      = gelu(layer_norm(y as [4, c1]))  @ w2 + bias2[4f .. 4f + 3]   ([4, 4 * c2])
+//   out[i, 16 f + p, :] = gelu(z as [16, c2]) @ hyper[i].T                 ([16, m])
+// One task per (prompt, tile of image tokens): its intermediates stay in the core's cache and
+// every ATen call in it runs on that thread (ATen does not nest parallel regions).
+
+at::Tensor upscale_masks_cpu(const at::Tensor& base, const at::Tensor& left,
+                             const at::Tensor& right, const at::Tensor& shared,
+                             const at::Tensor& scales, const at::Tensor& ln_weight,
+                             const at::Tensor& ln_bias, double eps, const at::Tensor& w2,
+                             const at::Tensor& bias2, const at::Tensor& hyper, int64_t tile) {
+  const char* op = "upscale_masks";
+  for (const auto& [name, t] :
+       {std::pair<const char*, const at::Tensor&>{"base", base}, {"left", left},
+        {"right", right}, {"shared", shared}, {"scales", scales}, {"ln_weight", ln_weight},
+        {"ln_bias", ln_bias}, {"w2", w2}, {"bias2", bias2}, {"hyper", hyper}}) {
+    SAM2_CHECK_TYPE(t.scalar_type() == at::kFloat, op, ": ", name, " must be float32, got ",
+                     t.scalar_type());
+  }
+  SAM2_CHECK_VALUE(base.dim() == 2 && hyper.dim() == 3 && left.dim() == 3 && right.dim() == 3 &&
+                        shared.dim() == 3 && scales.dim() == 3 && w2.dim() == 2 &&
+                        bias2.dim() == 2,
+                    op, ": expected base [F, 4*c1], left [n, K, F], right [n, K, 4*c1], shared "
+                    "[J, F, 4*c1], scales [n, J, F], w2 [c1, 4*c2], bias2 [4F, 4*c2], hyper "
+                    "[n, m, c2]");
+  const int64_t num_f = base.size(0);
+  const int64_t c1 = ln_weight.numel();
+  const int64_t n = hyper.size(0);
+  const int64_t m = hyper.size(1);
+  const int64_t c2 = hyper.size(2);
+  const int64_t k = left.size(1);
+  const int64_t j = shared.size(0);
+  SAM2_CHECK_VALUE(base.size(1) == 4 * c1 && ln_bias.numel() == c1 && left.size(0) == n &&
+                        left.size(2) == num_f && right.size(0) == n && right.size(1) == k &&
+                        right.size(2) == 4 * c1 && shared.size(1) == num_f &&
+                        shared.size(2) == 4 * c1 && scales.size(0) == n &&
+                        scales.size(1) == j && scales.size(2) == num_f && w2.size(0) == c1 &&
+                        w2.size(1) == 4 * c2 && bias2.size(0) == 4 * num_f &&
+                        bias2.size(1) == 4 * c2,
+                    op, ": inconsistent shapes: base ", base.sizes(), ", left ", left.sizes(),
+                    ", right ", right.sizes(), ", shared ", shared.sizes(), ", scales ",
+                    scales.sizes(), ", ln ", ln_weight.sizes(), ", w2 ", w2.sizes(), ", bias2 ",
+                    bias2.sizes(), ", hyper ", hyper.sizes());
+  SAM2_CHECK_VALUE(tile > 0, op, ": tile must be > 0, got ", tile);
+  at::Tensor out = at::empty({n, num_f * 16, m}, base.options());
+  if (n == 0 || num_f == 0) {
+    return out;
+  }
+  const int64_t tiles = (num_f + tile - 1) / tile;
+  const at::Tensor hyper_t = hyper.transpose(1, 2);  // [n, c2, m]
+  at::parallel_for(0, n * tiles, 1, [&](int64_t begin, int64_t end) {
+    // grad mode is thread-local and on by default in torch's worker threads: the op computes
+    // values only (its schema has no autograd formula)
+    const c10::AutoGradMode no_grad(false);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t i = task / tiles;
+      const int64_t r0 = (task % tiles) * tile;
+      const int64_t r1 = std::min(num_f, r0 + tile);
+      at::Tensor y = k > 0 ? at::addmm(base.slice(0, r0, r1), left[i].slice(1, r0, r1).t(),
+                                       right[i])
+                           : base.slice(0, r0, r1).clone();
+      for (int64_t s = 0; s < j; ++s) {
+        y.addcmul_(scales[i][s].slice(0, r0, r1).unsqueeze(1), shared[s].slice(0, r0, r1));
+      }
+      y = at::layer_norm(y.view({-1, c1}), {c1}, ln_weight, ln_bias, eps);
+      y = at::gelu_(y);
+      y = at::addmm(bias2.slice(0, 4 * r0, 4 * r1), y, w2);
+      y = at::gelu_(y);
+      at::Tensor dest = out[i].slice(0, 16 * r0, 16 * r1);
+      at::mm_out(dest, y.view({-1, c2}), hyper_t[i]);
+    }
+  });
+  return out;
+}
+
 template <typename T>
 int64_t run_nms(const at::Tensor& columns, double iou_threshold, int64_t* keep) {
   const int64_t num_boxes = columns.size(1);
@@ -555,6 +641,11 @@ TORCH_LIBRARY(sam2_fast, m) {
       "upsample_threshold(Tensor logits, int out_h, int out_w, float[] thresholds, bool fused)"
       " -> (Tensor masks, Tensor counts)");
   m.def("parallel_threads(int tasks) -> int");
+  // the mask decoder's upscaler for prompts sharing an image (upscale_masks_cpu in ops.cpp)
+  m.def(
+      "upscale_masks(Tensor base, Tensor left, Tensor right, Tensor shared, Tensor scales, "
+      "Tensor ln_weight, Tensor ln_bias, float eps, Tensor w2, Tensor bias2, Tensor hyper, "
+      "int tile) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(sam2_fast, CPU, m) {
@@ -565,6 +656,7 @@ TORCH_LIBRARY_IMPL(sam2_fast, CPU, m) {
   m.impl("masks_to_boxes", &sam2_fast::masks_to_boxes_cpu);
   m.impl("box_nms", &sam2_fast::box_nms_cpu);
   m.impl("upsample_threshold", &sam2_fast::upsample_threshold_cpu);
+  m.impl("upscale_masks", &sam2_fast::upscale_masks_cpu);
 }
 
 // no tensor argument: the op is called without dispatch keys

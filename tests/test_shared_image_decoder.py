@@ -107,3 +107,45 @@ def test_prepare_shared_image_rejects_a_batch_of_images(model):
         decoder.prepare_shared_image(image.expand(2, -1, -1, -1), pe, dense, high_res)
     with pytest.raises(ValueError, match="high_res_features"):
         decoder.prepare_shared_image(image, pe, dense, None)
+
+
+@pytest.mark.parametrize("kind,n", [("click", 5), ("box", 2)])
+def test_compiled_upscaler_equals_the_python_loop(model, monkeypatch, kind, n, extension):
+    """torch.ops.sam2_fast.upscale_masks (C++, (prompt, tile) tasks on torch's threads) and
+    the per-prompt Python loop it replaces give the same masks to float32 rounding, also with
+    a tile that does not divide the 64x64 image tokens."""
+    image, pe, sparse, dense, high_res = _inputs(model, n, kind, seed=21)
+    decoder = model.sam_mask_decoder
+    calls = []
+    real = shared_image_decoder._upscale_compiled
+
+    def counted(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(shared_image_decoder, "_upscale_compiled", counted)
+    with torch.no_grad():
+        shared = decoder.prepare_shared_image(image, pe, dense[:1], high_res)
+        monkeypatch.setattr(shared_image_decoder, "UPSCALE_TILE", 700)
+        compiled = decoder.forward_shared_image(shared, sparse, True)[0]
+        assert calls, "the compiled upscaler did not run"
+        monkeypatch.setattr(shared_image_decoder, "_compiled_upscaler", lambda hyper: False)
+        loop = decoder.forward_shared_image(shared, sparse, True)[0]
+    torch.testing.assert_close(compiled, loop, rtol=1e-5, atol=1e-5 * loop.abs().max().item())
+
+
+def test_compiled_upscaler_checks_its_inputs(extension):
+    f = torch.zeros(4, 8)
+    args = dict(
+        base=f, left=torch.zeros(1, 0, 4), right=torch.zeros(1, 0, 8), shared=torch.zeros(0, 4, 8),
+        scales=torch.zeros(1, 0, 4), ln_weight=torch.ones(2), ln_bias=torch.zeros(2), eps=1e-6,
+        w2=torch.zeros(2, 12), bias2=torch.zeros(16, 12), hyper=torch.zeros(1, 4, 3), tile=2,
+    )
+    out = torch.ops.sam2_fast.upscale_masks(*args.values())
+    assert out.shape == (1, 64, 4) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match=r"upscale_masks: inconsistent shapes: base \[4, 8\]"):
+        torch.ops.sam2_fast.upscale_masks(*(args | dict(bias2=torch.zeros(15, 12))).values())
+    with pytest.raises(TypeError, match="upscale_masks: w2 must be float32, got Double"):
+        torch.ops.sam2_fast.upscale_masks(*(args | dict(w2=torch.zeros(2, 12, dtype=torch.float64))).values())
+    with pytest.raises(ValueError, match="upscale_masks: tile must be > 0, got 0"):
+        torch.ops.sam2_fast.upscale_masks(*(args | dict(tile=0)).values())
