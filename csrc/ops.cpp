@@ -4,6 +4,7 @@
 // pointers (connected_components.cpp, rle.cpp, boxes.cpp and their cuda/*.cu), which keeps
 // builds quick.
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addcmul.h>
 #include <ATen/ops/addmm.h>
@@ -560,9 +561,11 @@ at::Tensor upscale_masks_cpu(const at::Tensor& base, const at::Tensor& left,
   }
   const int64_t tiles = (num_f + tile - 1) / tile;
   const at::Tensor hyper_t = hyper.transpose(1, 2);  // [n, c2, m]
+  // the workers take the caller's thread-local state (inference mode: `out` and the inputs may
+  // be inference tensors), with grad mode off: the op computes values only
+  const at::ThreadLocalState caller_state;
   at::parallel_for(0, n * tiles, 1, [&](int64_t begin, int64_t end) {
-    // grad mode is thread-local and on by default in torch's worker threads: the op computes
-    // values only (its schema has no autograd formula)
+    const at::ThreadLocalStateGuard state_guard(caller_state);
     const c10::AutoGradMode no_grad(false);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t i = task / tiles;

@@ -149,3 +149,17 @@ def test_compiled_upscaler_checks_its_inputs(extension):
         torch.ops.sam2_fast.upscale_masks(*(args | dict(w2=torch.zeros(2, 12, dtype=torch.float64))).values())
     with pytest.raises(ValueError, match="upscale_masks: tile must be > 0, got 0"):
         torch.ops.sam2_fast.upscale_masks(*(args | dict(tile=0)).values())
+
+
+def test_compiled_upscaler_under_inference_mode(model, monkeypatch, extension):
+    """The predictors run under torch.inference_mode: the op's worker threads take the
+    caller's mode (writing an inference tensor from a thread outside it is an error)."""
+    image, pe, sparse, dense, high_res = _inputs(model, 3, "click", seed=22)
+    decoder = model.sam_mask_decoder
+    with torch.inference_mode():
+        shared = decoder.prepare_shared_image(image, pe, dense[:1], high_res)
+        masks = decoder.forward_shared_image(shared, sparse, True)[0]
+    with torch.no_grad():
+        shared = decoder.prepare_shared_image(image, pe, dense[:1], high_res)
+        expected = decoder.forward_shared_image(shared, sparse, True)[0]
+    assert torch.equal(masks, expected)
