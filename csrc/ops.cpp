@@ -513,7 +513,9 @@ int64_t parallel_threads(int64_t tasks) {
 //   y[f]   = base[f] + sum_k left[i, k, f] * right[i, k] + sum_j scales[i, j, f] * shared[j, f]
 //            ([4 * c1]: the first 2x2 transposed convolution's four output pixels)
 //   z      = gelu(layer_norm(y as [4, c1]))  @ w2 + bias2[4f .. 4f + 3]   ([4, 4 * c2])
-//   out[i, 16 f + p, :] = gelu(z as [16, c2]) @ hyper[i].T                 ([16, m])
+//   r      = gelu(z as [16, c2]) @ hyper[i].T                             ([16, m])
+// and r[8 a + 4 b + 2 a2 + b2, k] is mask k's pixel (4 y + 2 a + a2, 4 x + 2 b + b2) of image
+// token f = y * width + x: out [n, m, 4 height, 4 width], the decoder's mask logits.
 // One task per (prompt, tile of image tokens): its intermediates stay in the core's cache and
 // every ATen call in it runs on that thread (ATen does not nest parallel regions).
 
@@ -521,7 +523,8 @@ at::Tensor upscale_masks_cpu(const at::Tensor& base, const at::Tensor& left,
                              const at::Tensor& right, const at::Tensor& shared,
                              const at::Tensor& scales, const at::Tensor& ln_weight,
                              const at::Tensor& ln_bias, double eps, const at::Tensor& w2,
-                             const at::Tensor& bias2, const at::Tensor& hyper, int64_t tile) {
+                             const at::Tensor& bias2, const at::Tensor& hyper, int64_t height,
+                             int64_t tile) {
   const char* op = "upscale_masks";
   for (const auto& [name, t] :
        {std::pair<const char*, const at::Tensor&>{"base", base}, {"left", left},
@@ -555,10 +558,16 @@ at::Tensor upscale_masks_cpu(const at::Tensor& base, const at::Tensor& left,
                     scales.sizes(), ", ln ", ln_weight.sizes(), ", w2 ", w2.sizes(), ", bias2 ",
                     bias2.sizes(), ", hyper ", hyper.sizes());
   SAM2_CHECK_VALUE(tile > 0, op, ": tile must be > 0, got ", tile);
-  at::Tensor out = at::empty({n, num_f * 16, m}, base.options());
+  SAM2_CHECK_VALUE(height > 0 && num_f % height == 0, op, ": height must be > 0 and divide the ",
+                    num_f, " image tokens, got ", height);
+  const int64_t width = num_f / height;
+  at::Tensor out = at::empty({n, m, 4 * height, 4 * width}, base.options());
   if (n == 0 || num_f == 0) {
     return out;
   }
+  float* out_data = out.mutable_data_ptr<float>();
+  const int64_t out_w = 4 * width;
+  const int64_t plane = 16 * num_f;  // pixels of one mask
   const int64_t tiles = (num_f + tile - 1) / tile;
   const at::Tensor hyper_t = hyper.transpose(1, 2);  // [n, c2, m]
   // the workers take the caller's thread-local state (inference mode: `out` and the inputs may
@@ -581,8 +590,25 @@ at::Tensor upscale_masks_cpu(const at::Tensor& base, const at::Tensor& left,
       y = at::gelu_(y);
       y = at::addmm(bias2.slice(0, 4 * r0, 4 * r1), y, w2);
       y = at::gelu_(y);
-      at::Tensor dest = out[i].slice(0, 16 * r0, 16 * r1);
-      at::mm_out(dest, y.view({-1, c2}), hyper_t[i]);
+      const at::Tensor r = at::mm(y.view({-1, c2}), hyper_t[i]);  // [16 * tokens, m]
+      const float* rd = r.const_data_ptr<float>();
+      for (int64_t f = r0; f < r1; ++f) {
+        const int64_t top = 4 * (f / width) * out_w + 4 * (f % width);  // pixel (4 y, 4 x)
+        const float* rf = rd + (f - r0) * 16 * m;
+        for (int64_t k = 0; k < m; ++k) {
+          float* o = out_data + (i * m + k) * plane + top;
+          for (int a = 0; a < 2; ++a) {
+            for (int a2 = 0; a2 < 2; ++a2) {
+              float* row = o + (2 * a + a2) * out_w;
+              const int64_t sub = 8 * a + 2 * a2;
+              row[0] = rf[(sub + 0) * m + k];
+              row[1] = rf[(sub + 1) * m + k];
+              row[2] = rf[(sub + 4) * m + k];
+              row[3] = rf[(sub + 5) * m + k];
+            }
+          }
+        }
+      }
     }
   });
   return out;
@@ -648,7 +674,7 @@ TORCH_LIBRARY(sam2_fast, m) {
   m.def(
       "upscale_masks(Tensor base, Tensor left, Tensor right, Tensor shared, Tensor scales, "
       "Tensor ln_weight, Tensor ln_bias, float eps, Tensor w2, Tensor bias2, Tensor hyper, "
-      "int tile) -> Tensor");
+      "int height, int tile) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(sam2_fast, CPU, m) {

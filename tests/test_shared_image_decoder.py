@@ -139,10 +139,13 @@ def test_compiled_upscaler_checks_its_inputs(extension):
     args = dict(
         base=f, left=torch.zeros(1, 0, 4), right=torch.zeros(1, 0, 8), shared=torch.zeros(0, 4, 8),
         scales=torch.zeros(1, 0, 4), ln_weight=torch.ones(2), ln_bias=torch.zeros(2), eps=1e-6,
-        w2=torch.zeros(2, 12), bias2=torch.zeros(16, 12), hyper=torch.zeros(1, 4, 3), tile=2,
+        w2=torch.zeros(2, 12), bias2=torch.zeros(16, 12), hyper=torch.zeros(1, 4, 3), height=2,
+        tile=3,
     )
     out = torch.ops.sam2_fast.upscale_masks(*args.values())
-    assert out.shape == (1, 64, 4) and torch.isfinite(out).all()
+    assert out.shape == (1, 4, 8, 8) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="upscale_masks: height must be > 0 and divide the 4"):
+        torch.ops.sam2_fast.upscale_masks(*(args | dict(height=3)).values())
     with pytest.raises(ValueError, match=r"upscale_masks: inconsistent shapes: base \[4, 8\]"):
         torch.ops.sam2_fast.upscale_masks(*(args | dict(bias2=torch.zeros(15, 12))).values())
     with pytest.raises(TypeError, match="upscale_masks: w2 must be float32, got Double"):

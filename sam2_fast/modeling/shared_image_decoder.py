@@ -422,25 +422,24 @@ def _upscale_masks(
             right.append((t.c if t.c.shape[0] == 1 else t.c[rows]).expand(n, -1)[:, None, :])
     left_t = torch.cat(left, dim=1)  # [n, K, F]
     right_t = torch.cat(right, dim=1)  # [n, K, 4 * c1]
-    if exact_gelu and _compiled_upscaler(hyper_in):
-        out = _upscale_compiled(bias1, left_t, right_t, scaled_shared, ln1, w2, bias2, hyper_in[rows])
-    else:
-        out = hyper_in.new_empty(n, num_f * 16, m)
-        for i in range(n):
-            hyper_t = hyper_in[rows[i]].t()
-            for r0 in range(0, num_f, UPSCALE_TILE):
-                r1 = min(num_f, r0 + UPSCALE_TILE)
-                y = torch.addmm(bias1[r0:r1], left_t[i, :, r0:r1].t(), right_t[i])  # [tile, 4 * c1]
-                for t in scaled_shared:
-                    if t.d is None:
-                        y.add_(t.s[r0:r1])
-                    else:
-                        y.addcmul_(t.d[i, r0:r1, None], t.s[r0:r1])
-                y = F.layer_norm(y.view(-1, c1), (c1,), ln1.weight, ln1.bias, ln1.eps)
-                y = torch.ops.aten.gelu_(y) if exact_gelu else act1(y)
-                y = torch.addmm(bias2[4 * r0 : 4 * r1], y, w2)  # [tile * 4, 4 * c2]
-                y = torch.ops.aten.gelu_(y) if exact_gelu else act2(y)
-                torch.mm(y.view(-1, c2), hyper_t, out=out[i, 16 * r0 : 16 * r1])
+    if exact_gelu and _compiled_upscaler(hyper_in):  # [n, m, 4h, 4w] at once
+        return _upscale_compiled(bias1, left_t, right_t, scaled_shared, ln1, w2, bias2, hyper_in[rows], h)
+    out = hyper_in.new_empty(n, num_f * 16, m)
+    for i in range(n):
+        hyper_t = hyper_in[rows[i]].t()
+        for r0 in range(0, num_f, UPSCALE_TILE):
+            r1 = min(num_f, r0 + UPSCALE_TILE)
+            y = torch.addmm(bias1[r0:r1], left_t[i, :, r0:r1].t(), right_t[i])  # [tile, 4 * c1]
+            for t in scaled_shared:
+                if t.d is None:
+                    y.add_(t.s[r0:r1])
+                else:
+                    y.addcmul_(t.d[i, r0:r1, None], t.s[r0:r1])
+            y = F.layer_norm(y.view(-1, c1), (c1,), ln1.weight, ln1.bias, ln1.eps)
+            y = torch.ops.aten.gelu_(y) if exact_gelu else act1(y)
+            y = torch.addmm(bias2[4 * r0 : 4 * r1], y, w2)  # [tile * 4, 4 * c2]
+            y = torch.ops.aten.gelu_(y) if exact_gelu else act2(y)
+            torch.mm(y.view(-1, c2), hyper_t, out=out[i, 16 * r0 : 16 * r1])
     # pixel (y, x, i, j, i2, j2) -> (4y + 2i + i2, 4x + 2j + j2)
     out = out.view(n, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)
     return out.reshape(n, m, 4 * h, 4 * w)
@@ -458,10 +457,10 @@ def _compiled_upscaler(hyper_in: Tensor) -> bool:
 
 def _upscale_compiled(
     bias1: Tensor, left: Tensor, right: Tensor, scaled_shared: List[Shared], ln1: nn.LayerNorm,
-    w2: Tensor, bias2: Tensor, hyper: Tensor
+    w2: Tensor, bias2: Tensor, hyper: Tensor, height: int
 ) -> Tensor:
     """The per-prompt loop of :func:`_upscale_masks` in one C++ call, (prompt, tile) tasks in
-    parallel: ``[n, 16 F, M]``."""
+    parallel, each writing its pixels of the mask logits ``[n, M, 4h, 4w]``."""
     base = bias1
     fixed = [t.s for t in scaled_shared if t.d is None]
     if fixed:
@@ -474,7 +473,7 @@ def _upscale_compiled(
     return torch.ops.sam2_fast.upscale_masks(
         base.contiguous(), left.contiguous(), right.contiguous(), shared.contiguous(),
         scales.contiguous(), ln1.weight, ln1.bias, ln1.eps, w2.contiguous(), bias2,
-        hyper.contiguous(), UPSCALE_TILE,
+        hyper.contiguous(), height, UPSCALE_TILE,
     )
 
 
