@@ -434,6 +434,9 @@ std::tuple<at::Tensor, at::Tensor> upsample_threshold_cpu(const at::Tensor& logi
   SAM2_CHECK_VALUE(out_h > 0 && out_w > 0,
                     "upsample_threshold: out_h and out_w must be > 0, got ", out_h, " and ",
                     out_w);
+  SAM2_CHECK_VALUE(out_h * out_w <= std::numeric_limits<int32_t>::max(),
+                    "upsample_threshold: out_h * out_w must fit the int32 counts, got ", out_h,
+                    " x ", out_w);
   SAM2_CHECK_VALUE(logits.size(1) < std::numeric_limits<int32_t>::max() &&
                         logits.size(2) < std::numeric_limits<int32_t>::max(),
                     "upsample_threshold: h and w must fit in int32, got logits ",

@@ -78,13 +78,13 @@ def _run(benchmark, backend: str, shape: Shape) -> None:
     assert masks.shape == (1, shape.masks, *shape.size)
 
 
-@pytest.mark.parametrize("backend", ["triton", "chunked", "reference", "compiled"])
+@pytest.mark.parametrize("backend", ["triton", "cpp", "chunked", "reference", "compiled"])
 @pytest.mark.benchmark(group=_group(PREDICT))
 def test_predict(benchmark, backend: str) -> None:
     _run(benchmark, backend, PREDICT)
 
 
-@pytest.mark.parametrize("backend", ["triton", "chunked", "reference", "compiled"])
+@pytest.mark.parametrize("backend", ["triton", "cpp", "chunked", "reference", "compiled"])
 @pytest.mark.benchmark(group=_group(AMG_BATCH))
 def test_amg_batch(benchmark, backend: str) -> None:
     _run(benchmark, backend, AMG_BATCH)

@@ -286,6 +286,8 @@ def _supports_cpp(
     reason = extension_refusal("cpu", logits=logits)
     if reason is not None:
         return reason
+    if size[0] * size[1] > torch.iinfo(torch.int32).max:
+        return "a mask has more than 2**31 - 1 pixels (the op counts them in int32)"
     if not hasattr(torch.ops.sam2_fast, "upsample_threshold"):
         return "the loaded extension predates upsample_threshold; rebuild it (pip install -e .)"
     if _cpp_rounding() is None:

@@ -427,6 +427,10 @@ def test_cpp_op_checks_its_inputs(extension):
         op(torch.zeros(1, 4, 4), 0, 8, [0.0], True)
     with pytest.raises(ValueError, match="thresholds must hold 1 to 3 values, got 4"):
         op(torch.zeros(1, 4, 4), 8, 8, [0.0] * 4, True)
+    with pytest.raises(ValueError, match="out_h \\* out_w must fit the int32 counts, got 65536 x 65536"):
+        op(torch.zeros(1, 4, 4), 65536, 65536, [0.0], True)
+    verdict = get_op(OP).explain(torch.zeros(1, 1, 4, 4), [65536, 65536], 0.0, None)["cpp"]
+    assert "more than 2**31 - 1 pixels" in verdict
 
 
 def test_torch_compile_traces_through_the_op():
