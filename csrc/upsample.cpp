@@ -8,12 +8,21 @@
 // This file is compiled with -ffp-contract=off (CMakeLists.txt): the only fused multiply-adds
 // are the explicit std::fma calls, so both roundings are exact by construction. On x86-64 the
 // rows run in a copy compiled for AVX2 + FMA when the CPU has them (chosen at run time), in a
-// portable copy otherwise.
+// portable copy otherwise (the AVX2 copy in intrinsics: gathers for the x taps, 8 pixels per
+// step, comparison bits spread into mask bytes through a table).
 #include "upsample.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string_view>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace sam2_fast {
 namespace {
@@ -133,23 +142,169 @@ void rows_portable(const float* logits, int64_t in_w, const BilinearTaps& rows,
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define SAM2_HAVE_AVX2_COPY 1
-__attribute__((target("avx2,fma"))) void rows_avx2(const float* logits, int64_t in_w,
-                                                   const BilinearTaps& rows,
-                                                   const BilinearTaps& columns, int64_t y_begin,
-                                                   int64_t y_end, const float* thresholds,
-                                                   int num_thresholds, bool fused,
-                                                   uint8_t* mask, int64_t* counts) {
-  if (fused) {
-    rows_any_k<true>(logits, in_w, rows, columns, y_begin, y_end, thresholds, num_thresholds,
-                     mask, counts);
+
+// byte i of kSpread[bits] is bit i of bits: 8 comparison results as 8 mask bytes (0 / 1)
+constexpr auto kSpread = [] {
+  std::array<uint64_t, 256> table{};
+  for (uint64_t bits = 0; bits < 256; ++bits) {
+    for (int i = 0; i < 8; ++i) {
+      table[bits] |= ((bits >> i) & 1) << (8 * i);
+    }
+  }
+  return table;
+}();
+
+// blend() on 8 lanes, with the same roundings
+template <bool Fused>
+__attribute__((target("avx2,fma"), always_inline)) inline __m256 blend8(__m256 a, __m256 wa,
+                                                                        __m256 b, __m256 wb) {
+  if constexpr (Fused) {
+    return _mm256_fmadd_ps(a, wa, _mm256_mul_ps(b, wb));
   } else {
-    rows_any_k<false>(logits, in_w, rows, columns, y_begin, y_end, thresholds, num_thresholds,
-                      mask, counts);
+    return _mm256_add_ps(_mm256_mul_ps(a, wa), _mm256_mul_ps(b, wb));
   }
 }
 
+template <bool Fused>
+__attribute__((target("avx2,fma"))) void interpolate_row_avx2(const float* source,
+                                                              const BilinearTaps& columns,
+                                                              int64_t out_w, float* row) {
+  const int32_t* i0 = columns.i0.data();
+  const int32_t* i1 = columns.i1.data();
+  const float* w0 = columns.w0.data();
+  const float* w1 = columns.w1.data();
+  int64_t x = 0;
+  for (; x + 8 <= out_w; x += 8) {
+    const __m256 a = _mm256_i32gather_ps(
+        source, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(i0 + x)), 4);
+    const __m256 b = _mm256_i32gather_ps(
+        source, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(i1 + x)), 4);
+    _mm256_storeu_ps(row + x, blend8<Fused>(a, _mm256_loadu_ps(w0 + x), b,
+                                            _mm256_loadu_ps(w1 + x)));
+  }
+  for (; x < out_w; ++x) {
+    row[x] = blend<Fused>(source[i0[x]], w0[x], source[i1[x]], w1[x]);
+  }
+}
+
+template <bool Fused, int K>
+__attribute__((target("avx2,fma"))) void rows_avx2_impl(const float* logits, int64_t in_w,
+                                                        const BilinearTaps& rows,
+                                                        const BilinearTaps& columns,
+                                                        int64_t y_begin, int64_t y_end,
+                                                        const float* thresholds, uint8_t* mask,
+                                                        int64_t* counts) {
+  const int64_t out_w = static_cast<int64_t>(columns.i0.size());
+  std::vector<float> buffer(2 * static_cast<size_t>(out_w));
+  float* slots[2] = {buffer.data(), buffer.data() + out_w};
+  int64_t tags[2] = {-1, -1};
+  const auto source_row = [&](int64_t r, int64_t keep) -> const float* {
+    for (int s = 0; s < 2; ++s) {
+      if (tags[s] == r) {
+        return slots[s];
+      }
+    }
+    const int s = tags[0] == keep ? 1 : 0;
+    interpolate_row_avx2<Fused>(logits + r * in_w, columns, out_w, slots[s]);
+    tags[s] = r;
+    return slots[s];
+  };
+  const __m256 t0 = _mm256_set1_ps(thresholds[0]);
+  const __m256 t1 = _mm256_set1_ps(K > 1 ? thresholds[1] : 0.0f);
+  const __m256 t2 = _mm256_set1_ps(K > 2 ? thresholds[2] : 0.0f);
+  int64_t total[3] = {0, 0, 0};
+  for (int64_t y = y_begin; y < y_end; ++y) {
+    const int64_t r0 = rows.i0[y];
+    const int64_t r1 = rows.i1[y];
+    const float* above = source_row(r0, r1);
+    const float* below = source_row(r1, r0);
+    const float wy0 = rows.w0[y];
+    const float wy1 = rows.w1[y];
+    const __m256 v0 = _mm256_set1_ps(wy0);
+    const __m256 v1 = _mm256_set1_ps(wy1);
+    uint8_t* out = mask + y * out_w;
+    // lanes count -1 per pixel above a threshold (a comparison's all-ones is -1)
+    __m256i n0 = _mm256_setzero_si256(), n1 = n0, n2 = n0;
+    int64_t x = 0;
+    for (; x + 8 <= out_w; x += 8) {
+      const __m256 value =
+          blend8<Fused>(_mm256_loadu_ps(above + x), v0, _mm256_loadu_ps(below + x), v1);
+      const __m256 fg = _mm256_cmp_ps(value, t0, _CMP_GT_OQ);
+      const uint64_t bytes = kSpread[static_cast<unsigned>(_mm256_movemask_ps(fg))];
+      std::memcpy(out + x, &bytes, 8);
+      n0 = _mm256_add_epi32(n0, _mm256_castps_si256(fg));
+      if constexpr (K > 1) {
+        n1 = _mm256_add_epi32(n1, _mm256_castps_si256(_mm256_cmp_ps(value, t1, _CMP_GT_OQ)));
+      }
+      if constexpr (K > 2) {
+        n2 = _mm256_add_epi32(n2, _mm256_castps_si256(_mm256_cmp_ps(value, t2, _CMP_GT_OQ)));
+      }
+    }
+    alignas(32) int32_t lanes[3][8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes[0]), n0);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes[1]), n1);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes[2]), n2);
+    for (int k = 0; k < K; ++k) {
+      for (int lane = 0; lane < 8; ++lane) {
+        total[k] -= lanes[k][lane];
+      }
+    }
+    for (; x < out_w; ++x) {
+      const float value = blend<Fused>(above[x], wy0, below[x], wy1);
+      const int fg = value > thresholds[0];
+      out[x] = static_cast<uint8_t>(fg);
+      total[0] += fg;
+      if constexpr (K > 1) {
+        total[1] += value > thresholds[1];
+      }
+      if constexpr (K > 2) {
+        total[2] += value > thresholds[2];
+      }
+    }
+  }
+  for (int k = 0; k < K; ++k) {
+    counts[k] += total[k];
+  }
+}
+
+template <bool Fused>
+void rows_avx2_any_k(const float* logits, int64_t in_w, const BilinearTaps& rows,
+                     const BilinearTaps& columns, int64_t y_begin, int64_t y_end,
+                     const float* thresholds, int num_thresholds, uint8_t* mask,
+                     int64_t* counts) {
+  switch (num_thresholds) {
+    case 1:
+      return rows_avx2_impl<Fused, 1>(logits, in_w, rows, columns, y_begin, y_end, thresholds,
+                                      mask, counts);
+    case 2:
+      return rows_avx2_impl<Fused, 2>(logits, in_w, rows, columns, y_begin, y_end, thresholds,
+                                      mask, counts);
+    default:
+      return rows_avx2_impl<Fused, 3>(logits, in_w, rows, columns, y_begin, y_end, thresholds,
+                                      mask, counts);
+  }
+}
+
+void rows_avx2(const float* logits, int64_t in_w, const BilinearTaps& rows,
+               const BilinearTaps& columns, int64_t y_begin, int64_t y_end,
+               const float* thresholds, int num_thresholds, bool fused, uint8_t* mask,
+               int64_t* counts) {
+  if (fused) {
+    rows_avx2_any_k<true>(logits, in_w, rows, columns, y_begin, y_end, thresholds,
+                          num_thresholds, mask, counts);
+  } else {
+    rows_avx2_any_k<false>(logits, in_w, rows, columns, y_begin, y_end, thresholds,
+                           num_thresholds, mask, counts);
+  }
+}
+
+// SAM2_FAST_PORTABLE_CPU=1 selects the portable copy (its tests run it that way)
 bool cpu_has_avx2_fma() {
   static const bool has = [] {
+    const char* portable = std::getenv("SAM2_FAST_PORTABLE_CPU");
+    if (portable != nullptr && std::string_view(portable) == "1") {
+      return false;
+    }
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   }();

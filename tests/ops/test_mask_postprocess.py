@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import sam2_fast.ops.mask_postprocess as mask_postprocess_module
 from sam2_fast.ops import BackendError, UpsampledMasks, get_op, upsample_masks, use_backend
@@ -209,6 +210,65 @@ def test_cpp_values_are_aten_bit_for_bit(extension, shape, size):
     # the public function on the same path
     result = run_backend("cpp", logits, Case(shape, size, levels[0][0], None))
     assert torch.equal(result.masks.reshape(-1, *size), scores > levels[0][0])
+
+
+def _emulated_bilinear(logits: torch.Tensor, size: tuple[int, int], fused: bool) -> torch.Tensor:
+    """aten's taps and weights with each ``a * wa + b * wb`` rounded as ``upsample_threshold``
+    rounds it: ``fused`` as one fused multiply-add ``fma(a, wa, b * wb)`` (emulated in float64:
+    the product of two float32 is exact there), else each product and sum on its own."""
+
+    def lerp(a, wa, b, wb):
+        if fused:
+            return (a.double() * wa.double() + (b * wb).double()).float()
+        return a * wa + b * wb
+
+    def taps(n_in: int, n_out: int):
+        scale = torch.tensor(n_in, dtype=torch.float32) / n_out
+        centre = torch.arange(n_out, dtype=torch.float32) + 0.5
+        src = (scale.double() * centre.double() - 0.5).float() if fused else scale * centre - 0.5
+        src = src.clamp_min(0.0)
+        i0 = src.floor().long().clamp_max(n_in - 1)
+        w1 = (src - i0.float()).clamp(0.0, 1.0)
+        return i0, (i0 + 1).clamp_max(n_in - 1), 1.0 - w1, w1
+
+    y0, y1, wy0, wy1 = taps(logits.shape[-2], size[0])
+    x0, x1, wx0, wx1 = taps(logits.shape[-1], size[1])
+    top = lerp(logits[:, y0][:, :, x0], wx0, logits[:, y0][:, :, x1], wx1)
+    bottom = lerp(logits[:, y1][:, :, x0], wx0, logits[:, y1][:, :, x1], wx1)
+    return lerp(top, wy0[:, None], bottom, wy1[:, None])
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("size", [(720, 1280), (37, 21), (300, 13)], ids=str)
+def test_cpp_roundings_bit_for_bit(extension, fused, size):
+    """Both roundings of the op (the probe picks one per machine) against their emulation:
+    thresholds on 90 emulated values, where a value one unit in the last place off flips a
+    pixel; widths that are not a multiple of the 8-pixel vector step cover the scalar tail."""
+    logits = make_logits((3, 64, 48), torch.float32, seed=6)
+    scores = _emulated_bilinear(logits, size, fused)
+    other = _emulated_bilinear(logits, size, not fused)
+    assert not torch.equal(scores, other), "the two roundings must differ on this data"
+    generator = torch.Generator().manual_seed(7)
+    picks = torch.randint(0, scores.numel(), (90,), generator=generator)
+    for triple in scores.flatten()[picks].reshape(30, 3).tolist():
+        masks, counts = torch.ops.sam2_fast.upsample_threshold(logits, *size, triple, fused)
+        assert torch.equal(masks, scores > triple[0])
+        assert torch.equal(counts, torch.stack([count(scores > t) for t in triple], dim=1))
+
+
+def test_cpp_portable_copy_in_a_child(extension):
+    """The kernel's portable copy (CPUs without AVX2 + FMA; SAM2_FAST_PORTABLE_CPU=1 selects
+    it) passes the same bit-for-bit tests."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+         "-k", "roundings_bit_for_bit or values_are_aten or rows_split"],
+        env={**os.environ, "SAM2_FAST_PORTABLE_CPU": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-2000:]
 
 
 def test_cpp_rounding_probe_finds_the_fused_rounding_where_aten_fuses(extension):
