@@ -55,25 +55,46 @@ SAM2_ALWAYS_INLINE void interpolate_row(const float* source, const BilinearTaps&
   }
 }
 
+// The two x-interpolated source rows the current output row blends: consecutive output rows
+// share source rows, so each is computed once and kept while the taps stay on it.
+class SourceRows {
+ public:
+  explicit SourceRows(int64_t width) : buffer_(2 * static_cast<size_t>(width)) {
+    slots_[0] = buffer_.data();
+    slots_[1] = buffer_.data() + width;
+  }
+
+  // source row `r`; when not held, `interpolate(row)` computes it into the slot that does not
+  // hold `keep` (the other row the caller needs)
+  template <typename Interpolate>
+  const float* get(int64_t r, int64_t keep, const Interpolate& interpolate) {
+    for (int s = 0; s < 2; ++s) {
+      if (tags_[s] == r) {
+        return slots_[s];
+      }
+    }
+    const int s = tags_[0] == keep ? 1 : 0;
+    interpolate(slots_[s]);
+    tags_[s] = r;
+    return slots_[s];
+  }
+
+ private:
+  std::vector<float> buffer_;
+  float* slots_[2];
+  int64_t tags_[2] = {-1, -1};
+};
+
 template <bool Fused, int K>
 SAM2_ALWAYS_INLINE void rows_impl(const float* logits, int64_t in_w, const BilinearTaps& rows,
                                   const BilinearTaps& columns, int64_t y_begin, int64_t y_end,
                                   const float* thresholds, uint8_t* mask, int64_t* counts) {
   const int64_t out_w = static_cast<int64_t>(columns.i0.size());
-  std::vector<float> buffer(2 * static_cast<size_t>(out_w));
-  float* slots[2] = {buffer.data(), buffer.data() + out_w};
-  int64_t tags[2] = {-1, -1};  // source row held by each slot
-  // the x-interpolated source row `r`, computed into the slot that does not hold `keep`
-  const auto source_row = [&](int64_t r, int64_t keep) -> const float* {
-    for (int s = 0; s < 2; ++s) {
-      if (tags[s] == r) {
-        return slots[s];
-      }
-    }
-    const int s = tags[0] == keep ? 1 : 0;
-    interpolate_row<Fused>(logits + r * in_w, columns, out_w, slots[s]);
-    tags[s] = r;
-    return slots[s];
+  SourceRows source_rows(out_w);
+  const auto source_row = [&](int64_t r, int64_t keep) {
+    return source_rows.get(r, keep, [&](float* row) {
+      interpolate_row<Fused>(logits + r * in_w, columns, out_w, row);
+    });
   };
   const float t0 = thresholds[0];
   const float t1 = K > 1 ? thresholds[1] : 0.0f;
@@ -195,19 +216,11 @@ __attribute__((target("avx2,fma"))) void rows_avx2_impl(const float* logits, int
                                                         const float* thresholds, uint8_t* mask,
                                                         int64_t* counts) {
   const int64_t out_w = static_cast<int64_t>(columns.i0.size());
-  std::vector<float> buffer(2 * static_cast<size_t>(out_w));
-  float* slots[2] = {buffer.data(), buffer.data() + out_w};
-  int64_t tags[2] = {-1, -1};
-  const auto source_row = [&](int64_t r, int64_t keep) -> const float* {
-    for (int s = 0; s < 2; ++s) {
-      if (tags[s] == r) {
-        return slots[s];
-      }
-    }
-    const int s = tags[0] == keep ? 1 : 0;
-    interpolate_row_avx2<Fused>(logits + r * in_w, columns, out_w, slots[s]);
-    tags[s] = r;
-    return slots[s];
+  SourceRows source_rows(out_w);
+  const auto source_row = [&](int64_t r, int64_t keep) {
+    return source_rows.get(r, keep, [&](float* row) {
+      interpolate_row_avx2<Fused>(logits + r * in_w, columns, out_w, row);
+    });
   };
   const __m256 t0 = _mm256_set1_ps(thresholds[0]);
   const __m256 t1 = _mm256_set1_ps(K > 1 ? thresholds[1] : 0.0f);

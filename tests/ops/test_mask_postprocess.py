@@ -84,6 +84,20 @@ def make_logits(shape: tuple[int, ...], dtype: torch.dtype, seed: int = 0) -> to
     return (4 * torch.randn(shape, generator=generator)).to(dtype)
 
 
+def run_in_child(selection: str, **env: str) -> None:
+    """This file's tests matching ``-k selection`` in a child pytest with ``env`` added; all
+    of them must run and pass."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", selection],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-2000:]
+
+
 # ---------------------------------------------------------------------------------------------
 # oracle
 
@@ -259,16 +273,7 @@ def test_cpp_roundings_bit_for_bit(extension, fused, size):
 def test_cpp_portable_copy_in_a_child(extension):
     """The kernel's portable copy (CPUs without AVX2 + FMA; SAM2_FAST_PORTABLE_CPU=1 selects
     it) passes the same bit-for-bit tests."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
-         "-k", "roundings_bit_for_bit or values_are_aten or rows_split"],
-        env={**os.environ, "SAM2_FAST_PORTABLE_CPU": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-2000:]
+    run_in_child("roundings_bit_for_bit or values_are_aten or rows_split", SAM2_FAST_PORTABLE_CPU="1")
 
 
 def test_cpp_rounding_probe_finds_the_fused_rounding_where_aten_fuses(extension):
@@ -322,16 +327,7 @@ def test_triton_kernel_cases_in_interpreter():
     if TRITON_DEVICE is not None:
         pytest.skip("the Triton cases run in this process")
     pytest.importorskip("triton")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
-         "-k", "triton and not in_interpreter"],
-        env={**os.environ, "TRITON_INTERPRET": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-2000:]
+    run_in_child("triton and not in_interpreter", TRITON_INTERPRET="1")
 
 
 # ---------------------------------------------------------------------------------------------
