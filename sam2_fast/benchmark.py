@@ -118,6 +118,22 @@ def _fused_op_flops() -> None:
             windows, n_k, n_q = 1, hh * ww, (hh // q_stride) * (ww // q_stride)
         return 4 * b * windows * n_q * n_k * c
 
+    from sam2_fast._ext import load_extension
+
+    if load_extension()[0] is not None and hasattr(ops, "upscale_masks"):
+
+        @register_flop_formula(ops.upscale_masks)
+        def _upscale(base_shape, left_shape, right_shape, shared_shape, scales_shape, ln_weight_shape,
+                     ln_bias_shape, eps, w2_shape, bias2_shape, hyper_shape, *args, out_shape=None,
+                     **kwargs) -> int:
+            # per prompt and image token: the low-rank and shared parts of the first transposed
+            # convolution, the second one (4 pixels), the hypernetwork product (16 pixels)
+            num_f, width1 = base_shape
+            n, m, c2 = hyper_shape
+            per_token = 2 * (left_shape[1] + shared_shape[0]) * width1
+            per_token += 2 * 4 * ln_weight_shape[0] * w2_shape[1] + 2 * 16 * c2 * m
+            return n * num_f * per_token
+
     cpu_sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     if cpu_sdpa is not None:  # torch counts its CUDA attention kernels but not this one
 

@@ -166,3 +166,19 @@ def test_compiled_upscaler_under_inference_mode(model, monkeypatch, extension):
         shared = decoder.prepare_shared_image(image, pe, dense[:1], high_res)
         expected = decoder.forward_shared_image(shared, sparse, True)[0]
     assert torch.equal(masks, expected)
+
+
+def test_compiled_upscaler_flop_formula_counts_the_loops_work(model, monkeypatch, extension):
+    """sam2-fast bench counts FLOPs with FlopCounterMode, which sees the C++ op as one call:
+    its registered formula gives what the Python loop's GEMMs count (within 1 %)."""
+    from sam2_fast.benchmark import count_gflop
+
+    image, pe, sparse, dense, high_res = _inputs(model, 3, "box", seed=23)
+    decoder = model.sam_mask_decoder
+    with torch.no_grad():
+        shared = decoder.prepare_shared_image(image, pe, dense[:1], high_res)
+        decoder.forward_shared_image(shared, sparse, True)  # the image's share, counted once
+        compiled = count_gflop(lambda: decoder.forward_shared_image(shared, sparse, True))
+        monkeypatch.setattr(shared_image_decoder, "_compiled_upscaler", lambda hyper: False)
+        loop = count_gflop(lambda: decoder.forward_shared_image(shared, sparse, True))
+    assert loop > 0.5 and abs(compiled - loop) <= 0.01 * loop, (compiled, loop)
