@@ -144,6 +144,7 @@ def test_compiled_upscaler_checks_its_inputs(extension):
     )
     out = torch.ops.sam2_fast.upscale_masks(*args.values())
     assert out.shape == (1, 4, 8, 8) and torch.isfinite(out).all()
+    torch.library.opcheck(torch.ops.sam2_fast.upscale_masks.default, tuple(args.values()))
     with pytest.raises(ValueError, match="upscale_masks: height must be > 0 and divide the 4"):
         torch.ops.sam2_fast.upscale_masks(*(args | dict(height=3)).values())
     with pytest.raises(ValueError, match=r"upscale_masks: inconsistent shapes: base \[4, 8\]"):

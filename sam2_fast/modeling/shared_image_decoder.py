@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sam2_fast._ext import register_fake_on_load
 from sam2_fast.errors import InvalidInputError
 
 __all__ = ["SharedImage", "prepare_shared_image", "predict_masks_shared_image"]
@@ -443,6 +444,15 @@ def _upscale_masks(
     # pixel (y, x, i, j, i2, j2) -> (4y + 2i + i2, 4x + 2j + j2)
     out = out.view(n, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)
     return out.reshape(n, m, 4 * h, 4 * w)
+
+
+def _fake_upscale_masks(base, left, right, shared, scales, ln_weight, ln_bias, eps, w2, bias2, hyper,
+                        height, tile):
+    n, m = hyper.shape[:2]
+    return base.new_empty(n, m, 4 * height, 4 * (base.shape[0] // height))
+
+
+register_fake_on_load("sam2_fast::upscale_masks", _fake_upscale_masks)
 
 
 def _compiled_upscaler(hyper_in: Tensor) -> bool:
