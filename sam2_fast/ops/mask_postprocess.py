@@ -14,7 +14,7 @@ Backends of ``mask_postprocess``, in order of preference:
   per-mask counts added atomically (cuda; cpu under ``TRITON_INTERPRET=1``);
 * ``cpp``: cpu, ``torch.ops.sam2_fast.upsample_threshold`` (csrc/upsample.cpp): each output
   row blended from two x-interpolated source rows and compared while in registers, masks in
-  parallel on torch's threads (bitwise the reference, see below; 4x ``chunked`` on 2 cores);
+  parallel on torch's threads (bitwise the reference, see below; 6x ``chunked`` on 2 cores);
 * ``chunked``: cpu; the reference a few masks at a time through one reused float32 buffer
   (bitwise the reference, about half its time per core);
 * ``reference``: ``F.interpolate`` + threshold + sums, any device;
