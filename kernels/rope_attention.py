@@ -1,17 +1,38 @@
-"""Triton kernel of :func:`sam2_fast.ops.rope_attention`: flash attention with 2D axial RoPE
-applied to the query and key tiles as they are loaded.
+"""Triton kernels of :func:`sam2_fast.ops.rope_attention`: rotate once, then plain flash attention.
 
-One program takes ``BLOCK_M`` queries of one (batch, head) and streams every key in tiles of
-``BLOCK_N`` with an online softmax in float32 (``exp2``, the scale folded with ``log2 e``), so
-no ``[Nq, Nk]`` score matrix exists anywhere. Channel pairs ``(2i, 2i + 1)`` are loaded as two
-half-width tiles (even, odd) and rotated in registers; the score is the sum of the two half
-dot products. Keys ``>= NK_ROPE`` (object pointers) are loaded with ``cos = 1, sin = 0``.
-Values may have any width up to 256 and may be shared by all heads (stride 0).
+Three kernels, run in this order:
+
+1. ``_rotate``: RoPE on the queries and on the keys, each once per call. It reads ``[B, H, N, D]``
+   through its strides, rotates the channel pairs ``(2i, 2i + 1)`` in float32 (keys ``>= N_ROPE``,
+   the object pointers, are copied unrotated) and writes a contiguous ``[B * H, N, D]`` copy in
+   the input dtype with the channels **de-interleaved**: the rotated even channels, then the odd
+   ones. A dot product is a sum over channels, so permuting the channels of both queries and
+   keys in the same way leaves every score unchanged, and the attention kernel loads whole
+   contiguous rows instead of stride-2 gathers. The queries also take the softmax scale times
+   ``log2 e`` here. This pass moves ``(Nq + Nk) * D`` elements twice, against the
+   ``Nq * Nk * (D + Dv)`` multiply-adds of the attention.
+2. ``_attention_fwd``: flash attention over the rotated copies. One program takes ``BLOCK_M``
+   queries of one (batch, head) against one contiguous share of the keys (a *split*), streams
+   it in tiles of ``BLOCK_N`` with an online softmax in float32 (``exp2``) and never holds an
+   ``[Nq, Nk]`` score matrix. Values may have any width up to 256 and may be shared by all heads.
+   With one split it writes the normalised output; with several it writes float32 partials
+   (unnormalised sum, running max, row sum).
+3. ``_combine``: merges the splits' partials into the output (only when there are several).
+
+Why splits: SAM 2's memory attention has few query blocks (4096 queries of one head per
+object) and many keys (up to ``7 * 4096 + 64``). With one object, 4096 / 128 = 32 programs would
+leave most of a GPU's 100+ multiprocessors idle; splitting the keys gives each of them work,
+at the price of writing ``splits * Nq * Dv`` float32 partials.
+
+The earlier single kernel rotated every key tile again inside every query block (64 times
+over at 4096 queries) and loaded the even / odd channels with stride-2 gathers; it measured
+0.06x of RoPE + torch's SDPA on an H200 (``bench/gpu/README.md``).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import triton
@@ -20,9 +41,23 @@ import triton.language as tl
 from sam2_fast.kernels._aot import AotSpec
 from sam2_fast.ops._triton import interpreting
 
+__all__ = ["Tiles", "aot_specs", "block_config", "candidates", "num_splits", "rope_attention_triton", "unsupported_reason"]
+
 LOG2E = 1.4426950408889634
 MAX_HEAD_DIM = 256
 MAX_VALUE_DIM = 256
+# keys per split at least this many tiles: fewer would cost more in partials than they gain
+_MIN_TILES_PER_SPLIT = 4
+_MAX_SPLITS = 16
+
+
+class Tiles(NamedTuple):
+    """Tile sizes and launch options of the attention kernel."""
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
 
 
 @triton.jit
@@ -35,65 +70,84 @@ def _dot(a, b, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
-def _rope_attention_fwd(
-    Q, K, V, COS, SIN, OUT,
-    stride_qb, stride_qh, stride_qn, stride_qd,
-    stride_kb, stride_kh, stride_kn, stride_kd,
+def _rotate(
+    X, COS, SIN, OUT,
+    stride_xb, stride_xh, stride_xn, stride_xd,
+    H, N, NQ, N_ROPE, scale,
+    HALF: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_HALF: tl.constexpr,
+):
+    """Grid ``(cdiv(N, BLOCK_T), B * H)``: ``OUT[bh, t] = scale * [re, ro]`` of token ``t``,
+    ``re = e cos - o sin``, ``ro = e sin + o cos`` with the table row ``t % NQ`` for ``t < N_ROPE``
+    (``cos = 1, sin = 0`` after)."""
+    pid_t = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    offs_t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+    offs_p = tl.arange(0, BLOCK_HALF)
+    mask = (offs_t < N)[:, None] & (offs_p < HALF)[None, :]
+    x = X + b.to(tl.int64) * stride_xb + h * stride_xh + offs_t[:, None].to(tl.int64) * stride_xn
+    even = tl.load(x + (2 * offs_p[None, :]) * stride_xd, mask=mask, other=0.0).to(tl.float32)
+    odd = tl.load(x + (2 * offs_p[None, :] + 1) * stride_xd, mask=mask, other=0.0).to(tl.float32)
+    rotated = mask & (offs_t < N_ROPE)[:, None]
+    table = (offs_t % NQ)[:, None] * HALF + offs_p[None, :]
+    cos = tl.load(COS + table, mask=rotated, other=1.0)
+    sin = tl.load(SIN + table, mask=rotated, other=0.0)
+    re = (even * cos - odd * sin) * scale
+    ro = (even * sin + odd * cos) * scale
+    out = OUT + pid_bh.to(tl.int64) * N * (2 * HALF) + offs_t[:, None].to(tl.int64) * (2 * HALF) + offs_p[None, :]
+    dtype = OUT.dtype.element_ty
+    tl.store(out, re.to(dtype), mask=mask)
+    tl.store(out + HALF, ro.to(dtype), mask=mask)
+
+
+@triton.jit
+def _attention_fwd(
+    Q, K, V, OUT, PART_ACC, PART_M, PART_L,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_on, stride_od,
-    H, NQ, NK, NK_ROPE, qk_scale,
-    HALF: tl.constexpr, DV: tl.constexpr,
-    BLOCK_HALF: tl.constexpr, BLOCK_DV: tl.constexpr,
+    H, NQ, NK, KEYS_PER_SPLIT,
+    D: tl.constexpr, DV: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    SPLIT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     UPCAST_DOT: tl.constexpr,
 ):
+    """Grid ``(cdiv(NQ, BLOCK_M), B * H, splits)``. ``Q [B*H, NQ, D]`` and ``K [B*H, NK, D]``
+    are the contiguous rotated copies (``Q`` pre-scaled by scale * log2 e). ``SPLIT``: write
+    float32 partials ``PART_ACC [splits, B*H, NQ, DV]``, ``PART_M / PART_L [splits, B*H, NQ]``
+    instead of the output."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
+    pid_s = tl.program_id(2)
     b = pid_bh // H
     h = pid_bh % H
     dtype = Q.dtype.element_ty
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_p = tl.arange(0, BLOCK_HALF)
+    offs_d = tl.arange(0, BLOCK_D)
     offs_v = tl.arange(0, BLOCK_DV)
     m_ok = offs_m < NQ
-    p_ok = offs_p < HALF
+    d_ok = offs_d < D
     v_ok = offs_v < DV
 
-    # queries: even / odd channels, rotated in float32, scaled by scale * log2(e)
-    q_ptr = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn
-    q_mask = m_ok[:, None] & p_ok[None, :]
-    q_even = tl.load(q_ptr + (2 * offs_p[None, :]) * stride_qd, mask=q_mask, other=0.0).to(tl.float32)
-    q_odd = tl.load(q_ptr + (2 * offs_p[None, :] + 1) * stride_qd, mask=q_mask, other=0.0).to(tl.float32)
-    table = offs_m[:, None] * HALF + offs_p[None, :]
-    cos = tl.load(COS + table, mask=q_mask, other=1.0)
-    sin = tl.load(SIN + table, mask=q_mask, other=0.0)
-    q_re = ((q_even * cos - q_odd * sin) * qk_scale).to(dtype)
-    q_ro = ((q_even * sin + q_odd * cos) * qk_scale).to(dtype)
+    q_ptr = Q + pid_bh.to(tl.int64) * NQ * D + offs_m[:, None] * D + offs_d[None, :]
+    q = tl.load(q_ptr, mask=m_ok[:, None] & d_ok[None, :], other=0.0)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
 
-    k_base = K + b * stride_kb + h * stride_kh
-    v_base = V + b * stride_vb + h * stride_vh
-    for start_n in range(0, NK, BLOCK_N):
+    key_start = pid_s * KEYS_PER_SPLIT
+    key_end = tl.minimum(key_start + KEYS_PER_SPLIT, NK)
+    k_base = K + pid_bh.to(tl.int64) * NK * D
+    v_base = V + b.to(tl.int64) * stride_vb + h * stride_vh
+    for start_n in range(key_start, key_end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        n_ok = offs_n < NK
-        k_mask = n_ok[:, None] & p_ok[None, :]
-        k_ptr = k_base + offs_n[:, None] * stride_kn
-        k_even = tl.load(k_ptr + (2 * offs_p[None, :]) * stride_kd, mask=k_mask, other=0.0).to(tl.float32)
-        k_odd = tl.load(k_ptr + (2 * offs_p[None, :] + 1) * stride_kd, mask=k_mask, other=0.0).to(tl.float32)
-        rot_mask = k_mask & (offs_n < NK_ROPE)[:, None]
-        k_table = (offs_n % NQ)[:, None] * HALF + offs_p[None, :]
-        k_cos = tl.load(COS + k_table, mask=rot_mask, other=1.0)
-        k_sin = tl.load(SIN + k_table, mask=rot_mask, other=0.0)
-        k_re = (k_even * k_cos - k_odd * k_sin).to(dtype)
-        k_ro = (k_even * k_sin + k_odd * k_cos).to(dtype)
-
-        qk = _dot(q_re, tl.trans(k_re), DOT_PRECISION, UPCAST_DOT)
-        qk += _dot(q_ro, tl.trans(k_ro), DOT_PRECISION, UPCAST_DOT)
+        n_ok = offs_n < key_end
+        k = tl.load(k_base + offs_n[:, None] * D + offs_d[None, :], mask=n_ok[:, None] & d_ok[None, :], other=0.0)
+        qk = _dot(q, tl.trans(k), DOT_PRECISION, UPCAST_DOT)
         qk = tl.where(n_ok[None, :], qk, float("-inf"))
 
         m_new = tl.maximum(m_i, tl.max(qk, 1))
@@ -108,22 +162,108 @@ def _rope_attention_fwd(
         acc = acc * alpha[:, None] + _dot(p.to(dtype), v.to(dtype), DOT_PRECISION, UPCAST_DOT)
         m_i = m_new
 
-    acc = acc / l_i[:, None]
-    o_ptr = OUT + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_v[None, :] * stride_od
-    tl.store(o_ptr, acc.to(OUT.dtype.element_ty), mask=m_ok[:, None] & v_ok[None, :])
+    if SPLIT:
+        row = (pid_s * tl.num_programs(1) + pid_bh).to(tl.int64) * NQ + offs_m
+        tl.store(PART_M + row, m_i, mask=m_ok)
+        tl.store(PART_L + row, l_i, mask=m_ok)
+        tl.store(PART_ACC + row[:, None] * DV + offs_v[None, :], acc, mask=m_ok[:, None] & v_ok[None, :])
+    else:
+        acc = acc / l_i[:, None]
+        o_ptr = OUT + b.to(tl.int64) * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_v[None, :] * stride_od
+        tl.store(o_ptr, acc.to(OUT.dtype.element_ty), mask=m_ok[:, None] & v_ok[None, :])
 
 
-def block_config(head_dim: int, value_dim: int, dtype: torch.dtype) -> dict[str, int]:
-    """Tile sizes, warps and stages for a head / value width and dtype; every shipped
-    configuration is checked spill-free on sm_80 and sm_90 by the AOT check."""
+@triton.jit
+def _combine(
+    PART_ACC, PART_M, PART_L, OUT,
+    stride_ob, stride_oh, stride_on, stride_od,
+    H, NQ, BH, SPLITS,
+    DV: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_M: tl.constexpr,
+):
+    """Grid ``(cdiv(NQ, BLOCK_M), B * H)``: ``OUT = sum_s 2^(m_s - m) acc_s / sum_s 2^(m_s - m) l_s``
+    with ``m = max_s m_s`` (every split has at least one key, so every ``m_s`` is finite)."""
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_v = tl.arange(0, BLOCK_DV)
+    m_ok = offs_m < NQ
+    v_ok = offs_v < DV
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
+    for s in range(0, SPLITS):
+        row = (s * BH + pid_bh).to(tl.int64) * NQ + offs_m
+        m_s = tl.load(PART_M + row, mask=m_ok, other=0.0)
+        l_s = tl.load(PART_L + row, mask=m_ok, other=1.0)  # rows past NQ: no 0 / 0
+        acc_s = tl.load(PART_ACC + row[:, None] * DV + offs_v[None, :], mask=m_ok[:, None] & v_ok[None, :], other=0.0)
+        m_new = tl.maximum(m_i, m_s)
+        alpha = tl.exp2(m_i - m_new)
+        beta = tl.exp2(m_s - m_new)
+        l_i = l_i * alpha + l_s * beta
+        acc = acc * alpha[:, None] + acc_s * beta[:, None]
+        m_i = m_new
+    out = acc / l_i[:, None]
+    o_ptr = OUT + b.to(tl.int64) * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_v[None, :] * stride_od
+    tl.store(o_ptr, out.to(OUT.dtype.element_ty), mask=m_ok[:, None] & v_ok[None, :])
+
+
+# 8 x 128 channel pairs per program of 4 warps: 8 pairs a thread, no register pressure
+_ROTATE_TOKENS = 8
+_COMBINE_ROWS = 16
+
+
+_LARGE_SHARED_MEMORY = (90, 100, 103)
+
+
+def block_config(head_dim: int, value_dim: int, dtype: torch.dtype, cc: int = 90) -> Tiles:
+    """Tiles of the attention kernel for a head / value width, dtype and compute capability
+    (``cc`` 80 for Ampere, 90 for Hopper, ...); every shipped configuration is checked
+    spill-free on its target by the AOT check (the other tile sizes spill at head dim 256)."""
     if dtype == torch.float32:
         # exact float32 dots ("ieee") need small tiles; this runs only in the interpreter
-        return {"BLOCK_M": 16, "BLOCK_N": 16, "num_warps": 4, "num_stages": 1}
+        return Tiles(16, 16, 4, 1)
     if head_dim <= 128 and value_dim <= 128:
-        return {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2}
+        return Tiles(64, 64, 4, 2)
+    # Hopper / datacenter Blackwell take up to 227 KiB of shared memory per block; the others
+    # (A100 164, consumer parts 99) get tiles within 96 KiB
+    large = cc in _LARGE_SHARED_MEMORY
     if value_dim <= 64:
-        return {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 8, "num_stages": 2}
-    return {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 8, "num_stages": 1}
+        return Tiles(128, 64, 8, 2) if large else Tiles(128, 32, 8, 2)
+    return Tiles(128, 32, 8, 2) if large else Tiles(64, 32, 8, 2)
+
+
+def candidates(head_dim: int, value_dim: int, dtype: torch.dtype, cc: int = 90) -> list[Tiles]:
+    """Every tile choice the GPU check sweeps (``bench/gpu/check_kernels.py --only rope_tune``),
+    the default first."""
+    options = [Tiles(128, 64, 8, 2), Tiles(128, 64, 8, 3), Tiles(128, 32, 8, 2), Tiles(128, 32, 8, 3),
+               Tiles(64, 64, 8, 2), Tiles(64, 32, 8, 2), Tiles(64, 32, 4, 2), Tiles(32, 64, 4, 2),
+               Tiles(32, 32, 4, 2)]
+    default = block_config(head_dim, value_dim, dtype, cc)
+    return [default] + [t for t in options if t != default]
+
+
+def num_splits(programs: int, num_keys: int, block_n: int, multiprocessors: int | None) -> int:
+    """How many key splits: enough programs for two per multiprocessor, each split at least
+    ``_MIN_TILES_PER_SPLIT`` key tiles, at most ``_MAX_SPLITS``; 1 without a device count."""
+    if not multiprocessors or programs >= multiprocessors:
+        return 1
+    by_work = max(1, num_keys // (_MIN_TILES_PER_SPLIT * block_n))
+    return max(1, min(_MAX_SPLITS, by_work, -(-2 * multiprocessors // programs)))
+
+
+def _multiprocessors(device: torch.device) -> int | None:
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _compute_capability(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 90  # the interpreter: any choice runs
+    major, minor = torch.cuda.get_device_capability(device)
+    return 10 * major + minor
 
 
 def unsupported_reason(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str | None:
@@ -146,29 +286,65 @@ def _dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def rope_attention_triton(q, k, v, cos, sin, num_k_exclude_rope=0, scale=None):
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_rope: int, scale: float = 1.0) -> torch.Tensor:
+    """``[B, H, N, D]`` → contiguous ``[B * H, N, D]``: the first ``num_rope`` tokens rotated
+    (table row ``token % cos.shape[0]``), every token scaled, channels de-interleaved."""
+    b, h, n, d = x.shape
+    out = torch.empty(b * h, n, d, dtype=x.dtype, device=x.device)
+    grid = (triton.cdiv(n, _ROTATE_TOKENS), b * h)
+    _rotate[grid](
+        x, cos, sin, out, *x.stride(), h, n, cos.shape[0], num_rope, scale,
+        HALF=d // 2, BLOCK_T=_ROTATE_TOKENS, BLOCK_HALF=triton.next_power_of_2(d // 2),
+    )
+    return out
+
+
+def rope_attention_triton(q, k, v, cos, sin, num_k_exclude_rope=0, scale=None, *, tiles: Tiles | None = None, splits: int | None = None):
+    """The op on CUDA (or interpreted) tensors. ``tiles`` / ``splits`` override the defaults
+    (the GPU tile sweep and the tests use them)."""
     b, h, nq, d = q.shape
     nk, dv = k.shape[2], v.shape[3]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     cos = cos.contiguous()
     sin = sin.contiguous()
+    tiles = tiles or block_config(d, dv, q.dtype, _compute_capability(q.device))
+    q_rot = rotate(q, cos, sin, nq, scale * LOG2E)
+    k_rot = rotate(k, cos, sin, nk - num_k_exclude_rope)
+
+    q_blocks = triton.cdiv(nq, tiles.block_m)
+    if splits is None:
+        splits = num_splits(q_blocks * b * h, nk, tiles.block_n, _multiprocessors(q.device))
+    # every split gets whole key tiles and at least one key
+    keys_per_split = triton.cdiv(triton.cdiv(nk, max(1, splits)), tiles.block_n) * tiles.block_n
+    splits = triton.cdiv(nk, keys_per_split)
+
     out = torch.empty(b, h, nq, dv, dtype=q.dtype, device=q.device)
-    cfg = block_config(d, dv, q.dtype)
-    grid = (triton.cdiv(nq, cfg["BLOCK_M"]), b * h)
+    if splits > 1:
+        part_acc = torch.empty(splits, b * h, nq, dv, dtype=torch.float32, device=q.device)
+        part_m = torch.empty(splits, b * h, nq, dtype=torch.float32, device=q.device)
+        part_l = torch.empty_like(part_m)
+    else:
+        part_acc = part_m = part_l = out  # not read or written
     stride_vh = v.stride(1) if v.shape[1] > 1 else 0
-    _rope_attention_fwd[grid](
-        q, k, v, cos, sin, out,
-        *q.stride(), *k.stride(),
+    block_dv = triton.next_power_of_2(dv)
+    _attention_fwd[(q_blocks, b * h, splits)](
+        q_rot, k_rot, v, out, part_acc, part_m, part_l,
         v.stride(0), stride_vh, v.stride(2), v.stride(3),
         *out.stride(),
-        h, nq, nk, nk - num_k_exclude_rope, scale * LOG2E,
-        HALF=d // 2, DV=dv,
-        BLOCK_HALF=triton.next_power_of_2(d // 2), BLOCK_DV=triton.next_power_of_2(dv),
-        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
+        h, nq, nk, keys_per_split,
+        D=d, DV=dv,
+        BLOCK_D=triton.next_power_of_2(d), BLOCK_DV=block_dv,
+        BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n,
+        SPLIT=splits > 1,
         DOT_PRECISION=_dot_precision(q.dtype),
         UPCAST_DOT=interpreting(),
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
+    if splits > 1:
+        _combine[(triton.cdiv(nq, _COMBINE_ROWS), b * h)](
+            part_acc, part_m, part_l, out, *out.stride(), h, nq, b * h, splits,
+            DV=dv, BLOCK_DV=block_dv, BLOCK_M=_COMBINE_ROWS,
+        )
     return out
 
 
@@ -179,36 +355,86 @@ _TRITON_TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 SHIPPED = ((256, 256), (256, 64))
 
 
+# what Triton's JIT finds 16-divisible at SAM 2's shapes (torch allocations are aligned;
+# NQ = 4096, NK = 7 * 4096 + 64, KEYS_PER_SPLIT a multiple of BLOCK_N, strides of widths 64 / 256)
+_ATTENTION_ALIGNED = (
+    "Q", "K", "V", "OUT", "PART_ACC", "PART_M", "PART_L",
+    "stride_vb", "stride_vh", "stride_vn", "stride_ob", "stride_oh", "stride_on", "NQ", "NK", "KEYS_PER_SPLIT",
+)
+_ROTATE_ALIGNED = ("X", "COS", "SIN", "OUT", "stride_xb", "stride_xh", "stride_xn", "N", "NQ", "N_ROPE")
+
+
 def aot_specs() -> list[AotSpec]:
     specs = []
-    for head_dim, value_dim in SHIPPED:
-        for dtype, ty in _TRITON_TYPES.items():
-            cfg = block_config(head_dim, value_dim, dtype)
-            pointer = f"*{ty}"
-            signature = {
-                "Q": pointer, "K": pointer, "V": pointer, "COS": "*fp32", "SIN": "*fp32", "OUT": pointer,
-                **{f"stride_{t}{a}": "i32" for t in "qkvo" for a in "bhnd"},
-                "H": "i32", "NQ": "i32", "NK": "i32", "NK_ROPE": "i32", "qk_scale": "fp32",
-            }
-            constexprs = {
-                "HALF": head_dim // 2,
-                "DV": value_dim,
-                "BLOCK_HALF": triton.next_power_of_2(head_dim // 2),
-                "BLOCK_DV": triton.next_power_of_2(value_dim),
-                "BLOCK_M": cfg["BLOCK_M"],
-                "BLOCK_N": cfg["BLOCK_N"],
-                "DOT_PRECISION": _dot_precision(dtype),
-                "UPCAST_DOT": False,
-            }
-            signature.update({name: "constexpr" for name in constexprs})
+    for dtype, ty in _TRITON_TYPES.items():
+        pointer = f"*{ty}"
+        half = MAX_HEAD_DIM // 2
+        rotate_constexprs = {"HALF": half, "BLOCK_T": _ROTATE_TOKENS, "BLOCK_HALF": half, "stride_xd": 1}
+        specs.append(
+            AotSpec(
+                f"rope_attention rotate d{MAX_HEAD_DIM} {ty}",
+                _rotate,
+                {
+                    "X": pointer, "COS": "*fp32", "SIN": "*fp32", "OUT": pointer,
+                    **{f"stride_x{a}": "i32" for a in "bhn"},
+                    "H": "i32", "N": "i32", "NQ": "i32", "N_ROPE": "i32", "scale": "fp32",
+                    **{name: "constexpr" for name in rotate_constexprs},
+                },
+                rotate_constexprs,
+                num_warps=4,
+                num_stages=1,
+                divisible_by_16=_ROTATE_ALIGNED,
+            )
+        )
+        for head_dim, value_dim in SHIPPED:
+            for cc in (80, 90):
+                tiles = block_config(head_dim, value_dim, dtype, cc)
+                for split in (False, True):
+                    constexprs = {
+                        "D": head_dim, "DV": value_dim,
+                        "BLOCK_D": triton.next_power_of_2(head_dim), "BLOCK_DV": triton.next_power_of_2(value_dim),
+                        "BLOCK_M": tiles.block_m, "BLOCK_N": tiles.block_n,
+                        "SPLIT": split,
+                        "DOT_PRECISION": _dot_precision(dtype),
+                        "UPCAST_DOT": False,
+                    }
+                    # channels have stride 1, as Triton's JIT specializes it on SAM 2's tensors
+                    constexprs.update(stride_vd=1, stride_od=1)
+                    signature = {
+                        "Q": pointer, "K": pointer, "V": pointer, "OUT": pointer,
+                        "PART_ACC": "*fp32", "PART_M": "*fp32", "PART_L": "*fp32",
+                        **{f"stride_{t}{a}": "i32" for t in "vo" for a in "bhn"},
+                        "H": "i32", "NQ": "i32", "NK": "i32", "KEYS_PER_SPLIT": "i32",
+                        **{name: "constexpr" for name in constexprs},
+                    }
+                    specs.append(
+                        AotSpec(
+                            f"rope_attention d{head_dim} dv{value_dim} {ty} {tiles.block_m}x{tiles.block_n}"
+                            f"{' split' if split else ''}",
+                            _attention_fwd,
+                            signature,
+                            constexprs,
+                            num_warps=tiles.num_warps,
+                            num_stages=tiles.num_stages,
+                            targets=(cc,),
+                            divisible_by_16=_ATTENTION_ALIGNED,
+                        )
+                    )
+        for value_dim in sorted({dv for _, dv in SHIPPED}):
+            constexprs = {"DV": value_dim, "BLOCK_DV": triton.next_power_of_2(value_dim), "BLOCK_M": _COMBINE_ROWS}
             specs.append(
                 AotSpec(
-                    f"rope_attention d{head_dim} dv{value_dim} {ty}",
-                    _rope_attention_fwd,
-                    signature,
+                    f"rope_attention combine dv{value_dim} {ty}",
+                    _combine,
+                    {
+                        "PART_ACC": "*fp32", "PART_M": "*fp32", "PART_L": "*fp32", "OUT": pointer,
+                        **{f"stride_o{a}": "i32" for a in "bhnd"},
+                        "H": "i32", "NQ": "i32", "BH": "i32", "SPLITS": "i32",
+                        **{name: "constexpr" for name in constexprs},
+                    },
                     constexprs,
-                    num_warps=cfg["num_warps"],
-                    num_stages=cfg["num_stages"],
+                    num_warps=4,
+                    num_stages=1,
                 )
             )
     return specs

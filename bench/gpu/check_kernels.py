@@ -283,6 +283,78 @@ def rope_section() -> None:
             del sets
 
 
+def rope_tuning_section() -> None:
+    """Every tile candidate x key-split count of the rope_attention kernel on the real bf16
+    shapes: the default choice against the fastest one measured here, and both against the
+    reference (RoPE + torch SDPA)."""
+    from sam2_fast.kernels.rope_attention import (
+        _compute_capability,
+        _multiprocessors,
+        block_config,
+        candidates,
+        num_splits,
+        rope_attention_triton,
+    )
+
+    side, d = (8, 32) if SMALL else (64, 256)
+    nq = side * side
+    shapes = {
+        "cross 1 obj, v64": (1, 7 * nq + 64, 64, 64),
+        "cross 8 obj, v64": (8, 7 * nq + 64, 64, 64),
+        "self 1 obj, v256": (1, nq, d, 0),
+    }
+    if SMALL:
+        shapes = {"small cross": (1, 3 * nq + 8, 16, 8)}
+    dtype = torch.bfloat16
+    device = torch.device(DEVICE)
+    cc = _compute_capability(device)
+    cos, sin = (t.to(DEVICE) for t in axial_rope_cos_sin(d, side, side, 10000.0))
+    emit(
+        "\n### rope_attention tile x split sweep, bf16 (BLOCK_M, BLOCK_N, warps, stages; splits)\n\n"
+        "| shape | default | default us | best | best us | default / best | reference us | best vs reference "
+        "| all (us) |\n|---|---|---|---|---|---|---|---|---|"
+    )
+    for name, (b, nk, dv, excluded) in shapes.items():
+        sets = []
+        for seed in range(3):
+            g = torch.Generator(device=DEVICE).manual_seed(seed)
+            q = torch.randn(b, 1, nq, d, generator=g, device=DEVICE)
+            k = torch.randn(b, 1, nk, d, generator=g, device=DEVICE) / 4
+            v = torch.randn(b, 1, nk, dv, generator=g, device=DEVICE)
+            sets.append((q.to(dtype), k.to(dtype), v.to(dtype), cos, sin, excluded))
+        default_tiles = block_config(d, dv, dtype, cc)
+        default_splits = num_splits(
+            math.ceil(nq / default_tiles.block_m) * b, nk, default_tiles.block_n, _multiprocessors(device)
+        )
+        timings = {}
+        with torch.inference_mode():
+            reference = rope_attention_reference(*sets[0])
+            t_ref = bench_ms([lambda s=s: rope_attention_reference(*s) for s in sets])
+            for tiles in candidates(d, dv, dtype, cc):
+                auto = num_splits(math.ceil(nq / tiles.block_m) * b, nk, tiles.block_n, _multiprocessors(device))
+                for splits in sorted({1, 2, 4, auto, 2 * auto}):
+                    key = (tuple(tiles), splits)
+                    try:
+                        run = lambda s, t=tiles, n=splits: rope_attention_triton(*s, tiles=t, splits=n)  # noqa: E731
+                        if rel_err(run(sets[0]), reference) > MAX_REL_ERR[dtype]:
+                            FAILURES.append(f"rope_attention tiles {key} {name}: wrong result")
+                            continue
+                        timings[key] = bench_ms([lambda s=s: run(s) for s in sets])
+                    except Exception as exc:  # a candidate that does not fit this card
+                        emit(f"<!-- {name} {key}: {type(exc).__name__}: {str(exc)[:200]} -->")
+        if not timings:
+            continue
+        best = min(timings, key=timings.get)
+        default = (tuple(default_tiles), default_splits)
+        t_default = timings.get(default, float("nan"))
+        every = ", ".join(f"{t}: {v * 1e3:.0f}" for t, v in sorted(timings.items(), key=lambda kv: kv[1]))
+        emit(
+            f"| {name} | {default} | {t_default * 1e3:.0f} | {best} | {timings[best] * 1e3:.0f} | "
+            f"{t_default / timings[best]:.2f}x | {t_ref * 1e3:.0f} | {t_ref / timings[best]:.2f}x | {every} |"
+        )
+        del sets
+
+
 # ---------------------------------------------------------------------------------------------
 # mask post-processing and the compiled CUDA ops
 
@@ -387,7 +459,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--small", action="store_true", help="tiny shapes on CPU (TRITON_INTERPRET=1)")
-    parser.add_argument("--only", default="ceilings,window,rope,mask,compiled,tune")
+    parser.add_argument("--only", default="ceilings,window,rope,mask,compiled,tune,rope_tune")
     parser.add_argument("--window-dtypes", default=",".join(WINDOW_DTYPES))
     args = parser.parse_args()
     SMALL = args.small
@@ -399,6 +471,7 @@ def main() -> int:
     sections = {
         "ceilings": ceilings, "window": window_attention_section, "rope": rope_section,
         "mask": mask_section, "compiled": compiled_ops_section, "tune": window_tuning_section,
+        "rope_tune": rope_tuning_section,
     }
     for name in args.only.split(","):
         REPORT.section(name, sections[name])

@@ -2,7 +2,7 @@
 # The GPU checks of sam2-fast in one command, for a lent GPU machine whose python3 already has
 # torch, triton, pytest and pytest-benchmark (bench/gpu/README.md says how it was run):
 #
-#   bash bench/gpu/run.sh [all|second|ops|final|tune|frame]   # results in $OUT (default /tmp/sam2_fast_gpu)
+#   bash bench/gpu/run.sh [all|second|ops|final|tune|rope|frame]   # results in $OUT (default /tmp/sam2_fast_gpu)
 #
 # all:  pure-Python editable install; the C++/CUDA extension built (sm_90) in a copy in the
 #       background while the Triton kernels are checked and timed (check_kernels.py); then the
@@ -11,6 +11,7 @@
 # second: the tile sweep, base-plus shapes, models with the measured defaults, a profile.
 # ops: the ops' tests under pytest-xdist (a crashing test fails alone) and a backtrace.
 # tune: the window-attention tile sweep only.
+# rope: the rope_attention kernel only: checked against float64, timed, tiles x key splits swept.
 # frame: the models with the per-call overhead in view (kept weight casts on/off, syncs, profile).
 set -u
 OUT=${OUT:-/tmp/sam2_fast_gpu}
@@ -34,6 +35,14 @@ log "installed"
 
 LOGS=/tmp/sam2_fast_gpu_logs
 mkdir -p "$LOGS"
+
+if [ "${1:-all}" = rope ]; then  # the rope_attention kernel: checked, timed, its tiles and splits swept
+  timeout 500 python3 bench/gpu/check_kernels.py --out "$OUT/rope.md" --only ceilings,rope,rope_tune > "$LOGS/rope.log" 2>&1
+  log "rope rc $?"
+  cat "$OUT/rope.md"
+  tail -5 "$LOGS/rope.log"
+  exit 0
+fi
 
 if [ "${1:-all}" = tune ]; then
   timeout 400 python3 bench/gpu/check_kernels.py --out "$OUT/tune.md" --only ceilings,tune > "$LOGS/tune.log" 2>&1

@@ -65,7 +65,11 @@ def roofline_rows() -> list[dict]:
         nr = nk - excluded
         dv_full = 256
         fused_flops = 2 * NQ * nk * (D + dv_fused)
-        fused_bytes = 2 * (NQ * D + nk * D + nk * dv_fused + NQ * dv_fused) + 2 * 4 * NQ * D // 2
+        # ours: the rotation pass reads q, k and the tables and writes rotated bf16 copies, the
+        # attention reads those and the values and writes the output (key-split partials, used
+        # when a GPU would be under-filled, are not counted: < 10 MB at these shapes)
+        rotation_bytes = 2 * 2 * (NQ * D + nk * D) + 2 * 4 * NQ * D // 2
+        fused_bytes = rotation_bytes + 2 * (NQ * D + nk * D + nk * dv_fused + NQ * dv_fused)
         # official: q, k rotated through float32 complex (read bf16, write f32, read f32 +
         # table, write bf16), v_proj of the 64-dim memory when dv_fused < 256, then SDPA
         rotate = lambda n: n * D * (2 + 4 + 4 + 2) + n * D // 2 * 8  # noqa: E731

@@ -11,8 +11,9 @@ folds the value projection into the output projection (softmax rows sum to 1, so
 
 Backends, in order of preference:
 
-* ``triton``: ``kernels/rope_attention.py``, flash-style online softmax, RoPE applied to the
-  query and key tiles as they are loaded (real-valued, no complex tensors);
+* ``triton``: ``kernels/rope_attention.py``: one pass rotates the queries and keys (real-valued,
+  no complex tensors) into contiguous copies, then flash attention with an online softmax,
+  the keys split across programs when there are few query blocks;
 * ``blocked``: CPU float32, query blocks against all keys with one GEMM each, softmax in place
   and the row sums from a column of ones appended to the values (faster than torch's CPU SDPA,
   which cannot keep narrow values);
@@ -184,8 +185,10 @@ def _triton_preference(q: torch.Tensor) -> str | None:
     if q.device.type != "cuda":
         return None  # the interpreter
     return (
-        "measured 3-16x slower than the reference (RoPE, then torch's flash SDPA) at SAM 2's "
-        "shapes on an H200 (bench/gpu/README.md); force it with use_backend('triton', op='rope_attention')"
+        "not measured on a GPU since its redesign (rotate once, then split flash attention); the "
+        "kernel before it measured 3-16x slower than the reference (RoPE, then torch's SDPA) on "
+        "an H200 (bench/gpu/README.md; `bash bench/gpu/run.sh rope` measures it); force it with "
+        "use_backend('triton', op='rope_attention')"
     )
 
 

@@ -173,10 +173,94 @@ def test_compiled_is_only_used_when_forced():
 
 
 def test_triton_is_passed_over_on_gpu_but_not_in_the_interpreter():
-    """Measured 3-16x slower than RoPE + flash SDPA on an H200 (bench/gpu/README.md)."""
+    """The kernel before the redesign measured 3-16x slower than RoPE + SDPA on an H200
+    (bench/gpu/README.md); the redesigned one waits for a GPU measurement."""
     from types import SimpleNamespace
 
     from sam2_fast.ops.rope_attention import _triton_preference
 
-    assert "slower" in _triton_preference(SimpleNamespace(device=torch.device("cuda")))
+    reason = _triton_preference(SimpleNamespace(device=torch.device("cuda")))
+    assert "not measured on a GPU" in reason and "run.sh rope" in reason
     assert _triton_preference(SimpleNamespace(device=torch.device("cpu"))) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# the Triton kernels' parts: rotation pass, key splits and their merge, tile choices
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_rotation_pass_is_rope_with_channels_de_interleaved(dtype, triton_interpreter):
+    kernels = triton_interpreter("sam2_fast.kernels.rope_attention")
+    from sam2_fast.ops.rope_attention import rotate_tokens
+
+    q, k, v, cos, sin = _inputs(h=2, shared_v=False, dtype=dtype)
+    k = k.transpose(1, 2).contiguous().transpose(1, 2)  # read through strides
+    n_rope = k.shape[2] - 4
+    out = kernels.rotate(k, cos, sin, n_rope, 0.5)
+    expected = rotate_tokens(k.float(), cos, sin, 4) * 0.5
+    order = torch.cat([torch.arange(0, 32, 2), torch.arange(1, 32, 2)])  # evens, then odds
+    assert out.shape == (2 * 2, k.shape[2], 32) and out.dtype == dtype and out.is_contiguous()
+    # rotated in float32 (the reference fuses a multiply-add, so ~1 ulp apart), rounded once
+    tol = {torch.float32: 1e-6, torch.bfloat16: 1e-2}[dtype]
+    torch.testing.assert_close(out.float(), expected.flatten(0, 1)[..., order].to(dtype).float(), atol=tol, rtol=tol)
+    assert not torch.equal(out[:, :n_rope].float(), k.flatten(0, 1)[:, :n_rope, order].float())  # really rotated
+
+
+@pytest.mark.parametrize("splits", [2, 3, 50])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("case", ["cross-attention, shared narrow values", "several heads, per-head values",
+                                  "non-power-of-two grid and widths", "7 memory frames, one object"])
+def test_triton_key_splits_merge_to_the_same_attention(case, dtype, splits, triton_interpreter):
+    """Keys cut into contiguous splits (the last one shorter, more splits asked than key tiles
+    exist), partials merged by the combine kernel: the same result as one pass."""
+    kernels = triton_interpreter("sam2_fast.kernels.rope_attention")
+    q, k, v, cos, sin = _inputs(dtype=dtype, **CASES[case])
+    n_exclude = CASES[case].get("num_exclude", 4)
+    expected = _official_style(q, k, v, CASES[case].get("side", 4), n_exclude)
+    out = kernels.rope_attention_triton(q, k, v, cos, sin, n_exclude, tiles=kernels.Tiles(16, 16, 4, 1), splits=splits)
+    assert out.dtype == dtype and out.shape == expected.shape
+    err = (out.double() - expected).abs().max() / expected.abs().max()
+    assert err < TOLERANCE[dtype], err
+    single = kernels.rope_attention_triton(q, k, v, cos, sin, n_exclude, tiles=kernels.Tiles(16, 16, 4, 1), splits=1)
+    assert (out.double() - single.double()).abs().max() / expected.abs().max() < TOLERANCE[dtype]
+
+
+def test_triton_tile_candidates_all_compute_the_attention(triton_interpreter):
+    """Every tile choice the GPU sweep may pick gives the same attention (bfloat16 tiles with a
+    query block larger than the grid and a ragged last key tile)."""
+    kernels = triton_interpreter("sam2_fast.kernels.rope_attention")
+    q, k, v, cos, sin = _inputs(b=1, side=6, d=32, frames=2, num_exclude=5, dv=16, dtype=torch.bfloat16)
+    expected = _official_style(q, k, v, 6, 5)
+    tiles = kernels.candidates(32, 16, torch.bfloat16)
+    assert tiles[0] == kernels.block_config(32, 16, torch.bfloat16) and len(set(tiles)) == len(tiles)
+    for t in tiles[:4]:  # the interpreter is slow at 128-query tiles; four cover every shape class
+        out = kernels.rope_attention_triton(q, k, v, cos, sin, 5, tiles=t)
+        err = (out.double() - expected).abs().max() / expected.abs().max()
+        assert err < TOLERANCE[torch.bfloat16], (t, err)
+
+
+def test_split_count_fills_the_multiprocessors_within_limits():
+    from sam2_fast.kernels.rope_attention import num_splits
+
+    assert num_splits(32, 7 * 4096 + 64, 64, None) == 1  # no device count (the interpreter)
+    assert num_splits(256, 7 * 4096 + 64, 64, 132) == 1  # 8 objects already fill an H100 / H200
+    assert num_splits(32, 7 * 4096 + 64, 64, 132) == 9  # 1 object: 288 programs, two per SM
+    assert num_splits(64, 4096, 64, 132) == 5  # self-attention: 5 splits of 13 key tiles
+    assert num_splits(1, 4096, 64, 132) == 16  # at most 16
+    assert num_splits(4, 300, 64, 132) == 1  # under 4 key tiles per split: not worth it
+
+
+def test_tiles_fit_the_shared_memory_of_each_generation():
+    """Hopper-class parts get the large tiles; A100 and consumer parts (99 KiB per block) the
+    small ones; every shipped pair is in the AOT check for its target."""
+    from sam2_fast.kernels.rope_attention import SHIPPED, aot_specs, block_config
+
+    for head_dim, value_dim in SHIPPED:
+        for cc in (80, 86, 89, 120):
+            assert block_config(head_dim, value_dim, torch.bfloat16, cc) == block_config(head_dim, value_dim, torch.bfloat16, 80)
+        assert block_config(head_dim, value_dim, torch.bfloat16, 90) == block_config(head_dim, value_dim, torch.bfloat16, 100)
+    names = {(s.name, s.targets) for s in aot_specs()}
+    for head_dim, value_dim in SHIPPED:
+        for cc in (80, 90):
+            t = block_config(head_dim, value_dim, torch.bfloat16, cc)
+            assert (f"rope_attention d{head_dim} dv{value_dim} bf16 {t.block_m}x{t.block_n}", (cc,)) in names
