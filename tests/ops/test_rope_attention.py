@@ -264,3 +264,30 @@ def test_tiles_fit_the_shared_memory_of_each_generation():
         for cc in (80, 90):
             t = block_config(head_dim, value_dim, torch.bfloat16, cc)
             assert (f"rope_attention d{head_dim} dv{value_dim} bf16 {t.block_m}x{t.block_n}", (cc,)) in names
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_memory_attention_stack_runs_the_triton_kernels_like_the_reference(dtype, triton_interpreter):
+    """The model's memory attention (real widths: d_model 256, 64-dim memories folded into the
+    output projection, 2 objects, object pointers excluded from RoPE) on a 4x4 grid with the
+    Triton kernels forced, against the same module on the reference backend."""
+    import dataclasses
+
+    from sam2_fast.modeling.config import SAM2Config
+    from sam2_fast.modeling.sam2_base import build_memory_attention
+
+    triton_interpreter("sam2_fast.kernels.rope_attention")
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(SAM2Config(), memory_attention_num_layers=2, rope_feat_sizes=(4, 4))
+    module = build_memory_attention(cfg).eval().to(dtype)
+    curr, curr_pos = torch.randn(2, 16, 2, 256).to(dtype)
+    memory, memory_pos = torch.randn(2, 3 * 16 + 4, 2, 64).to(dtype)
+    args = dict(curr=curr, memory=memory, curr_pos=curr_pos, memory_pos=memory_pos, num_obj_ptr_tokens=4)
+    with torch.inference_mode():
+        with use_backend("reference", op="rope_attention"):
+            expected = module(**args)
+        with use_backend("triton", op="rope_attention"):
+            out = module(**args)
+    assert out.dtype == dtype and out.shape == (16, 2, 256)
+    err = (out.double() - expected.double()).norm() / expected.double().norm()
+    assert err < {torch.float32: 1e-5, torch.bfloat16: 3e-2}[dtype], err
