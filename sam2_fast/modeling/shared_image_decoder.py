@@ -59,12 +59,20 @@ class Attn:
     p: Tensor
     v: Tensor
     g: Tensor
+    # right(), computed once: the LayerNorm variances and the next attention read it many times
+    right_cache: Optional[Tensor] = field(default=None, repr=False, compare=False)
 
     def right(self) -> Tensor:
         """``[n, H * T, K]``: row ``(h, t)`` is ``v[:, h, t] @ g[h * dh:(h + 1) * dh]``."""
-        n, heads, t, dh = self.v.shape
-        g = self.g.view(heads, dh, -1)
-        return torch.einsum("nhtj,hjk->nhtk", self.v, g).reshape(n, heads * t, -1)
+        if self.right_cache is None:
+            n, heads, t, dh = self.v.shape
+            g = self.g.view(heads, dh, -1)
+            self.right_cache = torch.einsum("nhtj,hjk->nhtk", self.v, g).reshape(n, heads * t, -1)
+        return self.right_cache
+
+    def scaled(self, row_scale: Tensor) -> "Attn":
+        """The same term with the weights of image token ``f`` times ``row_scale[:, f]``."""
+        return Attn(self.key, self.p * row_scale[:, None, :], self.v, self.g, self.right_cache)
 
 
 @dataclass
@@ -238,7 +246,7 @@ def _layer_norm(shared: SharedImage, terms: List[Term], norm: nn.LayerNorm, name
         if isinstance(t, Shared):
             scaled.append(Shared(t.key, t.s, _scale(t.d, inv_std)))
         elif isinstance(t, Attn):  # the scale goes into the weights: they are read many times
-            scaled.append(Attn(t.key, t.p * inv_std[:, None, :], t.v, t.g))
+            scaled.append(t.scaled(inv_std))
         else:
             scaled.append(Bias(t.c, _scale(t.e, inv_std)))
     gamma = norm.weight
@@ -257,6 +265,21 @@ def _softmax(logits: Tensor, dim: int) -> Tensor:
     1.2e-38 per weight."""
     p = torch.softmax(logits, dim=dim)
     return F.threshold_(p, torch.finfo(p.dtype).tiny, 0.0)
+
+
+def _by_head(shared: SharedImage, term: Shared, heads: int, channels_last: bool) -> Tensor:
+    """The shared matrix ``term.s [F, H * dh]`` split by head, contiguous and memoised:
+    ``[H, dh, F]`` (keys / queries of the logits) or, with ``channels_last``, ``[H, F, dh]``
+    (values). The strided views of ``s`` make each batched product 2-3x slower (BLAS reads
+    16-float pieces of 128-float rows), and every prompt of the image reuses the copy."""
+    layout = "hfd" if channels_last else "hdf"
+    key = f"{term.key}|{layout}{heads}"
+
+    def make() -> Tensor:
+        x = term.s.view(term.s.shape[0], heads, -1)
+        return (x.permute(1, 0, 2) if channels_last else x.permute(1, 2, 0)).contiguous()
+
+    return shared.get(key, make)
 
 
 def _heads(x: Tensor, heads: int) -> Tensor:
@@ -279,7 +302,7 @@ def _tokens_to_image(
     logits = q.new_zeros(n, heads, t, num_f)
     for term in k_terms:
         if isinstance(term, Shared):
-            s = term.s.view(-1, heads, dh).permute(1, 2, 0)  # [H, dh, F]
+            s = _by_head(shared, term, heads, channels_last=False)  # [H, dh, F]
             part = torch.bmm(q.transpose(0, 1).reshape(heads, n * t, dh), s)
             part = part.view(heads, n, t, -1).transpose(0, 1)
             if term.d is None:
@@ -297,7 +320,7 @@ def _tokens_to_image(
     out = None
     for term in _linear(shared, values, attn.v_proj, f"{name}.v"):
         if isinstance(term, Shared):
-            s = term.s.view(-1, heads, dh).permute(1, 0, 2)  # [H, F, dh]
+            s = _by_head(shared, term, heads, channels_last=True)  # [H, F, dh]
             part = torch.stack([  # prompt by prompt: [H, T, F] @ [H, F, dh], no transposed copy
                 torch.bmm(weights[i] if term.d is None else weights[i] * term.d[i], s) for i in range(n)
             ])
@@ -327,7 +350,7 @@ def _image_to_tokens(
     logits = None  # [n, H, T, F]: the softmax runs over T, with F contiguous
     for term in _linear(shared, queries, attn.q_proj, f"{name}.q"):
         if isinstance(term, Shared):
-            s = term.s.view(-1, heads, dh).permute(1, 2, 0)  # [H, dh, F]
+            s = _by_head(shared, term, heads, channels_last=False)  # [H, dh, F]
             part = torch.bmm(k.transpose(0, 1).reshape(heads, n * t, dh), s)
             part = part.view(heads, n, t, -1).transpose(0, 1)
             if term.d is not None:
