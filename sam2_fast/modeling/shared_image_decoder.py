@@ -288,6 +288,53 @@ def _heads(x: Tensor, heads: int) -> Tensor:
     return x.view(n, t, heads, k // heads).transpose(1, 2)
 
 
+def _image_logits(shared: SharedImage, terms: List[Term], x: Tensor, constant_rows: bool) -> Tensor:
+    """Attention logits between the tokens ``x [n, H, T, dh]`` (already scaled) and the image
+    stream ``terms`` split into ``H`` heads: contiguous ``[n, H, T, F]``.
+
+    Prompt by prompt, so each product lands in place: an unscaled shared term is written
+    straight into the buffer (no zero fill, no transposed copy for the softmax), the others
+    are accumulated into it. ``constant_rows=False`` leaves out unscaled biases, which add the
+    same logit to every image token of a row (a softmax over F does not see them).
+    """
+    n, heads, t, dh = x.shape
+    num_f = shared.image.shape[0]
+    logits: Optional[Tensor] = None
+
+    def buffer() -> Tensor:
+        return logits if logits is not None else x.new_zeros(n, heads, t, num_f)
+
+    # the unscaled shared term (there is at most one after _add) first: it fills the buffer
+    for term in sorted(terms, key=lambda term: not (isinstance(term, Shared) and term.d is None)):
+        if isinstance(term, Shared):
+            s = _by_head(shared, term, heads, channels_last=False)  # [H, dh, F]
+            if logits is None and term.d is None:
+                logits = x.new_empty(n, heads, t, num_f)
+                for i in range(n):
+                    torch.bmm(x[i], s, out=logits[i])
+                continue
+            logits = buffer()
+            for i in range(n):
+                part = torch.bmm(x[i], s)  # [H, T, F]
+                if term.d is None:
+                    logits[i].add_(part)
+                else:
+                    logits[i].addcmul_(part, term.d[i])
+        elif isinstance(term, Attn):
+            logits = buffer()
+            r = term.right().view(n, -1, heads, dh)  # [n, S, H, dh]
+            z = torch.einsum("nhtj,nshj->nhts", x, r).reshape(n, heads * t, -1)
+            logits.view(n, heads * t, -1).baddbmm_(z, term.p)
+        elif term.e is not None or constant_rows:
+            logits = buffer()
+            cx = (x * term.c.view(-1, 1, heads, dh).transpose(1, 2)).sum(-1, keepdim=True)  # [n, H, T, 1]
+            if term.e is None:
+                logits.add_(cx)
+            else:
+                logits.addcmul_(cx, term.e[:, None, None, :])
+    return buffer()
+
+
 def _tokens_to_image(
     shared: SharedImage, attn: nn.Module, queries: Tensor, keys: List[Term], values: List[Term], name: str
 ) -> Tensor:
@@ -298,24 +345,8 @@ def _tokens_to_image(
     n, _, t, dh = q.shape
     q = q * dh**-0.5
     k_terms = _linear(shared, keys, attn.k_proj, f"{name}.k")
-    num_f = shared.image.shape[0]
-    logits = q.new_zeros(n, heads, t, num_f)
-    for term in k_terms:
-        if isinstance(term, Shared):
-            s = _by_head(shared, term, heads, channels_last=False)  # [H, dh, F]
-            part = torch.bmm(q.transpose(0, 1).reshape(heads, n * t, dh), s)
-            part = part.view(heads, n, t, -1).transpose(0, 1)
-            if term.d is None:
-                logits.add_(part)
-            else:
-                logits.addcmul_(part, term.d[:, None, None, :])
-        elif isinstance(term, Attn):
-            r = term.right().view(n, -1, heads, dh)  # [n, S, H, dh]
-            z = torch.einsum("nhtj,nshj->nhts", q, r).reshape(n, heads * t, -1)
-            logits.view(n, heads * t, -1).baddbmm_(z, term.p)
-        elif term.e is not None:  # (an unscaled bias is the same logit for every image token)
-            cq = (q * term.c.view(-1, 1, heads, dh).transpose(1, 2)).sum(-1)  # [n, H, T]
-            logits.addcmul_(cq[..., None], term.e[:, None, None, :])
+    # (an unscaled bias is the same logit for every image token: the softmax over F ignores it)
+    logits = _image_logits(shared, k_terms, q, constant_rows=False)
     weights = _softmax(logits, dim=-1)  # [n, H, T, F]
     out = None
     for term in _linear(shared, values, attn.v_proj, f"{name}.v"):
@@ -347,22 +378,8 @@ def _image_to_tokens(
     v = _heads(attn.v_proj(values), heads)
     n, _, t, dh = k.shape
     k = k * dh**-0.5
-    logits = None  # [n, H, T, F]: the softmax runs over T, with F contiguous
-    for term in _linear(shared, queries, attn.q_proj, f"{name}.q"):
-        if isinstance(term, Shared):
-            s = _by_head(shared, term, heads, channels_last=False)  # [H, dh, F]
-            part = torch.bmm(k.transpose(0, 1).reshape(heads, n * t, dh), s)
-            part = part.view(heads, n, t, -1).transpose(0, 1)
-            if term.d is not None:
-                part = part * term.d[:, None, None, :]
-        elif isinstance(term, Attn):
-            r = term.right().view(n, -1, heads, dh)  # [n, S, H, dh]
-            z = torch.einsum("nshj,nhtj->nhts", r, k).reshape(n, heads * t, r.shape[1])
-            part = torch.bmm(z, term.p).view(n, heads, t, -1)
-        else:
-            ck = (k * term.c.view(-1, heads, 1, dh)).sum(-1)  # [n, H, T]
-            part = ck[..., None] if term.e is None else ck[..., None] * term.e[:, None, None, :]
-        logits = part if logits is None else logits + part
+    q_terms = _linear(shared, queries, attn.q_proj, f"{name}.q")
+    logits = _image_logits(shared, q_terms, k, constant_rows=True)  # the softmax runs over T
     p = _softmax(logits, dim=2).reshape(n, heads * t, -1)  # [n, H * T, F]
     g = attn.out_proj.weight.t()  # [H * dh, C]
     return [Attn(f"{name}.out", p, v, g), Bias(attn.out_proj.bias[None])]
