@@ -139,14 +139,22 @@ def build_sam2_video_predictor(
     """Build a :class:`~sam2_fast.predictors.video_predictor.SAM2VideoPredictor` (official
     signature). With ``apply_postprocessing`` it also binarizes clicked masks for the memory
     and fills holes of up to 8 low-res pixels, as the official builder does.
-    ``vos_optimized`` is accepted for compatibility; the batched predictor needs no
-    separate compiled class."""
-    if vos_optimized:
-        logger.info("vos_optimized=True: the batched video predictor is used as is")
-    return _build(
+    ``vos_optimized=True`` compiles the model's components with ``torch.compile`` as the
+    official VOS predictor does (:meth:`SAM2Base.compile_components`); the first frames then
+    take minutes to compile."""
+    model = _build(
         config_file, ckpt_path, device, mode, hydra_overrides_extra, apply_postprocessing,
         video=True, kwargs=kwargs,
     )
+    return _vos_optimized(model) if vos_optimized else model
+
+
+def _vos_optimized(model: SAM2Base) -> SAM2Base:
+    names = model.compile_components()
+    logger.info(
+        "vos_optimized=True: compiling %s with torch.compile; the first frames are slow", ", ".join(names)
+    )
+    return model
 
 
 def build_sam2_hf(model_id: str, **kwargs: Any) -> SAM2Base:
@@ -158,8 +166,9 @@ def build_sam2_hf(model_id: str, **kwargs: Any) -> SAM2Base:
 
 def build_sam2_video_predictor_hf(model_id: str, **kwargs: Any):
     """:func:`build_sam2_video_predictor` for a Hub id, zoo name or checkpoint path."""
-    kwargs.pop("vos_optimized", None)
-    return _build_from_hub(model_id, video=True, kwargs=kwargs)
+    vos_optimized = kwargs.pop("vos_optimized", False)
+    model = _build_from_hub(model_id, video=True, kwargs=kwargs)
+    return _vos_optimized(model) if vos_optimized else model
 
 
 def _build_from_hub(model_id: str, video: bool, kwargs: dict):

@@ -149,7 +149,10 @@ def _autocast_weight_dtype(x: torch.Tensor, weight: torch.Tensor):
 def kept_across_calls(module: nn.Module, name: str, key, tensors, make):
     """``make()``, kept on ``module`` under ``name`` until ``key`` or one of ``tensors``
     changes (updated in place, reloaded, moved); recomputed at every call when a tensor has no
-    version counter (an inference tensor, created under inference_mode)."""
+    version counter (an inference tensor, created under inference_mode) and while
+    ``torch.compile`` traces (the compiled graph computes it from the live weights)."""
+    if torch.compiler.is_compiling():
+        return make()
     try:
         full_key = (key, *(None if t is None else (t.device, t.data_ptr(), t._version) for t in tensors))
     except RuntimeError:

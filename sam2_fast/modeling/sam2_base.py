@@ -356,6 +356,37 @@ class SAM2Base(nn.Module):
 
         return autocast_context(self.compute_dtype, self.device)
 
+    #: what :meth:`compile_components` compiles. Each is compiled with ``dynamic=None``:
+    #: static shapes first, then the dimensions that changed (the number of objects, the
+    #: memory's length as it grows frame by frame) dynamic; the token grid stays static
+    COMPILED_COMPONENTS = (
+        "image_encoder", "sam_prompt_encoder", "sam_mask_decoder", "memory_encoder", "memory_attention",
+    )
+
+    def compile_components(self, mode: Optional[str] = None) -> List[str]:
+        """``torch.compile`` the forward of the image encoder, prompt encoder, mask decoder,
+        memory encoder and memory attention: the components the official ``vos_optimized=True``
+        video predictor compiles (``build_sam2_video_predictor(..., vos_optimized=True)`` calls
+        this). The first calls compile (minutes on a GPU with autotuning); later calls run
+        Inductor's fused kernels, with this project's kernels (window / RoPE attention, mask
+        post-processing) inside as custom ops.
+
+        ``mode``: a ``torch.compile`` mode; by default ``"max-autotune-no-cudagraphs"`` on CUDA
+        and the default mode elsewhere. Not CUDA graphs by default: the predictors keep outputs
+        across frames (memories, object pointers), which a graph replay would overwrite.
+        Already compiled components are left as they are. Returns the names compiled now.
+        """
+        if mode is None and self.device.type == "cuda":
+            mode = "max-autotune-no-cudagraphs"
+        compiled = []
+        for name in self.COMPILED_COMPONENTS:
+            module = getattr(self, name)
+            if hasattr(module.forward, "_torchdynamo_orig_callable"):
+                continue
+            module.forward = torch.compile(module.forward, mode=mode)
+            compiled.append(name)
+        return compiled
+
     def forward(self, *args, **kwargs):
         raise RuntimeError(
             "SAM2Base has no forward(); use SAM2ImagePredictor or SAM2VideoPredictor "
