@@ -2,7 +2,7 @@
 predictor compiles are compiled with ``torch.compile`` (here Inductor's CPU backend), trace
 without a graph break, and track like the eager predictor on the same weights: objects added
 on different frames (the batch of objects changes size) and a memory that grows frame by frame
-(recompiled with dynamic sizes, not per size).
+(recompiled with dynamic sizes, not per size); in float32 and under bfloat16 autocast.
 
 sam2.1-hiera-tiny with random weights at ``image_size=256`` on a generated 96x128 video; the
 compilation takes about a minute on a 2-core CPU.
@@ -33,12 +33,12 @@ def _predictor(sd, vos_optimized: bool):
     return p.eval()
 
 
-def _track(predictor, frames) -> dict:
+def _track(predictor, frames, bf16: bool = False) -> dict:
     """Object 1 clicked on frame 0, tracked 3 frames; object 2 boxed on frame 3; both tracked
     to the end (3 memories of 2 objects, then more)."""
     at0, at3 = sample_video_objects(0, H, W), sample_video_objects(3, H, W)
     results = {}
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         state = predictor.init_state(frames)
         results["prompt", 1] = predictor.add_new_points_or_box(state, 0, 1, points=[at0["disc"]], labels=[1])[2]
         for f, _, masks in predictor.propagate_in_video(state, max_frame_num_to_track=2):
@@ -56,12 +56,15 @@ def test_vos_optimized_compiles_and_tracks_like_eager():
     sd = random_state_dict(PRESETS[NAME], seed=2)
     sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] += 3.0
     frames = np.stack([sample_video_frame(i, H, W) for i in range(T)])
-    eager = _track(_predictor(sd, False), frames)
+    eager_predictor = _predictor(sd, False)
+    eager = _track(eager_predictor, frames)
     vos = _predictor(sd, True)
     for name in SAM2Base.COMPILED_COMPONENTS:
         assert hasattr(getattr(vos, name).forward, "_torchdynamo_orig_callable"), name
     try:
         compiled = _track(vos, frames)
+        # bfloat16 autocast (the fast mode): each component recompiles under autocast
+        eager_bf16, compiled_bf16 = _track(eager_predictor, frames, bf16=True), _track(vos, frames, bf16=True)
     finally:
         torch._dynamo.reset()  # the compiled graphs are not needed by any other test
 
@@ -75,11 +78,24 @@ def test_vos_optimized_compiles_and_tracks_like_eager():
         assert a.shape == b.shape, key
         nonempty += int(b.any())
         for j in range(a.shape[0]):
-            union = (a[j] | b[j]).sum().item()
-            iou = 1.0 if union == 0 else (a[j] & b[j]).sum().item() / union
-            assert iou >= 0.999, (key, j, iou)
+            assert _iou(a[j], b[j]) >= 0.999, (key, j, _iou(a[j], b[j]))
         torch.testing.assert_close(compiled[key], eager[key], rtol=1e-3, atol=1e-3)
     assert nonempty >= len(eager) // 2, "most eager masks should be non-empty for the comparison to mean much"
+    # bf16: the eager and the fused kernels round differently and random weights give borderline
+    # masks, so compiled and eager agree as closely as eager bf16 agrees with eager fp32 (the
+    # bf16 rounding noise itself), not exactly. The CPU vectorisation bug compile_components
+    # avoids gave a mean IoU of 0.04 here.
+    def mean_iou(x: dict, y: dict) -> float:
+        return float(np.mean([_iou(x[k][j] > 0, y[k][j] > 0) for k in y for j in range(len(y[k]))]))
+
+    noise = mean_iou(eager_bf16, eager)
+    agreement = mean_iou(compiled_bf16, eager_bf16)
+    assert agreement >= min(0.9, noise - 0.05), (agreement, noise)
+
+
+def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    union = (a | b).sum().item()
+    return 1.0 if union == 0 else (a & b).sum().item() / union
 
 
 def test_compile_components_is_idempotent(monkeypatch):
@@ -89,7 +105,8 @@ def test_compile_components_is_idempotent(monkeypatch):
     assert model.compile_components() == list(SAM2Base.COMPILED_COMPONENTS)
     assert model.compile_components() == []  # already compiled: left as they are
     assert len(calls) == len(SAM2Base.COMPILED_COMPONENTS)
-    assert all(kw["mode"] is None for kw in calls)  # the default mode off CUDA
+    # the default mode off CUDA; on a CPU unvectorised (see compile_components)
+    assert all(kw["mode"] is None and kw["options"] == {"cpp.simdlen": 1} for kw in calls)
 
 
 def _marked(fn):

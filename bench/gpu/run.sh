@@ -2,7 +2,7 @@
 # The GPU checks of sam2-fast in one command, for a lent GPU machine whose python3 already has
 # torch, triton, pytest and pytest-benchmark (bench/gpu/README.md says how it was run):
 #
-#   bash bench/gpu/run.sh [all|second|ops|final|tune|rope|frame]   # results in $OUT (default /tmp/sam2_fast_gpu)
+#   bash bench/gpu/run.sh [all|second|ops|final|tune|rope|vos|frame]   # results in $OUT (default /tmp/sam2_fast_gpu)
 #
 # all:  pure-Python editable install; the C++/CUDA extension built (sm_90) in a copy in the
 #       background while the Triton kernels are checked and timed (check_kernels.py); then the
@@ -12,6 +12,7 @@
 # ops: the ops' tests under pytest-xdist (a crashing test fails alone) and a backtrace.
 # tune: the window-attention tile sweep only.
 # rope: the rope_attention kernel only: checked against float64, timed, tiles x key splits swept.
+# vos: vos_optimized (torch.compile of the five components) against eager, tiny, 1 and 8 objects.
 # frame: the models with the per-call overhead in view (kept weight casts on/off, syncs, profile).
 set -u
 OUT=${OUT:-/tmp/sam2_fast_gpu}
@@ -103,6 +104,17 @@ if [ "${1:-all}" = final ]; then  # the C++ error-path fix and the retuned windo
     > "$LOGS/kernels.log" 2>&1
   log "window rc $?"
   grep "^|" "$OUT/kernels.md"
+  exit 0
+fi
+
+if [ "${1:-all}" = vos ]; then  # vos_optimized: the compiled components against eager (bf16, 1 and 8 objects)
+  wait $BUILD_PID
+  log "extension build rc $? ($(tail -1 "$LOGS/build.log"))"
+  timeout 500 python3 bench/gpu/check_models.py --out "$OUT/vos.md" --only vos --models sam2.1-hiera-tiny \
+    > "$LOGS/vos.log" 2>&1
+  log "vos rc $?"
+  tail -4 "$LOGS/vos.log"
+  cat "$OUT/vos.md"
   exit 0
 fi
 

@@ -375,15 +375,23 @@ class SAM2Base(nn.Module):
         and the default mode elsewhere. Not CUDA graphs by default: the predictors keep outputs
         across frames (memories, object pointers), which a graph replay would overwrite.
         Already compiled components are left as they are. Returns the names compiled now.
+
+        On a CPU the generated C++ is not vectorised (``cpp.simdlen=1``): torch 2.14's
+        vectorised CPU code computes NaN for ``layer_norm(x + linear(x))`` under bfloat16
+        autocast when ``x`` is a permuted view (the decoder's and memory attention's image
+        tokens are), while the same graph is right unvectorised and in float32.
         """
-        if mode is None and self.device.type == "cuda":
-            mode = "max-autotune-no-cudagraphs"
+        options = None
+        if self.device.type == "cuda":
+            mode = mode or "max-autotune-no-cudagraphs"
+        elif self.device.type == "cpu":
+            options = {"cpp.simdlen": 1}
         compiled = []
         for name in self.COMPILED_COMPONENTS:
             module = getattr(self, name)
             if hasattr(module.forward, "_torchdynamo_orig_callable"):
                 continue
-            module.forward = torch.compile(module.forward, mode=mode)
+            module.forward = torch.compile(module.forward, mode=mode, options=options)
             compiled.append(name)
         return compiled
 
