@@ -240,10 +240,11 @@ def window_tuning_section() -> None:
 # RoPE memory attention
 
 
-def rope_section() -> None:
+def rope_problem() -> tuple:
+    """``(side, head dim, queries, cos, sin, shapes)`` of the memory attention: shapes maps a
+    name to (objects, keys, value width, excluded keys)."""
     side, d = (8, 32) if SMALL else (64, 256)
     nq = side * side
-    # name -> (objects, keys, value width, excluded keys)
     shapes = {
         "cross 1 obj, 7 memories + 16 pointers, v64": (1, 7 * nq + 64, 64, 64),
         "cross 8 obj batched, 7 memories + 16 pointers, v64": (8, 7 * nq + 64, 64, 64),
@@ -252,6 +253,23 @@ def rope_section() -> None:
     if SMALL:
         shapes = {"small cross": (2, 3 * nq + 8, 16, 8), "small self": (1, nq, d, 0)}
     cos, sin = (t.to(DEVICE) for t in axial_rope_cos_sin(d, side, side, 10000.0))
+    return side, d, nq, cos, sin, shapes
+
+
+def rope_sets(b: int, nq: int, nk: int, d: int, dv: int, excluded: int, cos, sin, dtype) -> list:
+    """3 input sets of rope_attention (fresh random q, k, v; keys scaled so softmax is not flat)."""
+    sets = []
+    for seed in range(3):
+        g = torch.Generator(device=DEVICE).manual_seed(seed)
+        q = torch.randn(b, 1, nq, d, generator=g, device=DEVICE)
+        k = torch.randn(b, 1, nk, d, generator=g, device=DEVICE) / 4
+        v = torch.randn(b, 1, nk, dv, generator=g, device=DEVICE)
+        sets.append((q.to(dtype), k.to(dtype), v.to(dtype), cos, sin, excluded))
+    return sets
+
+
+def rope_section() -> None:
+    side, d, nq, cos, sin, shapes = rope_problem()
     emit(
         "\n### rope_attention (triton vs torch reference: rotate + SDPA, same dtype)\n\n"
         "| shape | dtype | rel err triton | rel err torch | check | triton us | torch us | speed-up "
@@ -260,13 +278,7 @@ def rope_section() -> None:
     for name, (b, nk, dv, excluded) in shapes.items():
         for dname in ("bf16", "fp16"):
             dtype = DTYPES[dname]
-            sets = []
-            for seed in range(3):
-                g = torch.Generator(device=DEVICE).manual_seed(seed)
-                q = torch.randn(b, 1, nq, d, generator=g, device=DEVICE)
-                k = torch.randn(b, 1, nk, d, generator=g, device=DEVICE) / 4
-                v = torch.randn(b, 1, nk, dv, generator=g, device=DEVICE)
-                sets.append((q.to(dtype), k.to(dtype), v.to(dtype), cos, sin, excluded))
+            sets = rope_sets(b, nq, nk, d, dv, excluded, cos, sin, dtype)
             q, k, v = (t.double() for t in sets[0][:3])
             err, err_eager, check, t_triton, t_ref = triton_vs_reference(
                 "rope_attention", rope_attention, rope_attention_reference, sets,
@@ -296,32 +308,17 @@ def rope_tuning_section() -> None:
         rope_attention_triton,
     )
 
-    side, d = (8, 32) if SMALL else (64, 256)
-    nq = side * side
-    shapes = {
-        "cross 1 obj, v64": (1, 7 * nq + 64, 64, 64),
-        "cross 8 obj, v64": (8, 7 * nq + 64, 64, 64),
-        "self 1 obj, v256": (1, nq, d, 0),
-    }
-    if SMALL:
-        shapes = {"small cross": (1, 3 * nq + 8, 16, 8)}
+    side, d, nq, cos, sin, shapes = rope_problem()
     dtype = torch.bfloat16
     device = torch.device(DEVICE)
     cc = _compute_capability(device)
-    cos, sin = (t.to(DEVICE) for t in axial_rope_cos_sin(d, side, side, 10000.0))
     emit(
         "\n### rope_attention tile x split sweep, bf16 (BLOCK_M, BLOCK_N, warps, stages; splits)\n\n"
         "| shape | default | default us | best | best us | default / best | reference us | best vs reference "
         "| all (us) |\n|---|---|---|---|---|---|---|---|---|"
     )
     for name, (b, nk, dv, excluded) in shapes.items():
-        sets = []
-        for seed in range(3):
-            g = torch.Generator(device=DEVICE).manual_seed(seed)
-            q = torch.randn(b, 1, nq, d, generator=g, device=DEVICE)
-            k = torch.randn(b, 1, nk, d, generator=g, device=DEVICE) / 4
-            v = torch.randn(b, 1, nk, dv, generator=g, device=DEVICE)
-            sets.append((q.to(dtype), k.to(dtype), v.to(dtype), cos, sin, excluded))
+        sets = rope_sets(b, nq, nk, d, dv, excluded, cos, sin, dtype)
         default_tiles = block_config(d, dv, dtype, cc)
         default_splits = num_splits(
             math.ceil(nq / default_tiles.block_m) * b, nk, default_tiles.block_n, _multiprocessors(device)
