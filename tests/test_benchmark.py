@@ -91,5 +91,6 @@ def test_cli_runs_predict_and_writes_the_table(tmp_path: Path, capsys: pytest.Ca
     saved = json.loads((tmp_path / "bench.json").read_text())
     (row,) = saved["results"]
     assert row["official"] is None and len(row["samples"]["ours"]) == 5
-    assert row["gflop"] > 1 and saved["peaks_flops"]["fp32"] > 0
+    # ~0.99 GFLOP a click; without the C++ upscaler's FLOP formula the count was 0.46
+    assert row["gflop"] > 0.9 and saved["peaks_flops"]["fp32"] > 0
     assert (tmp_path / "bench.md").read_text().startswith("`sam2-fast bench`")
