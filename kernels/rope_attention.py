@@ -41,7 +41,10 @@ import triton.language as tl
 from sam2_fast.kernels._aot import AotSpec
 from sam2_fast.ops._triton import interpreting
 
-__all__ = ["Tiles", "aot_specs", "block_config", "candidates", "num_splits", "rope_attention_triton", "unsupported_reason"]
+__all__ = [
+    "Tiles", "aot_specs", "block_config", "candidates", "num_splits", "rope_attention_triton", "rotate",
+    "unsupported_reason",
+]
 
 LOG2E = 1.4426950408889634
 MAX_HEAD_DIM = 256
