@@ -13,8 +13,9 @@ padded keys of a window are one repeated key: the online softmax starts from a s
 logit ``q . bias_k + log(n_pad)`` and value ``bias_v``, which is exact. Padded queries only
 produce cropped outputs and are skipped.
 
-Head dims that are not powers of two (Hiera's 56, 72 and 96) are padded to the next one with
-masks. Window size 0 means global attention (the whole image is one window).
+Head dims that are not powers of two (Hiera's 56, 72 and 96) are computed as a power-of-two
+chunk plus a power-of-two tail (72 = 64 + 16 with 8 masked, 96 = 64 + 32), or padded to the next
+power of two with masks where that wastes at most 1/8 (56 -> 64). Window size 0 means global attention (the whole image is one window).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import triton.language as tl
 from sam2_fast.kernels._aot import AotSpec
 from sam2_fast.ops._triton import interpreting
 
-__all__ = ["aot_specs", "block_config", "unsupported_reason", "window_attention_triton"]
+__all__ = ["aot_specs", "block_config", "head_chunks", "unsupported_reason", "window_attention_triton"]
 
 _TL_DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 _MAX_HEAD_DIM = 128  # BLOCK_D; larger tiles would spill
@@ -61,6 +62,7 @@ def _window_attention_fwd(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    BLOCK_DT: tl.constexpr,
     IEEE_DOT: tl.constexpr,
     ALIGNED: tl.constexpr,
 ):
@@ -73,6 +75,10 @@ def _window_attention_fwd(
 
     ``ALIGNED``: every pointer is 16-byte aligned and ``dim``, ``HEAD_DIM`` and the strides are
     multiples of 8 elements (true for every SAM 2 preset); channels always have stride 1.
+
+    Channels come in two chunks: ``BLOCK_D`` first, then ``BLOCK_DT`` (0: none), each a power
+    of two, so a head dim of 72 computes 64 + 16 channels instead of 128 (96: 64 + 32). Every
+    product over channels is a sum of the two chunks' dots; the output is written per chunk.
     """
     window = tl.program_id(0) // n_q_tiles
     q_tile = tl.program_id(0) % n_q_tiles
@@ -95,6 +101,7 @@ def _window_attention_fwd(
 
     qkv = qkv_ptr + batch * stride_b
     out_base = out_ptr + batch * stride_ob
+    TAIL: tl.constexpr = BLOCK_DT > 0
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < HEAD_DIM
     q_start = head * HEAD_DIM  # channels are contiguous (stride 1)
@@ -111,6 +118,12 @@ def _window_attention_fwd(
     q_ch = q_start + offs_d
     k_ch = k_start + offs_d
     v_ch = v_start + offs_d
+    if TAIL:
+        offs_t = BLOCK_D + tl.arange(0, BLOCK_DT)
+        t_ok = offs_t < HEAD_DIM
+        q_ch_t = q_start + offs_t
+        k_ch_t = k_start + offs_t
+        v_ch_t = v_start + offs_t
 
     # queries: the max over each Q_STRIDE x Q_STRIDE cell (one token when Q_STRIDE == 1). A
     # query with a cell outside the image is cropped from the output, so it reads zeros.
@@ -119,6 +132,8 @@ def _window_attention_fwd(
     q_row = offs_m // q_win_w
     q_col = offs_m % q_win_w
     q = tl.full([BLOCK_M, BLOCK_D], float("-inf"), tl.float32)  # exact: max needs no rounding
+    if TAIL:
+        q_t = tl.full([BLOCK_M, BLOCK_DT], float("-inf"), tl.float32)
     for dy in tl.static_range(Q_STRIDE):
         for dx in tl.static_range(Q_STRIDE):
             cell_row = row0 + q_row * Q_STRIDE + dy
@@ -127,10 +142,15 @@ def _window_attention_fwd(
             cell_off = cell_row * stride_h + cell_col * stride_w
             if ALIGNED:
                 cell_off = tl.multiple_of(cell_off, 8)
-            cell_ptrs = qkv + cell_off[:, None] + q_ch[None, :]
-            cell = tl.load(cell_ptrs, mask=cell_in[:, None] & d_ok[None, :], other=0.0)
+            cell_ptrs = qkv + cell_off[:, None]
+            cell = tl.load(cell_ptrs + q_ch[None, :], mask=cell_in[:, None] & d_ok[None, :], other=0.0)
             q = tl.maximum(q, cell.to(tl.float32))
+            if TAIL:
+                cell_t = tl.load(cell_ptrs + q_ch_t[None, :], mask=cell_in[:, None] & t_ok[None, :], other=0.0)
+                q_t = tl.maximum(q_t, cell_t.to(tl.float32))
     q = q.to(qkv_ptr.dtype.element_ty)
+    if TAIL:
+        q_t = q_t.to(qkv_ptr.dtype.element_ty)
 
     # Online softmax state, in log2 units. Every padded key of a window is the same token
     # (k = bias_k, v = bias_v), so instead of loading them the state starts with one key that
@@ -145,18 +165,19 @@ def _window_attention_fwd(
             s_pad = tl.zeros([BLOCK_M], tl.float32)
             if HAS_BIAS:
                 # q . bias_k with the loop's own dot (16 identical rows: dot needs 16)
-                bias_k = tl.load(
-                    bias_ptr + k_ch[None, :] + tl.zeros([16, 1], tl.int32), mask=d_ok[None, :], other=0.0
-                )
-                if IEEE_DOT:
-                    s_bias = tl.dot(q.to(tl.float32), tl.trans(bias_k.to(tl.float32)), input_precision="ieee")
-                else:
-                    s_bias = tl.dot(q, tl.trans(bias_k))
+                rows16 = tl.zeros([16, 1], tl.int32)
+                bias_k = tl.load(bias_ptr + k_ch[None, :] + rows16, mask=d_ok[None, :], other=0.0)
+                s_bias = _dot_t(q, bias_k, IEEE_DOT)
+                if TAIL:
+                    bias_k_t = tl.load(bias_ptr + k_ch_t[None, :] + rows16, mask=t_ok[None, :], other=0.0)
+                    s_bias += _dot_t(q_t, bias_k_t, IEEE_DOT)
                 s_pad = tl.max(s_bias, 1) * qk_scale
             m_i = s_pad + tl.log2(n_pad.to(tl.float32))
             l_i += 1.0
             w_pad += 1.0
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    if TAIL:
+        acc_t = tl.zeros([BLOCK_M, BLOCK_DT], tl.float32)
 
     for start in range(0, n_k, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
@@ -170,10 +191,12 @@ def _window_attention_fwd(
         load_mask = inside[:, None] & d_ok[None, :]
         k = tl.load(ptrs + k_ch[None, :], mask=load_mask, other=0.0)
         v = tl.load(ptrs + v_ch[None, :], mask=load_mask, other=0.0)
-        if IEEE_DOT:
-            s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
-        else:
-            s = tl.dot(q, tl.trans(k))
+        s = _dot_t(q, k, IEEE_DOT)
+        if TAIL:
+            load_mask_t = inside[:, None] & t_ok[None, :]
+            k_t = tl.load(ptrs + k_ch_t[None, :], mask=load_mask_t, other=0.0)
+            v_t = tl.load(ptrs + v_ch_t[None, :], mask=load_mask_t, other=0.0)
+            s += _dot_t(q_t, k_t, IEEE_DOT)
         s = tl.where(inside[None, :], s * qk_scale, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         p = tl.exp2(s - m_new[:, None])
@@ -181,15 +204,16 @@ def _window_attention_fwd(
         l_i = l_i * alpha + tl.sum(p, 1)
         w_pad *= alpha
         p = p.to(v.dtype)
-        if IEEE_DOT:
-            acc = acc * alpha[:, None] + tl.dot(p.to(tl.float32), v.to(tl.float32), input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p, v)
+        acc = acc * alpha[:, None] + _dot(p, v, IEEE_DOT)
+        if TAIL:
+            acc_t = acc_t * alpha[:, None] + _dot(p, v_t, IEEE_DOT)
         m_i = m_new
     if WINDOW > 0 and HAS_BIAS:
         bias_v = tl.load(bias_ptr + v_ch, mask=d_ok, other=0.0).to(tl.float32)
         acc += w_pad[:, None] * bias_v[None, :]
-    out = acc / l_i[:, None]
+        if TAIL:
+            bias_v_t = tl.load(bias_ptr + v_ch_t, mask=t_ok, other=0.0).to(tl.float32)
+            acc_t += w_pad[:, None] * bias_v_t[None, :]
 
     out_row = win_y * q_win_h + q_row
     out_col = win_x * q_win_w + q_col
@@ -197,8 +221,29 @@ def _window_attention_fwd(
     out_off = out_row * stride_oh + out_col * stride_ow
     if ALIGNED:
         out_off = tl.multiple_of(out_off, 8)
-    out_ptrs = out_base + out_off[:, None] + q_ch[None, :]
-    tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=keep[:, None] & d_ok[None, :])
+    out_ptrs = out_base + out_off[:, None]
+    out = acc / l_i[:, None]
+    tl.store(out_ptrs + q_ch[None, :], out.to(out_ptr.dtype.element_ty), mask=keep[:, None] & d_ok[None, :])
+    if TAIL:
+        out_t = acc_t / l_i[:, None]
+        tl.store(
+            out_ptrs + q_ch_t[None, :], out_t.to(out_ptr.dtype.element_ty), mask=keep[:, None] & t_ok[None, :]
+        )
+
+
+@triton.jit
+def _dot(a, b, IEEE_DOT: tl.constexpr):
+    """``a @ b`` with float32 accumulation; in full float32 on float32 upcasts when IEEE_DOT."""
+    if IEEE_DOT:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        return tl.dot(a, b)
+
+
+@triton.jit
+def _dot_t(a, b, IEEE_DOT: tl.constexpr):
+    """``a @ b.T`` (see :func:`_dot`)."""
+    return _dot(a, tl.trans(b), IEEE_DOT)
 
 
 def _interpreted(fn) -> bool:
@@ -243,32 +288,17 @@ def _pick_block(n: int, largest: int) -> int:
 # compiles without register spills for sm_80 and sm_90 (``python -m sam2_fast.kernels aot``),
 # except the entries marked "H200", the fastest spill-free candidate of a sweep on an H200
 # (bench/gpu/check_kernels.py --only tune; bench/gpu/README.md). Entries equal to the first
-# candidate are left out.
+# candidate are left out. Since head dims 72 and 96 run as 64 + 16 / 64 + 32 channels instead
+# of 128 (head_chunks), their first candidates compile spill-free nearly everywhere; the two
+# H200 entries of 72 / 96 were swept with 128 channels and are kept until the next sweep.
 _TUNED: dict[tuple[torch.dtype, int, int, int], tuple[int, int, int]] = {
     (torch.bfloat16, 56, 4, 2): (16, 16, 1),
     (torch.bfloat16, 56, 14, 1): (16, 16, 1),  # H200: 37 vs 44 us
     (torch.bfloat16, 96, 8, 2): (16, 16, 2),  # H200: 34 vs 48 us
-    (torch.float32, 72, 0, 1): (16, 32, 4),
-    (torch.bfloat16, 72, 0, 1): (64, 64, 8),
-    (torch.float16, 72, 0, 1): (64, 64, 8),
-    (torch.float32, 72, 4, 1): (32, 32, 8),
-    (torch.float32, 72, 4, 2): (32, 32, 8),
-    (torch.float32, 72, 8, 1): (32, 32, 8),
-    (torch.float32, 72, 16, 1): (32, 32, 8),
     (torch.bfloat16, 72, 16, 1): (64, 32, 4),  # H200: 31 vs 49 us
-    (torch.float16, 72, 16, 1): (64, 64, 8),
-    (torch.float32, 72, 16, 2): (32, 32, 8),
-    (torch.bfloat16, 72, 16, 2): (64, 64, 8),
-    (torch.float16, 72, 16, 2): (64, 64, 8),
-    (torch.float32, 96, 0, 1): (16, 32, 4),
-    (torch.bfloat16, 96, 0, 1): (64, 64, 8),
-    (torch.float16, 96, 0, 1): (64, 64, 8),
-    (torch.float32, 96, 4, 1): (32, 32, 8),
-    (torch.float32, 96, 4, 2): (32, 32, 8),
-    (torch.float32, 96, 7, 1): (32, 32, 8),
-    (torch.float32, 96, 8, 1): (32, 32, 8),
-    (torch.float32, 96, 14, 1): (32, 32, 8),
-    (torch.float32, 96, 14, 2): (32, 32, 8),
+    (torch.float32, 72, 16, 1): (16, 32, 4),
+    (torch.bfloat16, 96, 4, 2): (64, 64, 8),
+    (torch.float16, 96, 4, 2): (64, 64, 8),
 }
 _CANDIDATES = {
     "16-bit": (
@@ -296,7 +326,8 @@ def block_config(
     tiles: tuple[int, int, int] | None = None,
 ) -> dict[str, int]:
     """Tile sizes and launch options of one configuration: ``BLOCK_M`` queries, ``BLOCK_N``
-    keys, ``BLOCK_D`` (head dim padded to a power of two), ``num_warps`` and ``num_stages``.
+    keys, ``BLOCK_D`` and ``BLOCK_DT`` (the head dim's chunks, :func:`head_chunks`), ``num_warps``
+    and ``num_stages``.
 
     ``tiles`` (largest BLOCK_M, largest BLOCK_N, num_warps) defaults to the tuned entry of the
     configuration, else to the first candidate for ``dtype``. float32 runs its products on CUDA
@@ -307,13 +338,28 @@ def block_config(
     largest_m, largest_n, num_warps = tiles
     win_h, win_w = (window_size, window_size) if window_size > 0 else (height, width)
     n_q = (win_h // q_stride) * (win_w // q_stride)
+    block_d, block_dt = head_chunks(head_dim)
     return dict(
         BLOCK_M=_pick_block(max(n_q, 1), largest_m),
         BLOCK_N=_pick_block(win_h * win_w, largest_n),
-        BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
+        BLOCK_D=block_d,
+        BLOCK_DT=block_dt,
         num_warps=num_warps,
         num_stages=2,
     )
+
+
+def head_chunks(head_dim: int) -> tuple[int, int]:
+    """``(BLOCK_D, BLOCK_DT)``: the head dim's channels as one power-of-two chunk (padded,
+    masked) or, where that wastes more than 1/8 of it, a power-of-two chunk and a smaller
+    power-of-two tail (each at least 16, what Triton's dot needs): 72 -> 64 + 16 (8 masked)
+    instead of 128, 96 -> 64 + 32, while 56 stays one chunk of 64."""
+    whole = max(16, triton.next_power_of_2(head_dim))
+    if (whole - head_dim) * 8 <= whole:
+        return whole, 0
+    main = whole // 2
+    tail = max(16, triton.next_power_of_2(head_dim - main))
+    return (main, tail) if main + tail < whole else (whole, 0)
 
 
 def unsupported_reason(qkv: torch.Tensor, num_heads: int, window_size: int, q_stride: int) -> str | None:
@@ -397,6 +443,7 @@ def window_attention_triton(
         BLOCK_M=cfg["BLOCK_M"],
         BLOCK_N=cfg["BLOCK_N"],
         BLOCK_D=cfg["BLOCK_D"],
+        BLOCK_DT=cfg["BLOCK_DT"],
         IEEE_DOT=qkv.dtype == torch.float32 or (interpreting() and qkv.dtype == torch.bfloat16),
         ALIGNED=aligned,
         num_warps=cfg["num_warps"],
@@ -450,6 +497,7 @@ def aot_spec(
         BLOCK_M=cfg["BLOCK_M"],
         BLOCK_N=cfg["BLOCK_N"],
         BLOCK_D=cfg["BLOCK_D"],
+        BLOCK_DT=cfg["BLOCK_DT"],
         IEEE_DOT=dtype == torch.float32,
         ALIGNED=True,
     )

@@ -156,7 +156,11 @@ def window_attention_section() -> None:
 
     shapes = window_shapes()
     if SMALL:
-        shapes = {"small win4 pooled": bw.Shape(12, 10, 24, 2, 4, 2), "small global": bw.Shape(9, 9, 16, 1, 0, 1)}
+        shapes = {
+            "small win4 pooled": bw.Shape(12, 10, 24, 2, 4, 2),
+            "small global": bw.Shape(9, 9, 16, 1, 0, 1),
+            "small win4 d40 (32 + 16 channels)": bw.Shape(9, 7, 80, 2, 4, 1),
+        }
     emit(
         "\n### window_attention (triton vs torch reference in the same dtype)\n\n"
         "| shape | dtype | rel err triton | rel err torch | check | triton us | torch us | speed-up "
@@ -198,7 +202,7 @@ def window_tuning_section() -> None:
 
     shapes = window_shapes()
     if SMALL:
-        shapes = {"small win4 pooled": bw.Shape(12, 10, 24, 2, 4, 2)}
+        shapes = {"small win4 pooled": bw.Shape(12, 10, 24, 2, 4, 2), "small win4 d40": bw.Shape(9, 7, 80, 2, 4, 1)}
     emit(
         "\n### window_attention tile sweep, bf16 (BLOCK_M cap, BLOCK_N cap, warps)\n\n"
         "| shape | default tiles | default us | best tiles | best us | default / best | all (us) |\n"

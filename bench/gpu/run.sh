@@ -10,7 +10,7 @@
 #       package (check_models.py, needs the oracle and hydra on PYTHONPATH, e.g. .gpu_site/).
 # second: the tile sweep, base-plus shapes, models with the measured defaults, a profile.
 # ops: the ops' tests under pytest-xdist (a crashing test fails alone) and a backtrace.
-# tune: the window-attention tile sweep only.
+# tune: window_attention only: bf16 timed against SDPA on every trunk shape, then the tile sweep.
 # rope: the rope_attention kernel only: checked against float64, timed, tiles x key splits swept.
 # vos: vos_optimized (torch.compile of the five components) against eager, tiny, 1 and 8 objects.
 # frame: the models with the per-call overhead in view (kept weight casts on/off, syncs, profile).
@@ -46,7 +46,8 @@ if [ "${1:-all}" = rope ]; then  # the rope_attention kernel: checked, timed, it
 fi
 
 if [ "${1:-all}" = tune ]; then
-  timeout 400 python3 bench/gpu/check_kernels.py --out "$OUT/tune.md" --only ceilings,tune > "$LOGS/tune.log" 2>&1
+  timeout 500 python3 bench/gpu/check_kernels.py --out "$OUT/tune.md" --only ceilings,window,tune \
+    --window-dtypes bf16 > "$LOGS/tune.log" 2>&1
   log "tune rc $?"
   cat "$OUT/tune.md"
   exit 0

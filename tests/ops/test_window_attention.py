@@ -44,7 +44,13 @@ CASES = {
     "global, several key tiles": (1, 9, 11, 0, 1, 2, 24),
     "global pooled, odd size, 2 images": (2, 9, 10, 0, 2, 1, 12),
     "no padding": (1, 8, 8, 4, 1, 2, 16),
+    # head dims the kernel splits into a chunk and a tail (head_chunks): 48 = 32 + 16 and
+    # 40 = 32 + 16 with 8 tail channels masked
+    "head dim 48 in two chunks, window4 pooled, padded": (1, 10, 6, 4, 2, 2, 48),
+    "head dim 40, masked tail, window7 padded": (1, 9, 8, 7, 1, 1, 40),
+    "head dim 40, masked tail, global": (1, 9, 11, 0, 1, 1, 40),
 }
+TAIL_CASES = [name for name in CASES if name.startswith("head dim")]
 
 
 def make_qkv(case: tuple, dtype: torch.dtype = torch.float32, seed: int = 0):
@@ -260,12 +266,34 @@ def test_interpreter_without_bias_and_non_contiguous(interpreter) -> None:
     "head_dim, window_size, q_stride", [(56, 4, 2), (72, 0, 1), (96, 8, 1)], ids=["d56", "d72", "d96"]
 )
 def test_interpreter_preset_head_dims(interpreter, head_dim: int, window_size: int, q_stride: int) -> None:
-    """The head dims of the presets (56: base-plus, 72: large, 96: tiny / small), padded to 64
-    and 128 inside the kernel."""
+    """The head dims of the presets (56: base-plus, 72: large, 96: tiny / small): 64, 64 + 16
+    and 64 + 32 channels inside the kernel."""
     case = (1, 8, 6, window_size, q_stride, 1, head_dim)
     qkv, bias = make_qkv(case, torch.float16)
     expected = window_attention_reference(qkv.float(), *op_args(case), bias.float())
     torch.testing.assert_close(run_triton(qkv, op_args(case), bias).float(), expected, **TOLERANCES[torch.float16])
+
+
+def test_head_chunks_cover_the_head_dim_with_less_padding() -> None:
+    """The kernel's channel chunks: one padded power of two where it wastes at most 1/8, else
+    a chunk and a tail that waste less; the tail cases above really take the two-chunk path."""
+    pytest.importorskip("triton")
+    from sam2_fast.kernels.window_attention import head_chunks
+
+    assert head_chunks(56) == (64, 0) and head_chunks(64) == (64, 0) and head_chunks(16) == (16, 0)
+    assert head_chunks(72) == (64, 16) and head_chunks(96) == (64, 32)
+    for name in TAIL_CASES:
+        head_dim = CASES[name][-1]
+        main, tail = head_chunks(head_dim)
+        assert tail > 0 and main < head_dim <= main + tail, name
+    for head_dim in range(1, 129):
+        main, tail = head_chunks(head_dim)
+        assert main + tail >= head_dim and main >= 16 and tail in (0, 16, 32, 64), head_dim
+        assert tail == 0 or main + tail < triton_next_power_of_2(head_dim), head_dim
+
+
+def triton_next_power_of_2(n: int) -> int:
+    return max(16, 1 << (n - 1).bit_length())
 
 
 def test_interpreter_head_dims_above_128_fall_back_to_the_reference(interpreter) -> None:
