@@ -2,7 +2,7 @@
 # The GPU checks of sam2-fast in one command, for a lent GPU machine whose python3 already has
 # torch, triton, pytest and pytest-benchmark (bench/gpu/README.md says how it was run):
 #
-#   bash bench/gpu/run.sh [all|second|ops|final|tune|rope|vos|frame]   # results in $OUT (default /tmp/sam2_fast_gpu)
+#   bash bench/gpu/run.sh [all|second|ops|final|next|tune|rope|vos|frame]   # results in $OUT (default /tmp/sam2_fast_gpu)
 #
 # all:  pure-Python editable install; the C++/CUDA extension built (sm_90) in a copy in the
 #       background while the Triton kernels are checked and timed (check_kernels.py); then the
@@ -10,6 +10,8 @@
 #       package (check_models.py, needs the oracle and hydra on PYTHONPATH, e.g. .gpu_site/).
 # second: the tile sweep, base-plus shapes, models with the measured defaults, a profile.
 # ops: the ops' tests under pytest-xdist (a crashing test fails alone) and a backtrace.
+# next: what changed since the last GPU run, kernels only (rope check + timing, window bf16
+#       timing on the trunk shapes, both tile sweeps), under 9 minutes.
 # tune: window_attention only: bf16 timed against SDPA on every trunk shape, then the tile sweep.
 # rope: the rope_attention kernel only: checked against float64, timed, tiles x key splits swept.
 # vos: vos_optimized (torch.compile of the five components) against eager, tiny, 1 and 8 objects.
@@ -42,6 +44,19 @@ if [ "${1:-all}" = rope ]; then  # the rope_attention kernel: checked, timed, it
   log "rope rc $?"
   cat "$OUT/rope.md"
   tail -5 "$LOGS/rope.log"
+  exit 0
+fi
+
+if [ "${1:-all}" = next ]; then  # the kernel changes not yet timed on a GPU, in one call of < 9 min
+  # most important first; each part appends to next.md, so a part cut by its timeout keeps
+  # what the earlier ones measured
+  K="python3 bench/gpu/check_kernels.py --out $OUT/next.md"
+  timeout 150 $K --only ceilings,rope > "$LOGS/next_rope.log" 2>&1; log "rope rc $?"
+  timeout 120 $K --only ceilings,window --window-dtypes bf16 > "$LOGS/next_window.log" 2>&1; log "window rc $?"
+  timeout 130 $K --only rope_tune > "$LOGS/next_rope_tune.log" 2>&1; log "rope_tune rc $?"
+  timeout 120 $K --only tune > "$LOGS/next_tune.log" 2>&1; log "tune rc $?"
+  cat "$OUT/next.md"
+  for f in "$LOGS"/next_*.log; do echo "== tail $f"; tail -3 "$f"; done
   exit 0
 fi
 
