@@ -17,6 +17,7 @@ import torch
 from sam2_fast import build_sam2_video_predictor
 from sam2_fast.modeling.config import PRESETS
 from sam2_fast.modeling.init import random_state_dict
+from sam2_fast.errors import InvalidInputError
 from sam2_fast.modeling.sam2_base import SAM2Base
 from sam2_fast.sample import sample_video_frame, sample_video_objects
 
@@ -107,6 +108,53 @@ def test_compile_components_is_idempotent(monkeypatch):
     assert len(calls) == len(SAM2Base.COMPILED_COMPONENTS)
     # the default mode off CUDA; on a CPU unvectorised (see compile_components)
     assert all(kw["mode"] is None and kw["options"] == {"cpp.simdlen": 1} for kw in calls)
+
+
+def test_cuda_graph_modes_clone_every_output(monkeypatch):
+    """In "reduce-overhead" / "max-autotune" each component replays a CUDA graph, which writes
+    every call's outputs into the same memory; the predictors keep outputs across frames, so
+    the compiled forwards hand out clones. A fake compiled function that reuses one buffer, as
+    a graph replay does, shows it."""
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append(kw) or _replaying(fn))
+    model = SAM2Base.from_config(PRESETS[NAME])
+    assert model.compile_components(mode="max-autotune") == list(SAM2Base.COMPILED_COMPONENTS)
+    assert model.compile_components(mode="reduce-overhead") == []  # already compiled
+    # a mode and options cannot both go to torch.compile: on a CPU the mode's options, unvectorised
+    assert calls[0] == {"mode": None, "options": {
+        "max_autotune": True, "triton.cudagraphs": True, "coordinate_descent_tuning": True, "cpp.simdlen": 1,
+    }}
+    forward = model.memory_attention.forward
+    first = forward(torch.ones(2))
+    second = forward(torch.full((2,), 3.0))
+    assert first["out"].tolist() == [1.0, 1.0] and first["list"][0].tolist() == [1.0, 1.0]
+    assert second["out"].tolist() == [3.0, 3.0] and first["list"][1] == "kept"
+
+    plain = SAM2Base.from_config(PRESETS[NAME])
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: _replaying(fn))
+    plain.compile_components(mode="max-autotune-no-cudagraphs")  # no graphs: no clones
+    assert plain.memory_attention.forward(torch.ones(2))["out"] is plain.memory_attention.forward.buffer
+
+
+def test_compile_components_rejects_an_unknown_mode():
+    model = SAM2Base.from_config(PRESETS[NAME])
+    with pytest.raises(InvalidInputError, match=r"mode: expected None or one of .*'max-autotune'.*; got 'fastest'"):
+        model.compile_components(mode="fastest")
+    assert not any(hasattr(getattr(model, n).forward, "_torchdynamo_orig_callable") for n in model.COMPILED_COMPONENTS)
+
+
+def _replaying(fn):
+    """A stand-in for a compiled forward replaying a CUDA graph: one output buffer, rewritten
+    by every call (``fn`` itself is not called)."""
+    buffer = torch.zeros(2)
+
+    def replay(x):
+        buffer.copy_(x)
+        return {"out": buffer, "list": [buffer, "kept"]}
+
+    replay._torchdynamo_orig_callable = fn
+    replay.buffer = buffer
+    return replay
 
 
 def _marked(fn):

@@ -14,7 +14,8 @@
 #       timing on the trunk shapes, both tile sweeps), under 9 minutes.
 # tune: window_attention only: bf16 timed against SDPA on every trunk shape, then the tile sweep.
 # rope: the rope_attention kernel only: checked against float64, timed, tiles x key splits swept.
-# vos: vos_optimized (torch.compile of the five components) against eager, tiny, 1 and 8 objects.
+# vos [MODE]: vos_optimized (torch.compile of the five components) against eager, tiny, 1 and 8
+#       objects; MODE a torch.compile mode (max-autotune: with CUDA graphs, as the official VOS predictor).
 # frame: the models with the per-call overhead in view (kept weight casts on/off, syncs, profile).
 set -u
 OUT=${OUT:-/tmp/sam2_fast_gpu}
@@ -127,6 +128,7 @@ if [ "${1:-all}" = vos ]; then  # vos_optimized: the compiled components against
   wait $BUILD_PID
   log "extension build rc $? ($(tail -1 "$LOGS/build.log"))"
   timeout 500 python3 bench/gpu/check_models.py --out "$OUT/vos.md" --only vos --models sam2.1-hiera-tiny \
+    --vos-mode "${2:-default}" \
     > "$LOGS/vos.log" 2>&1
   log "vos rc $?"
   tail -4 "$LOGS/vos.log"

@@ -53,6 +53,23 @@ _DECODER_EXTRA_FIELDS = (
 )
 
 
+#: the ``torch.compile`` modes that replay CUDA graphs (their outputs are overwritten by the next replay)
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def _cloning_outputs(compiled):
+    """``compiled`` (a ``torch.compile``d forward) with every tensor of its output cloned: a
+    CUDA graph replay writes its outputs into the memory of the previous replay's."""
+    from torch.utils._pytree import tree_map_only
+
+    def forward(*args, **kwargs):
+        return tree_map_only(torch.Tensor, torch.clone, compiled(*args, **kwargs))
+
+    forward._torchdynamo_orig_callable = compiled._torchdynamo_orig_callable  # marks it compiled
+    forward.compiled = compiled
+    return forward
+
+
 @dataclass
 class MemoryPlan:
     """The memories one object (or one batch) attends to on a frame.
@@ -371,27 +388,40 @@ class SAM2Base(nn.Module):
         Inductor's fused kernels, with this project's kernels (window / RoPE attention, mask
         post-processing) inside as custom ops.
 
-        ``mode``: a ``torch.compile`` mode; by default ``"max-autotune-no-cudagraphs"`` on CUDA
-        and the default mode elsewhere. Not CUDA graphs by default: the predictors keep outputs
-        across frames (memories, object pointers), which a graph replay would overwrite.
-        Already compiled components are left as they are. Returns the names compiled now.
+        ``mode``: a ``torch.compile`` mode (``"default"``, ``"reduce-overhead"``,
+        ``"max-autotune"``, ``"max-autotune-no-cudagraphs"``, ...); by default
+        ``"max-autotune-no-cudagraphs"`` on CUDA and ``"default"`` elsewhere. The two modes
+        with CUDA graphs (the official VOS predictor uses ``"max-autotune"``) replay each
+        component from a recorded graph, which writes its outputs into the same memory every
+        time; the predictors keep outputs across frames (memories, object pointers), so in
+        those modes each component's outputs are cloned as they come out, as the official
+        predictor does. Already compiled components are left as they are. Returns the names
+        compiled now.
 
         On a CPU the generated C++ is not vectorised (``cpp.simdlen=1``): torch 2.14's
         vectorised CPU code computes NaN for ``layer_norm(x + linear(x))`` under bfloat16
         autocast when ``x`` is a permuted view (the decoder's and memory attention's image
         tokens are), while the same graph is right unvectorised and in float32.
         """
+        import torch._inductor
+
+        modes = tuple(torch._inductor.list_mode_options())  # this torch's modes
+        if mode is not None and mode not in modes:
+            raise InvalidInputError(f"mode: expected None or one of {', '.join(map(repr, modes))}; got {mode!r}")
         options = None
         if self.device.type == "cuda":
             mode = mode or "max-autotune-no-cudagraphs"
         elif self.device.type == "cpu":
-            options = {"cpp.simdlen": 1}
+            # torch.compile takes a mode or options, not both: the mode's options, unvectorised
+            options = {**torch._inductor.list_mode_options(mode or "default"), "cpp.simdlen": 1}
+        graphs = mode in CUDA_GRAPH_MODES
         compiled = []
         for name in self.COMPILED_COMPONENTS:
             module = getattr(self, name)
             if hasattr(module.forward, "_torchdynamo_orig_callable"):
                 continue
-            module.forward = torch.compile(module.forward, mode=mode, options=options)
+            forward = torch.compile(module.forward, mode=None if options else mode, options=options)
+            module.forward = _cloning_outputs(forward) if graphs else forward
             compiled.append(name)
         return compiled
 

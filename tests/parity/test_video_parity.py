@@ -172,3 +172,56 @@ def test_video_masks_match_official_at_full_resolution(frames_dir):
 
     ious, _ = mask_ious(short(ours), short(official))
     assert ious.mean() >= IOU_MEAN and ious.min() >= IOU_MIN, (ious.mean(), ious.min())
+
+
+def run_editing_session(predictor, video) -> Dict[tuple, torch.Tensor]:
+    """The editing calls of an interactive session, each output compared: a mask prompt, an
+    object added after tracking started, a refinement click then cleared again
+    (``clear_all_prompts_in_frame``), an object removed (``remove_object``), reverse
+    tracking, and the state reset and reused."""
+    results: Dict[tuple, torch.Tensor] = {}
+    state = predictor.init_state(str(video))
+    at0 = sample_video_objects(0, H, W)
+    yy, xx = np.mgrid[:H, :W]
+    disc = (xx - at0["disc"][0]) ** 2 + (yy - at0["disc"][1]) ** 2 <= 30**2
+    _, ids, results["mask prompt"] = predictor.add_new_mask(state, 0, 1, disc)
+    _, ids, results["click"] = predictor.add_new_points_or_box(state, 0, 2, points=[at0["triangle"]], labels=[1])
+    for f, _, masks in predictor.propagate_in_video(state, max_frame_num_to_track=5):
+        results["first", f] = masks
+    at4 = sample_video_objects(4, H, W)
+    _, ids, results["new object after tracking"] = predictor.add_new_points_or_box(
+        state, 4, 3, box=box_around(at4["square"], 40)
+    )
+    results["ids after add"] = torch.tensor(ids)
+    at5 = sample_video_objects(5, H, W)["triangle"]
+    results["refine"] = predictor.add_new_points_or_box(
+        state, 5, 2, points=[(at5[0] - 20, at5[1])], labels=[0], clear_old_points=False
+    )[2]
+    for f, _, masks in predictor.propagate_in_video(state, start_frame_idx=4, max_frame_num_to_track=4):
+        results["second", f] = masks
+    _, ids, results["cleared"] = predictor.clear_all_prompts_in_frame(state, 5, 2)
+    ids, updated = predictor.remove_object(state, 1)  # (ids, [(frame, masks)]) as official
+    results["ids after remove"] = torch.tensor(ids)
+    results["frames updated by the removal"] = torch.tensor([f for f, _ in updated])
+    for f, masks in updated:
+        results["removed", f] = masks
+    for f, _, masks in predictor.propagate_in_video(state, start_frame_idx=8, reverse=True):
+        results["reverse", f] = masks
+    predictor.reset_state(state)
+    _, ids, results["after reset"] = predictor.add_new_points_or_box(state, 2, 5, points=[at0["disc"]], labels=[1])
+    for f, _, masks in predictor.propagate_in_video(state, max_frame_num_to_track=3):
+        results["third", f] = masks
+    return results
+
+
+def test_editing_session_matches_official(frames_dir):
+    ours, official = build_pair(256, video_weights(seed=3))  # the code paths of 1024, 16x cheaper
+    with torch.inference_mode():
+        mine, ref = run_editing_session(ours, frames_dir), run_editing_session(official, frames_dir)
+    for key in ("ids after add", "ids after remove", "frames updated by the removal"):
+        assert mine.pop(key).tolist() == ref.pop(key).tolist(), key
+    assert len(mine["removed", 0]) == 2 and len(mine["after reset"]) == 1
+    ious, nonempty = mask_ious(mine, ref)
+    assert nonempty >= 0.5 * len(ious), f"only {nonempty}/{len(ious)} official masks are non-empty"
+    print(f"editing session: {len(ious)} masks, {nonempty} non-empty, IoU mean {ious.mean():.4f} min {ious.min():.4f}")
+    assert ious.mean() >= IOU_MEAN and ious.min() >= IOU_MIN, (ious.mean(), ious.min())
