@@ -187,10 +187,12 @@ class _no_warning:
         return False
 
 
-@pytest.mark.parametrize("backend", ["reference"])
+@pytest.mark.parametrize("backend", ["reference", "compiled"])
 def test_forced_backend_matches_official(model_pair, backend):
     """The whole image path with every op forced to one backend (the CPU defaults, blocked /
-    chunked / cpp, are what the other tests run) still matches the official package."""
+    chunked / cpp, are what the other tests run; ``compiled`` is ``torch.compile`` of each
+    op's reference, 9 graphs here) still matches the official package. (``triton`` runs the
+    model's kernels in the interpreter in tests/ops, on small shapes.)"""
     from sam2.sam2_image_predictor import SAM2ImagePredictor as OfficialPredictor
 
     from sam2_fast.ops import use_backend
