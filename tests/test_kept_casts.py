@@ -101,6 +101,25 @@ def test_autograd_is_not_affected(make, ours_cls, shape):
     assert torch.equal(ours.weight.grad, theirs.weight.grad)
 
 
+@pytest.mark.parametrize("make, ours_cls, shape", PAIRS, ids=["linear", "conv", "conv_transpose"])
+def test_layers_run_on_the_meta_device(make, ours_cls, shape):
+    """Shape tracing on the meta device (autocast knows no such device type): the layers
+    give torch's output shapes instead of raising."""
+    ref = make().to("meta")
+    ours = ours_cls(**_ctor_args(ref)).to("meta")
+    x = torch.empty(shape, device="meta")
+    with torch.inference_mode():
+        out = ours(x)
+    assert out.device.type == "meta" and out.shape == ref(x).shape
+
+
+def _ctor_args(layer: nn.Module) -> dict:
+    if isinstance(layer, nn.Linear):
+        return dict(in_features=layer.in_features, out_features=layer.out_features)
+    return dict(in_channels=layer.in_channels, out_channels=layer.out_channels, kernel_size=layer.kernel_size,
+                stride=layer.stride, padding=layer.padding)
+
+
 def test_weights_created_under_inference_mode():
     """Inference tensors have no version counter: the layer casts per call, as torch does."""
     with torch.inference_mode():

@@ -140,7 +140,11 @@ def _autocast_weight_dtype(x: torch.Tensor, weight: torch.Tensor):
     if torch.is_grad_enabled() or weight.dtype != torch.float32 or not _HAS_AUTOCAST_QUERY:
         return None
     device_type = x.device.type
-    if not torch.is_autocast_enabled(device_type) or torch.compiler.is_compiling():
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type autocast does not know (meta: shape tracing)
+        return None
+    if not enabled or torch.compiler.is_compiling():
         return None
     dtype = torch.get_autocast_dtype(device_type)
     return dtype if dtype in (torch.bfloat16, torch.float16) else None
