@@ -9,6 +9,8 @@ agreement of the masks, then speed.
 * video predictor (sam2.1-hiera-tiny, bf16 autocast): a full memory bank, then one frame with
   1 and 8 objects (image encoder included), and the frames per second of a whole propagation.
   Agreement: IoU of every (frame, object) mask.
+* ``--only amg``: the automatic mask generator (720x1280, 32x32 points, thresholds 0),
+  fp32 and bf16; agreement: the share of official masks one of ours matches (IoU >= 0.9).
 * ``--only vos``: our video predictor eager against its compiled components
   (``vos_optimized=True``), 1 and 8 objects.
 
@@ -123,6 +125,78 @@ def image_section(names: list[str]) -> None:
             )
         torch.backends.cudnn.allow_tf32 = True
         del pair, ours, official
+
+
+# ---------------------------------------------------------------------------------------------
+# automatic mask generator
+
+
+def amg_section(names: list[str]) -> None:
+    """``generate`` on the 720x1280 sample image with 32x32 points, 64 per batch, ours vs
+    official on the same weights, in float32 (TF32 off) and under bf16 autocast. A model with
+    random weights predicts low IoUs, so the IoU and stability thresholds are 0 (with the
+    official defaults no mask would survive and the run would skip the post-processing); the
+    box NMS keeps its default. Agreement: the share of official masks that one of ours matches
+    with IoU >= 0.9, and the mask counts."""
+    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator as OfficialAMG
+
+    from sam2_fast import SAM2AutomaticMaskGenerator
+
+    image = sample_image(720, 1280) if not SMALL else sample_image(96, 128)
+    kwargs = dict(points_per_side=4 if SMALL else 32, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    emit(
+        f"\n### automatic mask generator, {image.shape[0]}x{image.shape[1]}, "
+        f"{kwargs['points_per_side']}x{kwargs['points_per_side']} points, IoU / stability thresholds 0\n\n"
+        "| model | mode | masks ours / official | official matched (IoU >= 0.9) | ours s | official s | speed-up |\n"
+        "|---|---|---|---|---|---|---|"
+    )
+    for name in names:
+        pair = ModelPair(name)
+        generators = {
+            "ours": SAM2AutomaticMaskGenerator(pair.ours.to(DEVICE), **kwargs),
+            "official": OfficialAMG(pair.official.to(DEVICE), **kwargs),
+        }
+        for mode in ("fp32", "bf16"):
+            torch.backends.cudnn.allow_tf32 = mode != "fp32"
+            torch.backends.cuda.matmul.allow_tf32 = False
+            with torch.inference_mode(), autocast(mode):
+                records = {k: g.generate(image) for k, g in generators.items()}  # also the warm-up
+                times: dict[str, list[float]] = {k: [] for k in generators}
+                for _ in range(1 if SMALL else 3):  # interleaved
+                    for k, g in generators.items():
+                        sync()
+                        t0 = time.perf_counter()
+                        g.generate(image)
+                        sync()
+                        times[k].append(time.perf_counter() - t0)
+            matched = _matched_share(records["ours"], records["official"])
+            threshold = 0.95 if mode == "fp32" else 0.8
+            if matched < threshold:
+                FAILURES.append(f"amg {name} {mode}: {matched:.3f} of official masks matched < {threshold}")
+            t = {k: statistics.median(v) for k, v in times.items()}
+            emit(
+                f"| {name} | {mode} | {len(records['ours'])} / {len(records['official'])} | {matched:.3f} | "
+                f"{t['ours']:.3f} | {t['official']:.3f} | {t['official'] / t['ours']:.2f}x |"
+            )
+        del generators, pair
+
+
+def _matched_share(ours: list, official: list) -> float:
+    """Share of ``official`` masks that some mask of ``ours`` overlaps with IoU >= 0.9."""
+    if not official:
+        return 1.0
+    if not ours:
+        return 0.0
+
+    def stack(records):
+        masks = np.stack([r["segmentation"] for r in records]).reshape(len(records), -1)
+        return torch.from_numpy(masks).to(DEVICE, torch.float32)
+
+    a, b = stack(official), stack(ours)
+    inter = a @ b.T
+    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
+    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+    return float((iou.max(1).values >= 0.9).float().mean())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -479,6 +553,8 @@ def main() -> int:
             section("profile", lambda: profile_section(names[0]))
         elif part == "syncs":
             section("syncs", lambda: syncs_section(names[0]))
+        elif part == "amg":
+            section("amg", lambda: amg_section(names[:1] if SMALL else names))
         elif part == "vos":
             section("vos", lambda: vos_section(names[0]))
     return REPORT.finish()

@@ -2,7 +2,7 @@
 # The GPU checks of sam2-fast in one command, for a lent GPU machine whose python3 already has
 # torch, triton, pytest and pytest-benchmark (bench/gpu/README.md says how it was run):
 #
-#   bash bench/gpu/run.sh [all|second|ops|final|next|tune|rope|vos|frame]   # results in $OUT (default /tmp/sam2_fast_gpu)
+#   bash bench/gpu/run.sh [all|second|ops|final|next|tune|rope|vos|amg|frame]   # results in $OUT (default /tmp/sam2_fast_gpu)
 #
 # all:  pure-Python editable install; the C++/CUDA extension built (sm_90) in a copy in the
 #       background while the Triton kernels are checked and timed (check_kernels.py); then the
@@ -16,6 +16,7 @@
 # rope: the rope_attention kernel only: checked against float64, timed, tiles x key splits swept.
 # vos [MODE]: vos_optimized (torch.compile of the five components) against eager, tiny, 1 and 8
 #       objects; MODE a torch.compile mode (max-autotune: with CUDA graphs, as the official VOS predictor).
+# amg: the automatic mask generator against official (720x1280, 32x32 points), tiny and large.
 # frame: the models with the per-call overhead in view (kept weight casts on/off, syncs, profile).
 set -u
 OUT=${OUT:-/tmp/sam2_fast_gpu}
@@ -133,6 +134,16 @@ if [ "${1:-all}" = vos ]; then  # vos_optimized: the compiled components against
   log "vos rc $?"
   tail -4 "$LOGS/vos.log"
   cat "$OUT/vos.md"
+  exit 0
+fi
+
+if [ "${1:-all}" = amg ]; then  # the automatic mask generator against official, tiny and large
+  wait $BUILD_PID
+  log "extension build rc $? ($(tail -1 "$LOGS/build.log"))"
+  timeout 420 python3 bench/gpu/check_models.py --out "$OUT/amg.md" --only amg > "$LOGS/amg.log" 2>&1
+  log "amg rc $?"
+  tail -4 "$LOGS/amg.log"
+  cat "$OUT/amg.md"
   exit 0
 fi
 
