@@ -9,6 +9,7 @@ started with ``TRITON_INTERPRET=1``; :func:`test_interpreter_suite_in_subprocess
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -127,9 +128,56 @@ def test_reference_matches_official_block_math(name: str) -> None:
 def test_public_op_runs_the_reference_on_cpu() -> None:
     case = CASES["window4 pooled, padded"]
     qkv, bias = make_qkv(case)
-    assert get_op(OP).select(qkv, *op_args(case), bias).name == "reference"
+    assert get_op(OP).select(qkv, *op_args(case), bias).name == "reference"  # too small for bands
     out = window_attention(qkv, *op_args(case), bias)
     assert torch.equal(out, window_attention_reference(qkv, *op_args(case), bias))
+
+
+# (batch, H, W, window_size, q_stride, heads, head_dim): three or more window rows each
+BANDED_CASES = {
+    "window4, last band padded, 2 images": (2, 21, 10, 4, 1, 2, 12),
+    "window4 pooled, padded": (1, 22, 9, 4, 2, 2, 12),
+    "window7 (odd), padded": (1, 30, 12, 7, 1, 1, 24),
+    "window8 pooled, no padding": (1, 32, 16, 8, 2, 1, 20),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("name", list(BANDED_CASES))
+@pytest.mark.parametrize("band_windows", [1, 2])
+def test_banded_is_the_reference_bit_for_bit(monkeypatch, name, dtype, band_windows) -> None:
+    """Bands of whole window rows (the last one partial and padded where H is not a multiple
+    of the window) give the reference's result exactly, pooling and batches included."""
+    module = importlib.import_module("sam2_fast.ops.window_attention")  # (the package exports the function)
+    case = BANDED_CASES[name]
+    qkv, bias = make_qkv(case, dtype)
+    b, h, w, c3 = qkv.shape
+    window = case[3]
+    monkeypatch.setattr(module, "BAND_BYTES", band_windows * window * w * c3 * qkv.element_size())
+    assert module._band_rows(qkv, window) == band_windows * window
+    assert h > band_windows * window, "the case must make at least two bands"
+    wide = torch.cat([qkv, qkv], dim=-1)[..., :c3]  # strided rows
+    expected = window_attention_reference(qkv, *op_args(case), bias)
+    for x in (qkv, wide):
+        assert torch.equal(module.window_attention_banded(x, *op_args(case), bias), expected)
+    assert torch.equal(module.window_attention_banded(qkv, *op_args(case), None),
+                       window_attention_reference(qkv, *op_args(case), None))
+
+
+@pytest.mark.parametrize(
+    "shape, heads, window, q_stride, chosen",
+    [
+        ((1, 256, 256, 288), 1, 8, 1, "banded"),  # Hiera-T's first block at 1024
+        ((1, 256, 256, 576), 2, 8, 2, "banded"),  # its pooled stage change
+        ((1, 64, 64, 1152), 4, 0, 1, "reference"),  # global attention: one window
+        ((1, 32, 32, 2304), 8, 7, 1, "reference"),  # 9.4 MB of qkv: one band's worth
+    ],
+)
+def test_cpu_selection_bands_large_windowed_inputs(shape, heads, window, q_stride, chosen) -> None:
+    qkv = torch.zeros(shape)
+    assert get_op(OP).select(qkv, heads, window, q_stride, None).name == chosen
+    reason = get_op(OP).explain(qkv, heads, window, q_stride, None)["banded"]
+    assert (reason is None) == (chosen == "banded"), reason
 
 
 def test_gradients_match_official_block_math() -> None:
