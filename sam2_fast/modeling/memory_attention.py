@@ -7,7 +7,7 @@ from typing import List, Optional, Union
 from torch import Tensor, nn
 
 from sam2_fast.errors import InvalidInputError
-from sam2_fast.modeling.common import Linear, activation_fn
+from sam2_fast.modeling.common import Linear, activation_fn, feed_forward
 from sam2_fast.modeling.transformer import RoPEAttention
 
 
@@ -80,7 +80,10 @@ class MemoryAttentionLayer(nn.Module):
     ) -> Tensor:
         tgt = self._forward_sa(tgt, query_pos)
         tgt = self._forward_ca(tgt, memory, query_pos, pos, num_k_exclude_rope)
-        tgt2 = self.linear2(self.dropout(self.activation(self.linear1(self.norm3(tgt)))))
+        if self.training:
+            tgt2 = self.linear2(self.dropout(self.activation(self.linear1(self.norm3(tgt)))))
+        else:  # dropout is the identity
+            tgt2 = feed_forward(self.norm3(tgt), self.linear1, self.activation, self.linear2)
         return tgt + self.dropout3(tgt2)
 
 

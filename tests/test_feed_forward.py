@@ -1,0 +1,103 @@
+"""``modeling.common.feed_forward``: on a CPU, without autograd, a large hidden activation is
+computed in bands of tokens (they stay in the caches); the result is the plain
+``second(act(first(x)))`` up to float32 summation order, autograd and 16-bit autocast included.
+The Hiera blocks' MLP and the memory-attention layers run through it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import sam2_fast.modeling.common as common
+from sam2_fast.modeling.common import MLP, Linear, feed_forward
+
+
+@pytest.fixture
+def small_bands(monkeypatch):
+    """Bands of 64 tokens for a hidden width of 64 (the smallest band), so small inputs band."""
+    monkeypatch.setattr(common, "FF_BAND_BYTES", 64 * 64 * 4)
+
+
+def _layers(c: int = 16, hidden: int = 64, seed: int = 0):
+    torch.manual_seed(seed)
+    return Linear(c, hidden), Linear(hidden, c)
+
+
+@pytest.mark.parametrize("shape", [(3, 100, 16), (301, 16), (2, 7, 23, 16)])
+@pytest.mark.parametrize("act", [F.gelu, F.relu], ids=["gelu", "relu"])
+def test_bands_give_the_plain_result(small_bands, shape, act):
+    first, second = _layers()
+    x = torch.randn(shape)
+    calls = []
+    first.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    with torch.inference_mode():
+        got = feed_forward(x, first, act, second)
+        expected = second(act(first(x)))
+    assert len(calls) > 2 and all(n <= 64 for n in calls[:-1]), calls  # banded: 64 tokens a band
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_small_inputs_and_autograd_take_the_plain_path(small_bands):
+    first, second = _layers()
+    calls = []
+    first.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
+    with torch.inference_mode():
+        feed_forward(torch.randn(100, 16), first, F.gelu, second)  # 2 bands' worth or less
+    x = torch.randn(400, 16, requires_grad=True)
+    out = feed_forward(x, first, F.gelu, second)  # autograd: one pass, differentiable
+    out.sum().backward()
+    assert [tuple(s) for s in calls] == [(100, 16), (400, 16)]
+    assert x.grad is not None and x.grad.shape == x.shape
+
+
+def test_bands_under_bfloat16_autocast(small_bands):
+    first, second = _layers()
+    x = torch.randn(5, 90, 16)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = feed_forward(x, first, F.gelu, second)
+        expected = second(F.gelu(first(x)))
+    assert got.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_mlp_and_memory_attention_layers_use_it(monkeypatch):
+    """Hiera's MLP, and the memory-attention layers of the model at its real size (4096 tokens
+    x 2048 hidden: banded with the default band size), run through the banded path and match
+    the plain sequence."""
+    import sam2_fast.modeling.memory_attention as memory_attention
+    from sam2_fast.modeling.config import PRESETS
+    from sam2_fast.modeling.sam2_base import SAM2Base
+
+    used = []
+    real = common.feed_forward
+
+    def spy(x, first, act, second):
+        used.append(first)
+        return real(x, first, act, second)
+
+    monkeypatch.setattr(common, "feed_forward", spy)
+    monkeypatch.setattr(memory_attention, "feed_forward", spy)
+    monkeypatch.setattr(common, "FF_BAND_BYTES", 64 * 64 * 4)
+    mlp = MLP(16, 64, 16, num_layers=2, activation=nn.GELU).eval()
+    x = torch.randn(2, 150, 16)
+    with torch.inference_mode():
+        torch.testing.assert_close(mlp(x), mlp.layers[1](F.gelu(mlp.layers[0](x))), rtol=1e-6, atol=1e-6)
+    assert used == [mlp.layers[0]]
+
+    monkeypatch.undo()
+    monkeypatch.setattr(memory_attention, "feed_forward", spy)
+    used.clear()
+    attention = SAM2Base.from_config(PRESETS["sam2.1-hiera-tiny"]).memory_attention.eval()
+    torch.manual_seed(0)
+    curr, pos = torch.randn(4096, 1, 256), torch.randn(4096, 1, 256)
+    memory, memory_pos = torch.randn(4096 + 4, 1, 64), torch.randn(4096 + 4, 1, 64)
+    with torch.inference_mode():
+        got = attention(curr, memory, pos, memory_pos, num_obj_ptr_tokens=4)
+    assert used == [layer.linear1 for layer in attention.layers]
+    monkeypatch.setattr(memory_attention, "feed_forward", lambda x, first, act, second: second(act(first(x))))
+    with torch.inference_mode():
+        expected = attention(curr, memory, pos, memory_pos, num_obj_ptr_tokens=4)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
