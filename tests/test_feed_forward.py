@@ -25,7 +25,7 @@ def _layers(c: int = 16, hidden: int = 64, seed: int = 0):
     return Linear(c, hidden), Linear(hidden, c)
 
 
-@pytest.mark.parametrize("shape", [(3, 100, 16), (301, 16), (2, 7, 23, 16)])
+@pytest.mark.parametrize("shape", [(3, 150, 16), (301, 16), (2, 7, 23, 16)])
 @pytest.mark.parametrize("act", [F.gelu, F.relu], ids=["gelu", "relu"])
 def test_bands_give_the_plain_result(small_bands, shape, act):
     first, second = _layers()
@@ -38,6 +38,19 @@ def test_bands_give_the_plain_result(small_bands, shape, act):
     assert len(calls) > 2 and all(n <= 64 for n in calls[:-1]), calls  # banded: 64 tokens a band
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_an_image_in_a_batch_gets_its_own_result_bit_for_bit(small_bands):
+    """Batch-first inputs: bands never cross images and the choice is per image, so each image
+    of a batch gets exactly what it gets alone (predict_batch == predict)."""
+    first, second = _layers()
+    images = torch.randn(3, 10, 23, 16)  # 230 tokens per image: 64 + 64 + 64 + 38
+    with torch.inference_mode():
+        batch = feed_forward(images, first, F.gelu, second)
+        for i in range(3):
+            assert torch.equal(batch[i], feed_forward(images[i : i + 1], first, F.gelu, second)[0]), i
+        sequence_first = feed_forward(images.transpose(0, 1), first, F.gelu, second, batch_first=False)
+    torch.testing.assert_close(sequence_first.transpose(0, 1), batch, rtol=1e-6, atol=1e-6)
 
 
 def test_small_inputs_and_autograd_take_the_plain_path(small_bands):
@@ -74,9 +87,9 @@ def test_mlp_and_memory_attention_layers_use_it(monkeypatch):
     used = []
     real = common.feed_forward
 
-    def spy(x, first, act, second):
+    def spy(x, first, act, second, **kwargs):
         used.append(first)
-        return real(x, first, act, second)
+        return real(x, first, act, second, **kwargs)
 
     monkeypatch.setattr(common, "feed_forward", spy)
     monkeypatch.setattr(memory_attention, "feed_forward", spy)
@@ -97,7 +110,7 @@ def test_mlp_and_memory_attention_layers_use_it(monkeypatch):
     with torch.inference_mode():
         got = attention(curr, memory, pos, memory_pos, num_obj_ptr_tokens=4)
     assert used == [layer.linear1 for layer in attention.layers]
-    monkeypatch.setattr(memory_attention, "feed_forward", lambda x, first, act, second: second(act(first(x))))
+    monkeypatch.setattr(memory_attention, "feed_forward", lambda x, first, act, second, **kw: second(act(first(x))))
     with torch.inference_mode():
         expected = attention(curr, memory, pos, memory_pos, num_obj_ptr_tokens=4)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

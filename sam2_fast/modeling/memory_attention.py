@@ -83,7 +83,7 @@ class MemoryAttentionLayer(nn.Module):
         if self.training:
             tgt2 = self.linear2(self.dropout(self.activation(self.linear1(self.norm3(tgt)))))
         else:  # dropout is the identity
-            tgt2 = feed_forward(self.norm3(tgt), self.linear1, self.activation, self.linear2)
+            tgt2 = feed_forward(self.norm3(tgt), self.linear1, self.activation, self.linear2, batch_first=False)
         return tgt + self.dropout3(tgt2)
 
 
