@@ -252,3 +252,31 @@ def test_image_encoder_with_the_triton_kernel_matches_official(model_pair, trito
         assert (a - b).norm() / b.norm() < 1e-4, name
     for a, b in zip(got["backbone_fpn"], expected["backbone_fpn"], strict=True):
         assert (a - b).norm() / b.norm() < 1e-4
+
+
+@pytest.mark.parametrize("case", ["box_and_points", "batched_boxes"])
+def test_predict_with_the_triton_mask_postprocess_matches_official(predictors, triton_interpreter, case):
+    """``predict`` with the mask post-processing (bilinear upsampling of the low-res logits
+    to 333x1001, threshold) forced to the Triton kernel, in Triton's CPU interpreter, against
+    the official predictor; the odd size gives partial blocks on both axes."""
+    from sam2_fast.ops import get_op, use_backend
+
+    triton_interpreter("sam2_fast.kernels.mask_postprocess")
+    hw = (333, 1001)
+    with use_backend("reference", op="window_attention"):  # not the interpreter's choice, triton
+        ours, ref = predictors("sam2.1-hiera-tiny", hw)
+    kwargs = scaled(CASES[case], hw)
+    op = get_op("mask_postprocess")
+    ran = []
+    original = op.select
+
+    def select(*args, **kwargs):
+        backend = original(*args, **kwargs)
+        ran.append(backend.name)
+        return backend
+
+    with use_backend("triton", op="mask_postprocess"), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(op, "select", select)
+        got = ours.predict(**kwargs)
+    assert ran == ["triton"], ran
+    assert_same_prediction(got, ref.predict(**kwargs))
