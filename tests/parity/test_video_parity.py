@@ -238,6 +238,9 @@ def test_tracking_with_the_triton_rope_attention_matches_official(frames_dir, tr
     triton_interpreter("sam2_fast.kernels.rope_attention")
     ours, official = build_pair(128, video_weights(seed=4))
     tokens = (128 // 16) ** 2
+    # no hole filling on either side: a borderline component flipped by rounding would move
+    # the logits compared below by ~1e-2 (it is compared in the other tests)
+    ours.fill_hole_area = official.fill_hole_area = 0
 
     def track(predictor):
         results = {}
@@ -270,7 +273,10 @@ def test_tracking_with_the_triton_rope_attention_matches_official(frames_dir, tr
     ious, nonempty = mask_ious(mine, ref)
     assert nonempty >= 0.5 * len(ious), f"only {nonempty}/{len(ious)} official masks are non-empty"
     rel = max(((mine[k] - ref[k]).norm() / ref[k].norm()).item() for k in ref)
-    print(f"triton rope_attention: {len(ran)} calls, {len(ious)} masks, IoU mean {ious.mean():.4f} min {ious.min():.4f}, logits rel L2 {rel:.2e}")
+    print(
+        f"triton rope_attention: {len(ran)} calls, {len(ious)} masks, "
+        f"IoU mean {ious.mean():.4f} min {ious.min():.4f}, logits rel L2 {rel:.2e}"
+    )
     assert ious.mean() >= IOU_MEAN and ious.min() >= IOU_MIN, (ious.mean(), ious.min())
     # float32 on both sides: the logits too (rotating the object pointers, a mistake that
     # keeps every IoU above 0.98, moves them by 1.7e-2)
