@@ -84,6 +84,19 @@ def run_scenario(predictor, video) -> Dict[tuple, torch.Tensor]:
     return results
 
 
+def click_box_and_track(predictor, video, box_frame: int, frames: int) -> Dict[object, torch.Tensor]:
+    """A click on object 1 at frame 0, a box around object 2 at ``box_frame``, then forward
+    tracking over ``frames`` more frames."""
+    results: Dict[object, torch.Tensor] = {}
+    state = predictor.init_state(str(video))
+    at0 = sample_video_objects(0, H, W)
+    results["click"] = predictor.add_new_points_or_box(state, 0, 1, points=[at0["disc"]], labels=[1])[2]
+    results["box"] = predictor.add_new_points_or_box(state, box_frame, 2, box=box_around(at0["square"]))[2]
+    for f, _, masks in predictor.propagate_in_video(state, max_frame_num_to_track=frames):
+        results[f] = masks
+    return results
+
+
 def mask_ious(ours: Dict[tuple, torch.Tensor], ref: Dict[tuple, torch.Tensor]):
     assert ours.keys() == ref.keys()
     ious, nonempty = [], 0
@@ -159,18 +172,8 @@ def test_batched_objects_equal_objects_one_by_one(frames_dir, scenario_512):
 
 def test_video_masks_match_official_at_full_resolution(frames_dir):
     ours, official = build_pair(1024, video_weights(seed=2))
-
-    def short(predictor):
-        results = {}
-        state = predictor.init_state(str(frames_dir))
-        at0 = sample_video_objects(0, H, W)
-        results["prompt"] = predictor.add_new_points_or_box(state, 0, 1, points=[at0["disc"]], labels=[1])[2]
-        results["box"] = predictor.add_new_points_or_box(state, 1, 2, box=box_around(at0["square"]))[2]
-        for f, _, masks in predictor.propagate_in_video(state, max_frame_num_to_track=3):
-            results[f] = masks
-        return results
-
-    ious, _ = mask_ious(short(ours), short(official))
+    short = dict(video=frames_dir, box_frame=1, frames=3)
+    ious, _ = mask_ious(click_box_and_track(ours, **short), click_box_and_track(official, **short))
     assert ious.mean() >= IOU_MEAN and ious.min() >= IOU_MIN, (ious.mean(), ious.min())
 
 
@@ -242,16 +245,6 @@ def test_tracking_with_the_triton_rope_attention_matches_official(frames_dir, tr
     # the logits compared below by ~1e-2 (it is compared in the other tests)
     ours.fill_hole_area = official.fill_hole_area = 0
 
-    def track(predictor):
-        results = {}
-        state = predictor.init_state(str(frames_dir))
-        at0 = sample_video_objects(0, H, W)
-        results["click"] = predictor.add_new_points_or_box(state, 0, 1, points=[at0["disc"]], labels=[1])[2]
-        results["box"] = predictor.add_new_points_or_box(state, 0, 2, box=box_around(at0["square"]))[2]
-        for f, _, masks in predictor.propagate_in_video(state, max_frame_num_to_track=7):
-            results[f] = masks
-        return results
-
     op = get_op("rope_attention")
     ran = []
     original = op.select
@@ -262,12 +255,12 @@ def test_tracking_with_the_triton_rope_attention_matches_official(frames_dir, tr
         return backend
 
     with torch.inference_mode():
-        ref = track(official)
+        ref = click_box_and_track(official, frames_dir, box_frame=0, frames=7)
         # the image encoder on its reference, not on the interpreter's choice (triton)
         with use_backend("reference", op="window_attention"), use_backend("triton", op="rope_attention"):
             with pytest.MonkeyPatch.context() as patch:
                 patch.setattr(op, "select", select)
-                mine = track(ours)
+                mine = click_box_and_track(ours, frames_dir, box_frame=0, frames=7)
     assert {name for name, _, _ in ran} == {"triton"}, ran
     assert max(keys for _, keys, _ in ran) > 6 * tokens and max(ptr for _, _, ptr in ran) > 0, ran
     ious, nonempty = mask_ious(mine, ref)
