@@ -28,6 +28,15 @@ logger = logging.getLogger(__name__)
 _PREDICTOR_KWARGS = ("mask_threshold", "max_hole_area", "max_sprinkle_area")
 
 
+def _float32_numpy(t: torch.Tensor) -> np.ndarray:
+    """``t.float().detach().cpu().numpy()``. Boolean masks convert in numpy: torch's CPU bool
+    -> float32 copy is not vectorized (3 masks at 720x1280: about 2.4 ms against 0.5 ms)."""
+    t = t.detach().cpu()
+    if t.dtype == torch.bool:
+        return t.numpy().astype(np.float32)
+    return t.float().numpy()
+
+
 class SAM2ImagePredictor:
     """Predict masks for one image (or a batch of images) from clicks, boxes and masks."""
 
@@ -244,9 +253,9 @@ class SAM2ImagePredictor:
         )
         # as official: masks come back as float32 (0/1 unless return_logits)
         return (
-            masks.squeeze(0).float().detach().cpu().numpy(),
-            iou_predictions.squeeze(0).float().detach().cpu().numpy(),
-            low_res_masks.squeeze(0).float().detach().cpu().numpy(),
+            _float32_numpy(masks.squeeze(0)),
+            _float32_numpy(iou_predictions.squeeze(0)),
+            _float32_numpy(low_res_masks.squeeze(0)),
         )
 
     def _prep_prompts(
