@@ -5,10 +5,15 @@ order (the GEMMs see fewer rows); each image of a batch gets exactly its own res
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
 import sam2_fast.modeling.hiera as hiera
+
+# the op's module (its package exports the function under the same name)
+window_ops = importlib.import_module("sam2_fast.ops.window_attention")
 from sam2_fast.modeling.hiera import MultiScaleBlock
 
 
@@ -16,7 +21,7 @@ from sam2_fast.modeling.hiera import MultiScaleBlock
 def small_bands(monkeypatch):
     """Every windowed block bands, one window row of tokens a band."""
     monkeypatch.setattr(hiera, "BLOCK_BANDS_FROM_BYTES", 0)
-    monkeypatch.setattr(hiera, "BAND_BYTES", 1)
+    monkeypatch.setattr(window_ops, "BAND_BYTES", 1)
 
 
 def _block(dim=16, dim_out=16, heads=2, q_stride=None, window=4, seed=0) -> MultiScaleBlock:
@@ -77,12 +82,12 @@ def test_band_rows_are_whole_window_rows_of_about_band_bytes(monkeypatch):
     monkeypatch.setattr(hiera, "BLOCK_BANDS_FROM_BYTES", 0)
     block = _block(window=4)  # qkv row: 12 tokens x 48 floats = 2304 bytes
     x = torch.randn(1, 40, 12, 16)
-    monkeypatch.setattr(hiera, "BAND_BYTES", 3 * 4 * 2304 + 100)
+    monkeypatch.setattr(window_ops, "BAND_BYTES", 3 * 4 * 2304 + 100)
     with torch.inference_mode():
         assert block.band_rows(x) == 12  # three window rows
-        monkeypatch.setattr(hiera, "BAND_BYTES", 40 * 2304)
+        monkeypatch.setattr(window_ops, "BAND_BYTES", 40 * 2304)
         assert block.band_rows(x) == 0  # one band would hold it all
-        monkeypatch.setattr(hiera, "BAND_BYTES", 8 << 20)
+        monkeypatch.setattr(window_ops, "BAND_BYTES", 8 << 20)
         monkeypatch.setattr(hiera, "BLOCK_BANDS_FROM_BYTES", 40 * 2304 + 1)
         assert block.band_rows(x) == 0  # qkv under the threshold
 

@@ -17,7 +17,7 @@ from sam2_fast.errors import InvalidInputError
 from sam2_fast.modeling.common import MLP, Conv2d, Linear, kept_bias
 from sam2_fast.modeling.config import HieraConfig
 from sam2_fast.ops.window_attention import (
-    BAND_BYTES,
+    band_rows_of,
     window_attention,
     window_partition,
     window_unpartition,
@@ -173,7 +173,7 @@ class MultiScaleBlock(nn.Module):
         row_bytes = w * 3 * self.dim_out * x.element_size()  # qkv bytes per token row
         if h * row_bytes < BLOCK_BANDS_FROM_BYTES:
             return 0
-        rows = self.window_size * max(1, BAND_BYTES // (self.window_size * row_bytes))
+        rows = band_rows_of(row_bytes, self.window_size)
         return rows if rows < h else 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

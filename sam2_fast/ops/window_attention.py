@@ -253,10 +253,14 @@ window_attention_op.add_backend("triton", _triton, _triton_refusal, _triton_pref
 BAND_BYTES = 8 << 20
 
 
-def _band_rows(qkv: torch.Tensor, window_size: int) -> int:
-    """Token rows per band: whole window rows, about :data:`BAND_BYTES` of qkv."""
-    row_bytes = qkv.shape[2] * qkv.shape[3] * qkv.element_size()
+def band_rows_of(row_bytes: int, window_size: int) -> int:
+    """Token rows per band: whole window rows, about :data:`BAND_BYTES` of qkv when one token
+    row of it is ``row_bytes`` (also the bands of whole Hiera blocks)."""
     return window_size * max(1, BAND_BYTES // max(1, window_size * row_bytes))
+
+
+def _band_rows(qkv: torch.Tensor, window_size: int) -> int:
+    return band_rows_of(qkv.shape[2] * qkv.shape[3] * qkv.element_size(), window_size)
 
 
 def _banded_refusal(qkv, num_heads, window_size, q_stride=1, qkv_bias=None) -> Optional[str]:
