@@ -11,6 +11,10 @@ from types import ModuleType
 
 import pytest
 
+# results must not depend on timings: the built-in backend defaults, nothing measured (the
+# tuner's own tests turn it on with a temporary cache and a fake clock)
+os.environ["SAM2_FAST_TUNE"] = "0"
+
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 # `python -m pytest` run from the repository root puts the root first on sys.path; a
 # non-editable install must win over the source tree, which has no compiled extension.

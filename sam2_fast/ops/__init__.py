@@ -1,6 +1,7 @@
 """Fused operations. Each op has several backends (``reference``, ``cpp``, ``cuda``, ...) and a
-small dispatcher that runs the first one able to handle the inputs; see
-:mod:`sam2_fast.ops._dispatch` for how to list, explain and force backends.
+small dispatcher that runs the fastest one able to handle the inputs, measured on this machine
+(:mod:`sam2_fast.ops._tuning`); see :mod:`sam2_fast.ops._dispatch` for how to list, explain
+and force backends.
 
 Importing this package imports torch and registers every op; it does not load the compiled
 extension or initialise CUDA.
@@ -15,6 +16,7 @@ from sam2_fast.ops._dispatch import (
     list_ops,
     use_backend,
 )
+from sam2_fast.ops._tuning import tuning
 from sam2_fast.ops.boxes import box_nms, masks_to_boxes
 from sam2_fast.ops.connected_components import connected_components, fill_holes_and_sprinkles
 from sam2_fast.ops.rope_attention import rope_attention
@@ -48,6 +50,7 @@ __all__ = [
     "rle_encode_compressed",
     "rle_to_masks",
     "rope_attention",
+    "tuning",
     "upsample_masks",
     "use_backend",
     "window_attention",

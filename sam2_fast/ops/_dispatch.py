@@ -24,6 +24,13 @@ A backend may also have a ``prefer`` check: it can run the inputs, but automatic
 passes it over when ``prefer`` returns a reason (a kernel measured slower than the next backend
 on those inputs, for example); forcing it still runs it. :meth:`Op.explain` reports such a
 verdict as ``"passed over: <reason>"``.
+
+Measured choice (:mod:`sam2_fast.ops._tuning`): when more than one backend can run the inputs,
+the fastest of them on this machine is measured once per shape class (``Op(shape_class=...)``,
+default: dtypes and sizes rounded to powers of two) and kept; ``prefer`` then only sets the
+built-in default used with ``SAM2_FAST_TUNE=0``. A backend with a ``timed`` check that returns
+a reason is never a measured candidate (``compiled``: compiling takes seconds to minutes;
+``triton`` in the CPU interpreter); it runs when forced, or as the built-in default.
 """
 
 from __future__ import annotations
@@ -35,7 +42,10 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 from sam2_fast.errors import BackendError, InvalidInputError
+from sam2_fast.ops import _tuning
 
 STANDARD_BACKENDS = ("reference", "compiled", "triton", "cpp", "cuda")
 ENV_VAR = "SAM2_FAST_BACKEND"
@@ -48,22 +58,22 @@ _FORCED: ContextVar[tuple[tuple[str | None, str], ...]] = ContextVar(
     "sam2_fast_forced_backends", default=()
 )
 
-
-
-
 def _always(*args: Any, **kwargs: Any) -> str | None:
     return None
 
 
 @dataclass(frozen=True)
 class Backend:
-    """One implementation of an op: ``fn`` runs when ``supports`` returns None; automatic
-    selection also needs ``prefer`` to return None (see the module docstring)."""
+    """One implementation of an op: ``fn`` runs when ``supports`` returns None. Among the
+    backends that support the inputs, the measured fastest runs (those whose ``timed``
+    returns None are measured); without a measurement, the first whose ``prefer`` returns
+    None (see the module docstring)."""
 
     name: str
     fn: Callable[..., Any]
     supports: Supports = _always
     prefer: Supports = _always
+    timed: Supports = _always
 
     def auto_refusal(self, *args: Any, **kwargs: Any) -> str | None:
         """Why automatic selection does not pick this backend for these inputs, or None."""
@@ -83,12 +93,17 @@ class Op:
     """
 
     def __init__(
-        self, name: str, *, example: Callable[[str], tuple[Any, ...]] | None = None
+        self,
+        name: str,
+        *,
+        example: Callable[[str], tuple[Any, ...]] | None = None,
+        shape_class: Callable[..., str] | None = None,
     ) -> None:
         if name in _REGISTRY:
             raise InvalidInputError(f"op {name!r} is already registered")
         self.name = name
         self.example = example
+        self.shape_class = shape_class or _tuning.default_shape_class
         self._backends: dict[str, Backend] = {}
         _REGISTRY[name] = self
 
@@ -108,20 +123,27 @@ class Op:
             ) from None
 
     def add_backend(
-        self, name: str, fn: Callable[..., Any], supports: Supports = _always, prefer: Supports = _always
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        supports: Supports = _always,
+        prefer: Supports = _always,
+        timed: Supports = _always,
     ) -> None:
-        """Append a backend; earlier backends are preferred (``prefer``: module docstring)."""
+        """Append a backend; earlier backends are the default when nothing is measured
+        (``prefer``, ``timed``: module docstring)."""
         if name in self._backends:
             raise InvalidInputError(f"op {self.name!r} already has a backend {name!r}")
-        self._backends[name] = Backend(name, fn, supports, prefer)
+        self._backends[name] = Backend(name, fn, supports, prefer, timed)
 
     def register(
-        self, name: str, supports: Supports = _always, prefer: Supports = _always
+        self, name: str, supports: Supports = _always, prefer: Supports = _always,
+        timed: Supports = _always,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorator form of :meth:`add_backend`; returns the function unchanged."""
 
         def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
-            self.add_backend(name, fn, supports, prefer)
+            self.add_backend(name, fn, supports, prefer, timed)
             return fn
 
         return decorator
@@ -132,12 +154,55 @@ class Op:
         It comes after the backends already added, so it runs only when nothing before it can, or
         when forced (compiling takes seconds to minutes; see the module docstring).
         """
-        self.add_backend("compiled", _CompiledFn(reference), _compiled_refusal)
+        self.add_backend("compiled", _CompiledFn(reference), _compiled_refusal, timed=_compile_time)
 
     def explain(self, *args: Any, **kwargs: Any) -> dict[str, str | None]:
         """Each backend's verdict on these inputs, in order: None = automatic selection may
-        run it, else the reason (``"passed over: ..."`` when it can run but is not preferred)."""
-        return {b.name: b.auto_refusal(*args, **kwargs) for b in self._backends.values()}
+        run it (the measured winner, when there is a measurement), else the reason
+        (``"passed over: ..."`` when it can run but is not chosen: it measured slower, or it
+        is not the built-in default)."""
+        verdict = self._measured(self._candidates(args, kwargs), args, kwargs, measure=False)
+        verdicts: dict[str, str | None] = {}
+        for b in self._backends.values():
+            reason = b.supports(*args, **kwargs)
+            if reason is None and verdict is not None:
+                if b.name == verdict.winner:
+                    reason = None
+                elif b.name in verdict.seconds or b.name in verdict.notes:
+                    reason = f"passed over: {verdict.describe_loser(b.name)}"
+                else:
+                    reason = f"passed over: not measured ({b.timed(*args, **kwargs)})"
+            elif reason is None:
+                reason = b.auto_refusal(*args, **kwargs)
+            verdicts[b.name] = reason
+        return verdicts
+
+    def measured(self, *args: Any, **kwargs: Any) -> _tuning.Verdict | None:
+        """The measured verdict this process knows for these inputs' shape class, or None."""
+        return self._measured(self._candidates(args, kwargs), args, kwargs, measure=False)
+
+    def _candidates(self, args: tuple, kwargs: dict) -> dict[str, Backend]:
+        """The backends that support the inputs and may be measured, in order."""
+        return {
+            b.name: b for b in self._backends.values()
+            if b.supports(*args, **kwargs) is None and b.timed(*args, **kwargs) is None
+        }
+
+    def _measured(
+        self, candidates: dict[str, Backend], args: tuple, kwargs: dict, measure: bool
+    ) -> _tuning.Verdict | None:
+        if len(candidates) < 2 or torch.compiler.is_compiling():
+            return None
+        mode = _tuning.tuning_mode()
+        device = _tuning.input_device(args, kwargs)
+        if mode == "off" or device is None or _tuning.has_fake_tensors(args, kwargs):
+            return None
+        shape = self.shape_class(*args, **kwargs)
+        if measure and _tuning.can_time(args, kwargs) is None:
+            fns = {name: functools.partial(b.fn, *args, **kwargs) for name, b in candidates.items()}
+            return _tuning.choose(self.name, shape, device, fns, mode)
+        verdict = _tuning.remembered(device, self.name, shape)
+        return None if verdict is None else _tuning.restrict(verdict, candidates)
 
     def select(self, *args: Any, **kwargs: Any) -> Backend:
         """The backend that a call with these inputs runs; raises :class:`BackendError`."""
@@ -152,6 +217,10 @@ class Op:
                     f"inputs: {reason}"
                 )
             return backend
+        candidates = self._candidates(args, kwargs)
+        verdict = self._measured(candidates, args, kwargs, measure=True)
+        if verdict is not None:
+            return candidates[verdict.winner]
         verdicts = []
         for backend in self._backends.values():
             reason = backend.auto_refusal(*args, **kwargs)
@@ -180,6 +249,10 @@ class _CompiledFn:
 
             self._compiled = torch.compile(self.fn, dynamic=False)
         return self._compiled(*args, **kwargs)
+
+
+def _compile_time(*args: Any, **kwargs: Any) -> str | None:
+    return "compiling takes seconds to minutes: runs when forced"
 
 
 def _compiled_refusal(*args: Any, **kwargs: Any) -> str | None:

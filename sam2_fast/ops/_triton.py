@@ -40,3 +40,14 @@ def triton_refusal(*tensors: torch.Tensor) -> str | None:
     if device not in ("cuda", "cpu"):
         return f"inputs are on {device}; Triton kernels run on cuda"
     return _triton_import_error()
+
+
+def interpreter_untimed(*args: object, **kwargs: object) -> str | None:
+    """``timed`` check of Triton backends (:mod:`sam2_fast.ops._dispatch`): a kernel in the
+    CPU interpreter is a test tool, never a measured candidate (it runs when forced)."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            if value.device.type == "cpu":
+                return "the Triton interpreter (TRITON_INTERPRET=1) is for tests: runs when forced"
+            return None
+    return None

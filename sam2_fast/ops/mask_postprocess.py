@@ -48,7 +48,7 @@ from sam2_fast._ext import register_fake_on_load
 from sam2_fast.errors import InvalidInputError, InvalidTypeError
 from sam2_fast.ops._common import extension_refusal, via_custom_op
 from sam2_fast.ops._dispatch import Op
-from sam2_fast.ops._triton import triton_refusal
+from sam2_fast.ops._triton import interpreter_untimed, triton_refusal
 
 __all__ = ["UpsampledMasks", "mask_postprocess_reference", "upsample_masks"]
 
@@ -230,7 +230,7 @@ def _mask_postprocess_triton(
     )
 
 
-mask_postprocess_op.add_backend("triton", _mask_postprocess_triton, _supports_triton)
+mask_postprocess_op.add_backend("triton", _mask_postprocess_triton, _supports_triton, timed=interpreter_untimed)
 
 
 # ---------------------------------------------------------------------------------------------

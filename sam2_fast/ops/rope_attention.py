@@ -9,14 +9,14 @@ The values may have any width: the memory attention passes the raw 64-dim memory
 folds the value projection into the output projection (softmax rows sum to 1, so
 ``P (M W_v^T + b_v) = (P M) W_v^T + b_v`` exactly), which cuts the ``P V`` work by 4x.
 
-Backends, in order of preference:
+Backends (the default order when nothing is measured; see :mod:`sam2_fast.ops._tuning`):
 
 * ``triton``: ``kernels/rope_attention.py``: one pass rotates the queries and keys (real-valued,
   no complex tensors) into contiguous copies, then flash attention with an online softmax,
   the keys split across programs when there are few query blocks;
-* ``blocked``: CPU float32, query blocks against all keys with one GEMM each, softmax in place
-  and the row sums from a column of ones appended to the values (faster than torch's CPU SDPA,
-  which cannot keep narrow values);
+* ``blocked``: CPU float32 / bfloat16, query blocks against all keys with one product each,
+  softmax in place and the row sums from a column of ones appended to the values (torch's CPU
+  SDPA cannot keep narrow values: it falls back to its math path);
 * ``reference``: rotate with :func:`~sam2_fast.modeling.position_encoding.apply_rope`, then
   ``F.scaled_dot_product_attention``;
 * ``compiled``: ``torch.compile`` of the reference (only when forced).
@@ -30,9 +30,12 @@ import torch
 import torch.nn.functional as F
 
 from sam2_fast.errors import InvalidInputError, InvalidTypeError
+from sam2_fast.ops._blocked import DTYPES as blocked_dtypes
+from sam2_fast.ops._blocked import blocked_attention
 from sam2_fast.ops._common import via_custom_op
 from sam2_fast.ops._dispatch import Op
-from sam2_fast.ops._triton import triton_refusal
+from sam2_fast.ops._tuning import size_class
+from sam2_fast.ops._triton import interpreter_untimed, triton_refusal
 
 __all__ = ["rope_attention", "rope_attention_reference"]
 
@@ -49,7 +52,15 @@ def _example(device: str) -> tuple:
     return q, k, v, cos, sin, 64
 
 
-rope_attention_op = Op("rope_attention", example=_example)
+def _shape_class(q, k, v, cos, sin, num_k_exclude_rope=0, scale=None) -> str:
+    """Batch, heads, queries and keys rounded up to powers of two; the widths exact."""
+    b, h, nq, d = q.shape
+    dtype = str(q.dtype).removeprefix("torch.")
+    return (f"{dtype} B{size_class(b)} heads {h} Nq {size_class(nq)} Nk {size_class(k.shape[2])} "
+            f"D {d} Dv {v.shape[3]}")
+
+
+rope_attention_op = Op("rope_attention", example=_example, shape_class=_shape_class)
 
 
 def _check(q, k, v, cos, sin, num_k_exclude_rope: int) -> None:
@@ -178,6 +189,7 @@ rope_attention_op.add_backend(
     lambda *a: _triton_impl()(*a),
     lambda q, k, v, *rest: _triton_refusal(q, k, v, *rest),
     lambda q, *rest: _triton_preference(q),
+    interpreter_untimed,
 )
 
 
@@ -208,20 +220,14 @@ def _triton_refusal(q, k, v, cos, sin, num_k_exclude_rope, scale=None) -> str | 
 
 
 # ---------------------------------------------------------------------------------------------
-# blocked (CPU float32)
-
-# floats of one block of scores: the query block size adapts to the key count
-_BLOCK_FLOATS = 1 << 22
-
-
-_TINY = torch.finfo(torch.float32).tiny
+# blocked (CPU)
 
 
 def _blocked_refusal(q, k, v, cos, sin, num_k_exclude_rope, scale=None) -> str | None:
     if q.device.type != "cpu":
         return f"inputs are on {q.device.type}, this backend runs on cpu"
-    if q.dtype != torch.float32:
-        return f"inputs are {q.dtype}, this backend runs float32 (CPU bf16 GEMMs are not faster here)"
+    if q.dtype not in blocked_dtypes:
+        return f"inputs are {q.dtype}, this backend runs float32 or bfloat16 (CPU float16 products are slow)"
     if k.shape[2] == 0:
         return "no keys (the softmax of its block loop needs at least one)"
     return None
@@ -229,37 +235,25 @@ def _blocked_refusal(q, k, v, cos, sin, num_k_exclude_rope, scale=None) -> str |
 
 @rope_attention_op.register("blocked", _blocked_refusal)
 def rope_attention_blocked(q, k, v, cos, sin, num_k_exclude_rope=0, scale=None):
-    """CPU float32: for each block of queries, one GEMM against every key, an in-place
-    softmax numerator, and one GEMM with ``[v, 1]`` that also yields the row sums."""
+    """CPU, float32 or bfloat16: rotate once in float32 (rounded to the inputs' dtype, as the
+    official code does), then :func:`~sam2_fast.ops._blocked.blocked_attention`: per block of
+    queries one product against every key, an in-place softmax numerator, one product with
+    ``[v, 1]`` that also yields the row sums. Narrow values stay narrow (torch's CPU SDPA
+    falls back to its slow math path when the value width differs from the key width)."""
     from sam2_fast.modeling.position_encoding import apply_rope_
 
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     b, h, nq, d = q.shape
-    nk, dv = k.shape[2], v.shape[3]
-    qr = apply_rope_(q.float().clone(), cos, sin).mul_(scale).flatten(0, 1)  # [BH, Nq, D]
+    nk = k.shape[2]
+    qr = apply_rope_(q.float().clone(), cos, sin).mul_(scale).to(q.dtype)
     kr = k.float().clone()
     n_rope = nk - num_k_exclude_rope
     if n_rope:
         apply_rope_(kr[:, :, :n_rope].unflatten(2, (-1, nq)), cos, sin)
-    kt = kr.flatten(0, 1).transpose(1, 2)  # [BH, D, Nk]
-    v1 = torch.empty(b, v.shape[1], nk, dv + 1, dtype=torch.float32)
-    v1[..., :dv] = v
-    v1[..., dv] = 1.0
-    v1 = v1.expand(b, h, nk, dv + 1).flatten(0, 1)  # [BH, Nk, Dv + 1]
-    bq = max(16, min(nq, _BLOCK_FLOATS // max(1, nk * b * h)))
-    buffer = torch.empty(b * h * bq * nk, dtype=torch.float32)  # reused by every block
-    acc = torch.empty(b * h, nq, dv + 1, dtype=torch.float32)
-    for start in range(0, nq, bq):
-        n = min(bq, nq - start)
-        s = buffer[: b * h * n * nk].view(b * h, n, nk)
-        torch.matmul(qr[:, start : start + n], kt, out=s)
-        s.sub_(s.amax(dim=-1, keepdim=True)).exp_()
-        # subnormal weights (keys ~87 logits below the best) to 0: a product with a subnormal
-        # costs a microcode assist, ~100x a normal one (the change is < 1.2e-38 per weight)
-        torch.nn.functional.threshold_(s, _TINY, 0.0)
-        acc[:, start : start + n] = torch.matmul(s, v1)
-    out = acc[..., :dv] / acc[..., dv:]
-    return out.reshape(b, h, nq, dv).to(q.dtype)
+    kr = kr.to(q.dtype)
+    heads_per_value = h if v.shape[1] == 1 else 1
+    out = blocked_attention(qr.flatten(0, 1), kr.flatten(0, 1), v.flatten(0, 1), heads_per_value)
+    return out.view(b, h, nq, v.shape[3])
 
 
 rope_attention_op.add_backend("reference", rope_attention_reference)

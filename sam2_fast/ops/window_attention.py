@@ -9,13 +9,16 @@ masked out). The result is stitched back together and cropped. This op does all 
 the qkv projection of the un-partitioned tokens, with ``qkv_bias`` standing for the padded
 tokens' qkv.
 
-Backends, in order of preference:
+Backends (the default order when nothing is measured; see :mod:`sam2_fast.ops._tuning`):
 
 * ``triton``: ``kernels/window_attention.py``, one program per query tile of a window, head and
   image; window partition, padding, pooling, flash-style softmax and un-partition are index
   arithmetic and masks inside the kernel (cuda, or cpu under ``TRITON_INTERPRET=1``);
 * ``banded``: CPU, windowed: the reference on bands of whole window rows (about 8 MiB of qkv
   each), so its copies stay in the caches; the same numbers as the reference;
+* ``blocked``: CPU float32 / bfloat16: the reference's partition and pooling with the attention
+  as matrix products (a global window in query blocks; small windows as batched products)
+  on the bands of ``banded``;
 * ``reference``: pad, :func:`window_partition`, max-pool, ``F.scaled_dot_product_attention``,
   :func:`window_unpartition` in plain torch, any device (the numbers of the official model);
 * ``compiled``: ``torch.compile`` of the reference (only when forced).
@@ -29,9 +32,11 @@ import torch
 import torch.nn.functional as F
 
 from sam2_fast.errors import InvalidInputError, InvalidTypeError
+from sam2_fast.ops._blocked import DTYPES as blocked_dtypes
+from sam2_fast.ops._blocked import blocked_attention
 from sam2_fast.ops._common import via_custom_op
 from sam2_fast.ops._dispatch import Op
-from sam2_fast.ops._triton import triton_refusal
+from sam2_fast.ops._triton import interpreter_untimed, triton_refusal
 
 __all__ = [
     "window_attention",
@@ -240,7 +245,7 @@ def _triton_preference(qkv, num_heads, window_size, q_stride=1, qkv_bias=None) -
 # head dims of windowed attention where the kernel beat torch's SDPA on an H200 (bf16 / fp16)
 _TRITON_FASTER_HEAD_DIMS = frozenset({56, 96})
 
-window_attention_op.add_backend("triton", _triton, _triton_refusal, _triton_preference)
+window_attention_op.add_backend("triton", _triton, _triton_refusal, _triton_preference, interpreter_untimed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,15 +294,68 @@ def window_attention_banded(
 ) -> torch.Tensor:
     """The reference on bands of whole window rows, one after the other (windows never cross
     a band, so the result is the reference's, bit for bit)."""
+    return _in_bands(qkv, num_heads, window_size, q_stride, qkv_bias, F.scaled_dot_product_attention)
+
+
+def _in_bands(qkv, num_heads, window_size, q_stride, qkv_bias, attend) -> torch.Tensor:
     b, h, w, c3 = qkv.shape
     out = qkv.new_empty(b, h // q_stride, w // q_stride, c3 // 3)
     step = _band_rows(qkv, window_size)
     for r0 in range(0, h, step):
         r1 = min(h, r0 + step)
-        out[:, r0 // q_stride : r1 // q_stride] = window_attention_reference(
-            qkv[:, r0:r1], num_heads, window_size, q_stride, qkv_bias
+        out[:, r0 // q_stride : r1 // q_stride] = _partitioned(
+            qkv[:, r0:r1], num_heads, window_size, q_stride, qkv_bias, attend
         )
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# blocked backend (CPU): the attention as matrix products
+
+
+def _blocked_refusal(qkv, num_heads, window_size, q_stride=1, qkv_bias=None) -> Optional[str]:
+    if qkv.device.type != "cpu":
+        return f"qkv is on {qkv.device.type}; this backend runs on cpu"
+    if qkv.dtype not in blocked_dtypes:
+        return f"qkv is {qkv.dtype}; this backend runs float32 or bfloat16 (CPU float16 products are slow)"
+    return None
+
+
+def _attend_by_products(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d)) v`` for ``[n, heads, N, d]``: one global window as query
+    blocks (:func:`~sam2_fast.ops._blocked.blocked_attention`), many small windows as two
+    batched products around a float32 softmax."""
+    n, heads, nq, d = q.shape
+    nk = k.shape[2]
+    scale = d**-0.5
+    if n == 1:
+        out = blocked_attention((q * scale).flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1))
+        return out.view(n, heads, nq, -1)
+    s = torch.matmul(q * scale, k.transpose(-1, -2))  # [n, heads, Nq, Nk]
+    p = torch.softmax(s, dim=-1, dtype=torch.float32).to(q.dtype)
+    return torch.matmul(p, v)
+
+
+def _blocked_preference(qkv, num_heads, window_size, q_stride=1, qkv_bias=None) -> Optional[str]:
+    if qkv.dtype == torch.float32:
+        return "float32: the built-in default is torch's SDPA (the tuner measures both)"
+    return None
+
+
+@window_attention_op.register("blocked", _blocked_refusal, _blocked_preference)
+def window_attention_blocked(
+    qkv: torch.Tensor,
+    num_heads: int,
+    window_size: int,
+    q_stride: int = 1,
+    qkv_bias: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """CPU, float32 or bfloat16: the reference's partition and pooling, with the attention as
+    matrix products instead of torch's SDPA (whose CPU kernel runs small windows and bfloat16
+    below the machine's GEMM rate); windowed inputs on the bands of :func:`window_attention_banded`."""
+    if window_size == 0 or qkv.shape[1] <= window_size:
+        return _partitioned(qkv, num_heads, window_size, q_stride, qkv_bias, _attend_by_products)
+    return _in_bands(qkv, num_heads, window_size, q_stride, qkv_bias, _attend_by_products)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,6 +389,12 @@ def window_attention_reference(
 ) -> torch.Tensor:
     """Plain torch :func:`window_attention` (same arguments, ``qkv_bias`` in ``qkv``'s dtype),
     any device, differentiable: the official Hiera block's sequence of operations."""
+    return _partitioned(qkv, num_heads, window_size, q_stride, qkv_bias, F.scaled_dot_product_attention)
+
+
+def _partitioned(qkv, num_heads, window_size, q_stride, qkv_bias, attend) -> torch.Tensor:
+    """Pad, partition, pool, ``attend(q, k, v)`` (``[windows, heads, tokens, head_dim]``
+    each, unscaled), un-partition."""
     b, h, w, c3 = qkv.shape
     if window_size > 0:
         qkv = _pad_to_windows(qkv, window_size, qkv_bias)
@@ -344,7 +408,7 @@ def window_attention_reference(
         q = F.max_pool2d(q, kernel_size=q_stride, stride=q_stride).permute(0, 2, 3, 1)
         hq, wq = q.shape[1:3]
         q = q.reshape(n, hq * wq, num_heads, -1).transpose(1, 2)
-    x = F.scaled_dot_product_attention(q, k, v)
+    x = attend(q, k, v)
     x = x.transpose(1, 2).reshape(n, hq, wq, -1)
     if window_size > 0:
         pooled = window_size // q_stride

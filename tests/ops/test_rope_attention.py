@@ -59,10 +59,11 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("backend", ["reference", "blocked"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_backends_match_official_math_fp32(case, backend):
-    q, k, v, cos, sin = _inputs(**CASES[case])
+def test_backends_match_official_math(case, backend, dtype):
+    q, k, v, cos, sin = _inputs(dtype=dtype, **CASES[case])
     n_exclude = CASES[case].get("num_exclude", 4)
     side = CASES[case].get("side", 4)
     expected = _official_style(q, k, v, side, n_exclude)
@@ -70,7 +71,20 @@ def test_backends_match_official_math_fp32(case, backend):
         out = rope_attention(q, k, v, cos, sin, n_exclude)
     assert out.dtype == q.dtype and out.shape == expected.shape
     err = (out.double() - expected).abs().max() / expected.abs().max()
-    assert err < TOLERANCE[torch.float32], err
+    assert err < TOLERANCE[dtype], err
+
+
+def test_blocked_runs_several_query_blocks(monkeypatch):
+    """Blocks of 16 queries over a 64-query grid: every block sees every key."""
+    from sam2_fast.ops import _blocked
+
+    monkeypatch.setattr(_blocked, "BLOCK_BYTES", 1)
+    q, k, v, cos, sin = _inputs(side=8, frames=2, h=2, shared_v=False)
+    expected = _official_style(q, k, v, 8, 4)
+    assert _blocked.block_rows(k.shape[2], 4, q.shape[2]) == 16
+    with use_backend("blocked", op="rope_attention"):
+        out = rope_attention(q, k, v, cos, sin, 4)
+    assert (out.double() - expected).abs().max() / expected.abs().max() < TOLERANCE[torch.float32]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -99,11 +113,12 @@ def test_triton_interpreter_non_contiguous_inputs(triton_interpreter):
     assert (out.double() - expected).abs().max() / expected.abs().max() < TOLERANCE[torch.float32]
 
 
-def test_cpu_default_is_blocked_and_cuda_fp32_refused_by_triton():
+def test_cpu_default_is_blocked_and_float16_goes_to_the_reference():
     q, k, v, cos, sin = _inputs()
     assert rope_attention_op.select(q, k, v, cos, sin, 4).name == "blocked"
-    verdicts = rope_attention_op.explain(q.bfloat16(), k.bfloat16(), v.bfloat16(), cos, sin, 4)
-    assert "float32" in verdicts["blocked"]
+    assert rope_attention_op.select(q.bfloat16(), k.bfloat16(), v.bfloat16(), cos, sin, 4).name == "blocked"
+    verdicts = rope_attention_op.explain(q.half(), k.half(), v.half(), cos, sin, 4)
+    assert "float16" in verdicts["blocked"]
     assert verdicts["reference"] is None
 
 

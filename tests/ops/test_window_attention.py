@@ -124,6 +124,42 @@ def test_reference_matches_official_block_math(name: str) -> None:
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
 
 
+# the blocked backend's own rounding on top of the inputs': float32 sums in another order;
+# bfloat16 scores and probabilities rounded to 8 bits before the second product
+BLOCKED_TOLERANCES = {
+    torch.float32: dict(atol=1e-5, rtol=1e-5),
+    torch.bfloat16: dict(atol=3e-2, rtol=3e-2),
+}
+
+
+@pytest.mark.parametrize("dtype", list(BLOCKED_TOLERANCES), ids=["fp32", "bf16"])
+@pytest.mark.parametrize("name", [*CASES, *("banded: " + n for n in ("window4, last band padded, 2 images", "window4 pooled, padded"))])
+def test_blocked_matches_the_reference(monkeypatch, name: str, dtype: torch.dtype) -> None:
+    from sam2_fast.ops import _blocked
+
+    banded = name.startswith("banded: ")
+    case = BANDED_CASES[name.removeprefix("banded: ")] if banded else CASES[name]
+    module = importlib.import_module("sam2_fast.ops.window_attention")
+    if banded:  # one window row per band
+        monkeypatch.setattr(module, "BAND_BYTES", 1)
+    monkeypatch.setattr(_blocked, "BLOCK_BYTES", 1)  # global windows: blocks of 16 queries
+    qkv, bias = make_qkv(case, dtype)
+    expected = window_attention_reference(qkv.float(), *op_args(case), bias.float())
+    with use_backend("blocked", op=OP):
+        out = window_attention(qkv, *op_args(case), bias)
+    assert out.dtype == dtype and out.shape == expected.shape
+    torch.testing.assert_close(out.float(), expected, **BLOCKED_TOLERANCES[dtype])
+
+
+def test_blocked_is_the_bfloat16_default_on_cpu_not_the_float32_one() -> None:
+    case = CASES["window4 pooled, padded"]
+    qkv, bias = make_qkv(case)
+    assert "float32" in get_op(OP).explain(qkv, *op_args(case), bias)["blocked"]
+    assert get_op(OP).select(qkv.bfloat16(), *op_args(case), bias.bfloat16()).name == (
+        "triton" if INTERPRETING else "blocked")
+    assert "float16" in get_op(OP).explain(qkv.half(), *op_args(case), bias.half())["blocked"]
+
+
 @pytest.mark.skipif(INTERPRETING, reason="under TRITON_INTERPRET=1 the triton backend is chosen")
 def test_public_op_runs_the_reference_on_cpu() -> None:
     case = CASES["window4 pooled, padded"]
