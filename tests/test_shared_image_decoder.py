@@ -10,6 +10,7 @@ from sam2_fast.modeling import shared_image_decoder
 from sam2_fast.modeling.config import PRESETS
 from sam2_fast.modeling.init import random_state_dict
 from sam2_fast.modeling.sam2_base import SAM2Base
+from sam2_fast.ops import use_backend
 
 REL_TOL = 1e-4
 
@@ -110,27 +111,29 @@ def test_prepare_shared_image_rejects_a_batch_of_images(model):
 
 
 @pytest.mark.parametrize("kind,n", [("click", 5), ("box", 2)])
-def test_compiled_upscaler_equals_the_python_loop(model, monkeypatch, kind, n, extension):
-    """torch.ops.sam2_fast.upscale_masks (C++, (prompt, tile) tasks on torch's threads) and
-    the per-prompt Python loop it replaces give the same masks to float32 rounding, also with
-    a tile that does not divide the 64x64 image tokens."""
+@pytest.mark.parametrize("cpp", list(shared_image_decoder.UPSCALE_TILES))
+def test_compiled_upscaler_equals_the_python_loop(model, monkeypatch, kind, n, cpp, extension):
+    """torch.ops.sam2_fast.upscale_masks (C++, (prompt, tile) tasks on torch's threads) at each
+    tile size the tuner compares and the per-prompt torch tiles give the same masks to float32
+    rounding, also with tiles that do not divide the 64x64 image tokens (256 and 1024 do)."""
     image, pe, sparse, dense, high_res = _inputs(model, n, kind, seed=21)
     decoder = model.sam_mask_decoder
     calls = []
-    real = shared_image_decoder._upscale_compiled
+    real = torch.ops.sam2_fast.upscale_masks
 
     def counted(*args):
-        calls.append(1)
+        calls.append(args[-1])
         return real(*args)
 
-    monkeypatch.setattr(shared_image_decoder, "_upscale_compiled", counted)
+    monkeypatch.setattr(shared_image_decoder.torch.ops.sam2_fast, "upscale_masks", counted, raising=False)
     with torch.no_grad():
         shared = decoder.prepare_shared_image(image, pe, dense[:1], high_res)
+        with use_backend(cpp, op="upscale_masks"):
+            compiled = decoder.forward_shared_image(shared, sparse, True)[0]
+        assert calls == [shared_image_decoder.UPSCALE_TILES[cpp]], "the compiled upscaler did not run"
         monkeypatch.setattr(shared_image_decoder, "UPSCALE_TILE", 700)
-        compiled = decoder.forward_shared_image(shared, sparse, True)[0]
-        assert calls, "the compiled upscaler did not run"
-        monkeypatch.setattr(shared_image_decoder, "_compiled_upscaler", lambda hyper: False)
-        loop = decoder.forward_shared_image(shared, sparse, True)[0]
+        with use_backend("tiles", op="upscale_masks"):
+            loop = decoder.forward_shared_image(shared, sparse, True)[0]
     torch.testing.assert_close(compiled, loop, rtol=1e-5, atol=1e-5 * loop.abs().max().item())
 
 
@@ -179,7 +182,8 @@ def test_compiled_upscaler_flop_formula_counts_the_loops_work(model, monkeypatch
     with torch.no_grad():
         shared = decoder.prepare_shared_image(image, pe, dense[:1], high_res)
         decoder.forward_shared_image(shared, sparse, True)  # the image's share, counted once
-        compiled = count_gflop(lambda: decoder.forward_shared_image(shared, sparse, True))
-        monkeypatch.setattr(shared_image_decoder, "_compiled_upscaler", lambda hyper: False)
-        loop = count_gflop(lambda: decoder.forward_shared_image(shared, sparse, True))
+        with use_backend("cpp", op="upscale_masks"):
+            compiled = count_gflop(lambda: decoder.forward_shared_image(shared, sparse, True))
+        with use_backend("tiles", op="upscale_masks"):
+            loop = count_gflop(lambda: decoder.forward_shared_image(shared, sparse, True))
     assert loop > 0.5 and abs(compiled - loop) <= 0.01 * loop, (compiled, loop)

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam2_fast.errors import InvalidInputError
+from sam2_fast.ops._dispatch import Op
+from sam2_fast.ops._tuning import size_class
 
 
 class MLP(nn.Module):
@@ -50,34 +52,41 @@ class MLP(nn.Module):
 
 #: bytes of float32 hidden activation per band of tokens in :func:`feed_forward` on a CPU
 FF_BAND_BYTES = 8 << 20
+#: the band sizes the tuner compares, as multiples of :data:`FF_BAND_BYTES`
+FF_BAND_SCALES = {"banded": 1, "banded_x4": 4}
 
 
 def feed_forward(
     x: torch.Tensor, first: nn.Module, act, second: nn.Module, batch_first: bool = True
 ) -> torch.Tensor:
     """``second(act(first(x)))`` over the last dim of ``x``. On a CPU, without autograd, a
-    hidden activation larger than two bands is computed in bands of tokens whose hidden part
-    (about :data:`FF_BAND_BYTES`) stays in the caches through the first product, the activation
-    and the second product, instead of going to memory and back three times (the 4-8x wider
-    hidden layer of a Hiera block or a memory-attention layer is the largest tensor of the
-    model). On a 2-core Xeon: Hiera-L's stage-3 MLP 91 -> 74 ms, Hiera-T's first 100 -> 44 ms,
-    a memory-attention layer's 47 -> 33 ms; the same products, row by row.
+    large hidden activation may be computed in bands of tokens whose hidden part stays in the
+    caches through the first product, the activation and the second product, instead of going
+    to memory and back three times (the 4-8x wider hidden layer of a Hiera block or a
+    memory-attention layer is the largest tensor of the model). Whole or banded, and the band
+    size, is the op ``feed_forward``'s measured choice; by default a hidden activation larger
+    than two bands of :data:`FF_BAND_BYTES` runs in bands (on a 2-core Xeon: Hiera-L's stage-3
+    MLP 91 -> 74 ms, Hiera-T's first 100 -> 44 ms, a memory-attention layer's 47 -> 33 ms); the
+    same products, row by row.
 
     ``batch_first``: ``x`` is ``[B, ..., C]`` with one image per ``B``; bands never cross
     images and the choice is per image, so an image in a batch gets the products (and the
     roundings) it gets alone. False (sequence-first inputs): bands of the flattened rows.
     """
-    hidden = first.out_features
-    images = x.shape[0] if batch_first and x.dim() >= 3 else 1
-    rows = x.numel() // max(1, x.shape[-1] * images)  # per image
-    if (
-        x.device.type != "cpu"
-        or torch.is_grad_enabled()
-        or torch.compiler.is_compiling()
-        or rows * hidden * 4 <= 2 * FF_BAND_BYTES
-    ):
+    if x.device.type != "cpu" or torch.is_grad_enabled() or torch.compiler.is_compiling():
         return second(act(first(x)))
-    band = max(64, FF_BAND_BYTES // (hidden * 4) // 64 * 64)
+    return feed_forward_op(x, first, act, second, batch_first)
+
+
+def _rows_per_image(x: torch.Tensor, batch_first: bool) -> tuple[int, int]:
+    images = x.shape[0] if batch_first and x.dim() >= 3 else 1
+    return images, x.numel() // max(1, x.shape[-1] * images)
+
+
+def _ff_in_bands(x: torch.Tensor, first: nn.Module, act, second: nn.Module, batch_first: bool,
+                 band_bytes: int) -> torch.Tensor:
+    images, rows = _rows_per_image(x, batch_first)
+    band = max(64, band_bytes // (first.out_features * 4) // 64 * 64)
     flat = x.reshape(images, rows, x.shape[-1])
     out = None
     for i in range(images):
@@ -87,6 +96,45 @@ def feed_forward(
                 out = y.new_empty(images, rows, y.shape[-1])
             out[i, r0 : r0 + band] = y
     return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def _ff_shape_class(x, first, act, second, batch_first=True) -> str:
+    """Per image (the batch is left out: an image is computed as it would be alone)."""
+    _, rows = _rows_per_image(x, batch_first)
+    dtype = str(x.dtype).removeprefix("torch.")
+    return f"{dtype} rows {size_class(rows)}, {first.in_features} -> {first.out_features} -> {second.out_features}"
+
+
+def _ff_example(device: str) -> tuple:
+    """The MLP of Hiera-T's first block at image size 1024: 256 x 256 tokens, 96 -> 384 -> 96."""
+    with torch.device(device):
+        return torch.zeros(1, 256, 256, 96), Linear(96, 384), F.gelu, Linear(384, 96), True
+
+
+def _ff_banded_backend(scale: int):
+    def refusal(x, first, act, second, batch_first=True):
+        _, rows = _rows_per_image(x, batch_first)
+        band = max(64, scale * FF_BAND_BYTES // (first.out_features * 4) // 64 * 64)
+        return None if rows > band else f"{rows} rows per image fit one band of {band}"
+
+    def preference(x, first, act, second, batch_first=True):
+        if scale != 1:
+            return "the built-in default bands at FF_BAND_BYTES (the tuner measures this size too)"
+        _, rows = _rows_per_image(x, batch_first)
+        if rows * first.out_features * 4 <= 2 * FF_BAND_BYTES:
+            return f"a hidden activation of two bands of {FF_BAND_BYTES >> 20} MiB or less runs whole by default"
+        return None
+
+    def run(x, first, act, second, batch_first=True):
+        return _ff_in_bands(x, first, act, second, batch_first, scale * FF_BAND_BYTES)
+
+    return run, refusal, preference
+
+
+feed_forward_op = Op("feed_forward", example=_ff_example, shape_class=_ff_shape_class)
+for _name, _scale in FF_BAND_SCALES.items():
+    feed_forward_op.add_backend(_name, *_ff_banded_backend(_scale))
+feed_forward_op.add_backend("whole", lambda x, first, act, second, batch_first=True: second(act(first(x))))
 
 
 class LayerNorm2d(nn.Module):

@@ -7,6 +7,7 @@ match the official ``image_encoder.trunk`` module.
 
 from __future__ import annotations
 
+import importlib
 from typing import List, Optional, Tuple
 
 import torch
@@ -16,12 +17,18 @@ from torch import nn
 from sam2_fast.errors import InvalidInputError
 from sam2_fast.modeling.common import MLP, Conv2d, Linear, kept_bias
 from sam2_fast.modeling.config import HieraConfig
+from sam2_fast.ops._dispatch import Op
+from sam2_fast.ops._tuning import size_class
 from sam2_fast.ops.window_attention import (
     band_rows_of,
     window_attention,
     window_partition,
     window_unpartition,
 )
+
+# the op's module (sam2_fast.ops exports the function under the same name): BAND_BYTES is read
+# at call time, so it can be changed in one place
+window_ops = importlib.import_module("sam2_fast.ops.window_attention")
 
 __all__ = [
     "Hiera",
@@ -124,7 +131,9 @@ class MultiScaleBlock(nn.Module):
     :data:`~sam2_fast.ops.window_attention.BAND_BYTES` of qkv). Windows never cross a band,
     so each band computes exactly the tokens it holds. On a 2-core Xeon: Hiera-T's first two
     blocks 164 / 175 -> 120 / 122 ms, Hiera-L's first three 628 / 507 / 476 -> 240 / 300 /
-    300 ms; the later stages (qkv under 32 MiB) measured no gain and run as a whole.
+    300 ms; the later stages (qkv under 32 MiB) measured no gain and run as a whole. Whole or
+    banded (and at which band size) is the op ``hiera_block``'s choice, measured on the
+    machine (:mod:`sam2_fast.ops._tuning`); the rule above is its built-in default.
     """
 
     def __init__(
@@ -155,31 +164,44 @@ class MultiScaleBlock(nn.Module):
         if dim != dim_out:
             self.proj = Linear(dim, dim_out)
 
+    def band_refusal(self, x: torch.Tensor) -> Optional[str]:
+        """Why this block cannot run ``x`` in bands (global attention, a window the pooling
+        does not tile, autograd, tracing, not a CPU), or None."""
+        if self.window_size == 0:
+            return "global attention: one window"
+        if self.window_size % self.attn.q_stride:
+            return f"window {self.window_size} is not a multiple of the query stride {self.attn.q_stride}"
+        if x.dim() != 4 or x.device.type != "cpu":
+            return "bands help CPU caches: a [B, H, W, C] input on the CPU"
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return "autograd or torch.compile: the block runs whole"
+        return None
+
+    def rows_per_band(self, x: torch.Tensor, band_bytes: int) -> int:
+        """Input token rows per band of about ``band_bytes`` of qkv (whole window rows), 0
+        when one band would hold all of ``x``'s rows."""
+        row_bytes = x.shape[2] * 3 * self.dim_out * x.element_size()  # qkv bytes per token row
+        rows = band_rows_of(row_bytes, self.window_size, band_bytes)
+        return rows if rows < x.shape[1] else 0
+
     def band_rows(self, x: torch.Tensor) -> int:
         """Input token rows per band (whole window rows) when this block runs on ``x`` in
-        bands, 0 when it runs as a whole. Decided per image, so that an image in a batch is
-        computed as it is alone (the same products and roundings)."""
-        stride = self.attn.q_stride
-        if (
-            self.window_size == 0
-            or self.window_size % stride
-            or x.dim() != 4
-            or x.device.type != "cpu"
-            or torch.is_grad_enabled()
-            or torch.compiler.is_compiling()
-        ):
+        bands by default (no measurement), 0 when it runs as a whole. Decided per image, so
+        that an image in a batch is computed as it is alone (the same products and
+        roundings)."""
+        if self.band_refusal(x) is not None:
             return 0
-        _, h, w, _ = x.shape
-        row_bytes = w * 3 * self.dim_out * x.element_size()  # qkv bytes per token row
-        if h * row_bytes < BLOCK_BANDS_FROM_BYTES:
+        if x.shape[1] * x.shape[2] * 3 * self.dim_out * x.element_size() < BLOCK_BANDS_FROM_BYTES:
             return 0
-        rows = band_rows_of(row_bytes, self.window_size)
-        return rows if rows < h else 0
+        return self.rows_per_band(x, window_ops.BAND_BYTES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = self.band_rows(x)
-        if not rows:
+        if self.band_refusal(x) is not None:
             return self._forward(x)
+        return hiera_block_op(self, x)
+
+    def forward_in_bands(self, x: torch.Tensor, rows: int) -> torch.Tensor:
+        """The block on bands of ``rows`` input token rows, image by image."""
         stride = self.attn.q_stride
         out = None
         for i in range(x.shape[0]):
@@ -200,6 +222,53 @@ class MultiScaleBlock(nn.Module):
         x = self.attn(x)
         x = shortcut + x
         return x + self.mlp(self.norm2(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# a windowed block on a CPU: whole, or on bands of window rows (two band sizes), measured
+
+#: the band sizes the tuner compares, as multiples of window_attention.BAND_BYTES
+BAND_SCALES = {"banded": 1, "banded_x4": 4}
+
+
+def _block_shape_class(block: MultiScaleBlock, x: torch.Tensor) -> str:
+    """Per image (the batch is left out: an image is computed as it would be alone)."""
+    dtype = str(x.dtype).removeprefix("torch.")
+    return (f"{dtype} {size_class(x.shape[1])}x{size_class(x.shape[2])}x{x.shape[3]} -> {block.dim_out}, "
+            f"heads {block.attn.num_heads}, window {block.window_size}, stride {block.attn.q_stride}")
+
+
+def _block_example(device: str) -> tuple:
+    """Hiera-T's first block at image size 1024: 256 x 256 tokens of 96 channels, windows of 8."""
+    with torch.device(device):
+        block = MultiScaleBlock(96, 96, 1, window_size=8).eval()
+        return block, torch.zeros(1, 256, 256, 96)
+
+
+def _banded_backend(scale: int):
+    def refusal(block: MultiScaleBlock, x: torch.Tensor) -> Optional[str]:
+        reason = block.band_refusal(x)
+        if reason is None and not block.rows_per_band(x, scale * window_ops.BAND_BYTES):
+            reason = f"one band of {scale} x {window_ops.BAND_BYTES >> 20} MiB holds every row"
+        return reason
+
+    def preference(block: MultiScaleBlock, x: torch.Tensor) -> Optional[str]:
+        if scale != 1:
+            return "the built-in default bands at BAND_BYTES (the tuner measures this size too)"
+        if not block.band_rows(x):
+            return f"qkv under {BLOCK_BANDS_FROM_BYTES >> 20} MiB per image: runs whole by default"
+        return None
+
+    def run(block: MultiScaleBlock, x: torch.Tensor) -> torch.Tensor:
+        return block.forward_in_bands(x, block.rows_per_band(x, scale * window_ops.BAND_BYTES))
+
+    return run, refusal, preference
+
+
+hiera_block_op = Op("hiera_block", example=_block_example, shape_class=_block_shape_class)
+for _name, _scale in BAND_SCALES.items():
+    hiera_block_op.add_backend(_name, *_banded_backend(_scale))
+hiera_block_op.add_backend("whole", lambda block, x: block._forward(x))
 
 
 class Hiera(nn.Module):

@@ -25,6 +25,7 @@ Per prompt of the tiny model at 1024 px this is about 1.0 GFLOP instead of 3.5.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
@@ -34,6 +35,8 @@ from torch import Tensor, nn
 
 from sam2_fast._ext import register_fake_on_load
 from sam2_fast.errors import InvalidInputError
+from sam2_fast.ops._dispatch import Op
+from sam2_fast.ops._tuning import size_class
 
 __all__ = ["SharedImage", "prepare_shared_image", "predict_masks_shared_image"]
 
@@ -444,8 +447,6 @@ def _upscale_masks(
         dc2.bias.repeat(4).expand(num_f * 4, -1)
         + (0 if shared.feat_s0 is None else shared.feat_s0.reshape(num_f * 4, 4 * c2))
     ).contiguous())
-    exact_gelu = all(isinstance(a, nn.GELU) and a.approximate == "none" for a in (act1, act2))
-    m = hyper_in.shape[1]
     n = len(rows)
     # per prompt, everything but the shared matrices as one product: [F, K] @ [K, 4 * c1]
     # (attention weights; a scaled bias is a rank-1 column)
@@ -463,23 +464,56 @@ def _upscale_masks(
             right.append((t.c if t.c.shape[0] == 1 else t.c[rows]).expand(n, -1)[:, None, :])
     left_t = torch.cat(left, dim=1)  # [n, K, F]
     right_t = torch.cat(right, dim=1)  # [n, K, 4 * c1]
-    if exact_gelu and _compiled_upscaler(hyper_in):  # [n, m, 4h, 4w] at once
-        return _upscale_compiled(bias1, left_t, right_t, scaled_shared, ln1, w2, bias2, hyper_in[rows], h)
-    out = hyper_in.new_empty(n, num_f * 16, m)
+    return upscale_op(Upscale(bias1, left_t, right_t, scaled_shared, ln1, act1, act2, w2, bias2, h), hyper_in[rows])
+
+
+@dataclass
+class Upscale:
+    """What the per-prompt upscaler needs besides the hypernetwork outputs: the first
+    convolution's per-token base ``bias1 [F, 4 * c1]`` and low-rank terms ``left [n, K, F]``
+    ``right [n, K, 4 * c1]``, its row-scaled shared terms, the LayerNorm and activations, the
+    second convolution ``w2 [c1, 4 * c2]`` with ``bias2 [4F, 4 * c2]``, and the token rows
+    ``height``."""
+
+    bias1: Tensor
+    left: Tensor
+    right: Tensor
+    scaled_shared: List[Shared]
+    ln1: nn.LayerNorm
+    act1: nn.Module
+    act2: nn.Module
+    w2: Tensor
+    bias2: Tensor
+    height: int
+
+    @property
+    def exact_gelu(self) -> bool:
+        return all(isinstance(a, nn.GELU) and a.approximate == "none" for a in (self.act1, self.act2))
+
+
+def _upscale_tiles(u: Upscale, hyper: Tensor, tile: int) -> Tensor:
+    """``hyper [n, M, C/8]`` -> mask logits ``[n, M, 4h, 4w]`` in torch, one prompt and one tile
+    of ``tile`` image tokens at a time (the tile's intermediates stay in the caches)."""
+    num_f, width1 = u.bias1.shape
+    c1, c2 = u.ln1.weight.shape[0], u.w2.shape[1] // 4
+    n, m = hyper.shape[:2]
+    h, w = u.height, num_f // u.height
+    exact_gelu = u.exact_gelu
+    out = hyper.new_empty(n, num_f * 16, m)
     for i in range(n):
-        hyper_t = hyper_in[rows[i]].t()
-        for r0 in range(0, num_f, UPSCALE_TILE):
-            r1 = min(num_f, r0 + UPSCALE_TILE)
-            y = torch.addmm(bias1[r0:r1], left_t[i, :, r0:r1].t(), right_t[i])  # [tile, 4 * c1]
-            for t in scaled_shared:
+        hyper_t = hyper[i].t()
+        for r0 in range(0, num_f, tile):
+            r1 = min(num_f, r0 + tile)
+            y = torch.addmm(u.bias1[r0:r1], u.left[i, :, r0:r1].t(), u.right[i])  # [tile, 4 * c1]
+            for t in u.scaled_shared:
                 if t.d is None:
                     y.add_(t.s[r0:r1])
                 else:
                     y.addcmul_(t.d[i, r0:r1, None], t.s[r0:r1])
-            y = F.layer_norm(y.view(-1, c1), (c1,), ln1.weight, ln1.bias, ln1.eps)
-            y = torch.ops.aten.gelu_(y) if exact_gelu else act1(y)
-            y = torch.addmm(bias2[4 * r0 : 4 * r1], y, w2)  # [tile * 4, 4 * c2]
-            y = torch.ops.aten.gelu_(y) if exact_gelu else act2(y)
+            y = F.layer_norm(y.view(-1, c1), (c1,), u.ln1.weight, u.ln1.bias, u.ln1.eps)
+            y = torch.ops.aten.gelu_(y) if exact_gelu else u.act1(y)
+            y = torch.addmm(u.bias2[4 * r0 : 4 * r1], y, u.w2)  # [tile * 4, 4 * c2]
+            y = torch.ops.aten.gelu_(y) if exact_gelu else u.act2(y)
             torch.mm(y.view(-1, c2), hyper_t, out=out[i, 16 * r0 : 16 * r1])
     # pixel (y, x, i, j, i2, j2) -> (4y + 2i + i2, 4x + 2j + j2)
     out = out.view(n, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)
@@ -495,36 +529,76 @@ def _fake_upscale_masks(base, left, right, shared, scales, ln_weight, ln_bias, e
 register_fake_on_load("sam2_fast::upscale_masks", _fake_upscale_masks)
 
 
-def _compiled_upscaler(hyper_in: Tensor) -> bool:
-    """Whether ``torch.ops.sam2_fast.upscale_masks`` (csrc/ops.cpp) can run the upscaler:
-    float32 on the CPU, no autograd, and an extension that has the op."""
-    if hyper_in.device.type != "cpu" or hyper_in.dtype != torch.float32 or torch.is_grad_enabled():
-        return False
+def _cpp_refusal(u: Upscale, hyper: Tensor, tile: int = 0) -> Optional[str]:
+    """Why ``torch.ops.sam2_fast.upscale_masks`` (csrc/ops.cpp) cannot run the upscaler:
+    it takes float32 on the CPU, no autograd, the exact GELU, and an extension that has it."""
+    if hyper.device.type != "cpu" or hyper.dtype != torch.float32:
+        return f"hyper is {hyper.dtype} on {hyper.device.type}; the C++ upscaler runs float32 on cpu"
+    if torch.is_grad_enabled():
+        return "autograd: the torch tiles are differentiable"
+    if not u.exact_gelu:
+        return "the C++ upscaler computes the exact GELU only"
     from sam2_fast._ext import load_extension
 
-    return load_extension()[0] is not None and hasattr(torch.ops.sam2_fast, "upscale_masks")
+    ext, reason = load_extension()
+    if ext is None:
+        return f"extension {reason}"
+    if not hasattr(torch.ops.sam2_fast, "upscale_masks"):
+        return "the extension has no upscale_masks op (built from older sources)"
+    return None
 
 
-def _upscale_compiled(
-    bias1: Tensor, left: Tensor, right: Tensor, scaled_shared: List[Shared], ln1: nn.LayerNorm,
-    w2: Tensor, bias2: Tensor, hyper: Tensor, height: int
-) -> Tensor:
-    """The per-prompt loop of :func:`_upscale_masks` in one C++ call, (prompt, tile) tasks in
+def _upscale_cpp(u: Upscale, hyper: Tensor, tile: int) -> Tensor:
+    """The per-prompt loop of :func:`_upscale_tiles` in one C++ call, (prompt, tile) tasks in
     parallel, each writing its pixels of the mask logits ``[n, M, 4h, 4w]``."""
-    base = bias1
-    fixed = [t.s for t in scaled_shared if t.d is None]
+    base = u.bias1
+    fixed = [t.s for t in u.scaled_shared if t.d is None]
     if fixed:
-        base = bias1 + torch.stack(fixed).sum(0)
-    scaled = [t for t in scaled_shared if t.d is not None]
-    num_f, width = bias1.shape
+        base = u.bias1 + torch.stack(fixed).sum(0)
+    scaled = [t for t in u.scaled_shared if t.d is not None]
+    num_f, width = u.bias1.shape
     n = hyper.shape[0]
-    shared = torch.stack([t.s for t in scaled]) if scaled else bias1.new_empty(0, num_f, width)
-    scales = torch.stack([t.d for t in scaled], 1) if scaled else bias1.new_empty(n, 0, num_f)
+    shared = torch.stack([t.s for t in scaled]) if scaled else u.bias1.new_empty(0, num_f, width)
+    scales = torch.stack([t.d for t in scaled], 1) if scaled else u.bias1.new_empty(n, 0, num_f)
     return torch.ops.sam2_fast.upscale_masks(
-        base.contiguous(), left.contiguous(), right.contiguous(), shared.contiguous(),
-        scales.contiguous(), ln1.weight, ln1.bias, ln1.eps, w2.contiguous(), bias2,
-        hyper.contiguous(), height, UPSCALE_TILE,
+        base.contiguous(), u.left.contiguous(), u.right.contiguous(), shared.contiguous(),
+        scales.contiguous(), u.ln1.weight, u.ln1.bias, u.ln1.eps, u.w2.contiguous(), u.bias2,
+        hyper.contiguous(), u.height, tile,
     )
+
+
+def _upscale_shape_class(u: Upscale, hyper: Tensor) -> str:
+    dtype = str(hyper.dtype).removeprefix("torch.")
+    return (f"{dtype} prompts {size_class(hyper.shape[0])} x {hyper.shape[1]} masks, "
+            f"{u.bias1.shape[0]} tokens, rank {u.left.shape[1]}")
+
+
+def _upscale_example(device: str) -> tuple:
+    """One click on sam2.1-tiny at 1024: 64 x 64 image tokens, 4 masks, rank-40 prompt terms."""
+    with torch.device(device):
+        c1, c2, num_f = 64, 32, 64 * 64
+        u = Upscale(torch.zeros(num_f, 4 * c1), torch.zeros(1, 40, num_f), torch.zeros(1, 40, 4 * c1),
+                    [], nn.LayerNorm(c1), nn.GELU(), nn.GELU(), torch.zeros(c1, 4 * c2),
+                    torch.zeros(4 * num_f, 4 * c2), 64)
+        return u, torch.zeros(1, 4, c2)
+
+
+#: image tokens per tile of the upscaler, by backend: a tile's intermediates (256 KB - 2 MB at
+#: 512) stay in a core's L2 cache through LayerNorm, GELU and the second convolution; the
+#: tuner compares the sizes
+UPSCALE_TILES = {"cpp": UPSCALE_TILE, "cpp_tile256": 256, "cpp_tile1024": 1024}
+
+def _tile_preference(tile: int):
+    def preference(u: Upscale, hyper: Tensor) -> Optional[str]:
+        return None if tile == UPSCALE_TILE else f"the built-in default tile is {UPSCALE_TILE} tokens"
+
+    return preference
+
+
+upscale_op = Op("upscale_masks", example=_upscale_example, shape_class=_upscale_shape_class)
+for _name, _tile in UPSCALE_TILES.items():
+    upscale_op.add_backend(_name, functools.partial(_upscale_cpp, tile=_tile), _cpp_refusal, _tile_preference(_tile))
+upscale_op.add_backend("tiles", lambda u, hyper: _upscale_tiles(u, hyper, UPSCALE_TILE))
 
 
 #: prompts through the transformer together (the upscaler takes them one by one): the

@@ -198,6 +198,7 @@ class Op:
         if mode == "off" or device is None or _tuning.has_fake_tensors(args, kwargs):
             return None
         shape = self.shape_class(*args, **kwargs)
+        shape += _tuning.autocast_suffix(device)  # the same inputs, other kernels
         if measure and _tuning.can_time(args, kwargs) is None:
             fns = {name: functools.partial(b.fn, *args, **kwargs) for name, b in candidates.items()}
             return _tuning.choose(self.name, shape, device, fns, mode)

@@ -38,6 +38,7 @@ accept the inputs. ``sam2-fast tune`` measures a model's ops ahead of time and
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -469,17 +470,41 @@ def describe_value(value: Any) -> str | None:
     return None
 
 
+def autocast_suffix(device: torch.device) -> str:
+    """``", autocast bfloat16"`` while autocast is on for ``device`` (it changes the kernels
+    the same inputs run), else ``""``."""
+    try:
+        if not torch.is_autocast_enabled(device.type):
+            return ""
+        dtype = torch.get_autocast_dtype(device.type) if hasattr(torch, "get_autocast_dtype") else "16-bit"
+    except RuntimeError:  # a device type autocast does not know
+        return ""
+    return f", autocast {str(dtype).removeprefix('torch.')}"
+
+
 def default_shape_class(*args: Any, **kwargs: Any) -> str:
     parts = [d for d in map(describe_value, (*args, *kwargs.values())) if d is not None]
     return ", ".join(parts)
 
 
 def input_device(args: tuple, kwargs: Mapping[str, Any]) -> torch.device | None:
-    """The device of the first tensor among the inputs, or None."""
+    """The device of the first tensor among the inputs (:func:`input_tensors`), or None."""
+    for t in input_tensors(args, kwargs):
+        return t.device
+    return None
+
+
+def input_tensors(args: tuple, kwargs: Mapping[str, Any]) -> Iterator[torch.Tensor]:
+    """The tensors among an op's inputs, and among the fields of an input dataclass (ops of
+    whole model steps take their inputs as one record)."""
     for value in (*args, *kwargs.values()):
         if isinstance(value, torch.Tensor):
-            return value.device
-    return None
+            yield value
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for f in dataclasses.fields(value):
+                item = getattr(value, f.name)
+                if isinstance(item, torch.Tensor):
+                    yield item
 
 
 def has_fake_tensors(args: tuple, kwargs: Mapping[str, Any]) -> bool:
@@ -487,10 +512,7 @@ def has_fake_tensors(args: tuple, kwargs: Mapping[str, Any]) -> bool:
     without touching the GPU): nothing to time and no machine to ask."""
     from torch._subclasses.fake_tensor import FakeTensor
 
-    return any(
-        isinstance(value, torch.Tensor) and (value.is_meta or isinstance(value, FakeTensor))
-        for value in (*args, *kwargs.values())
-    )
+    return any(t.is_meta or isinstance(t, FakeTensor) for t in input_tensors(args, kwargs))
 
 
 def can_time(args: tuple, kwargs: Mapping[str, Any]) -> str | None:

@@ -258,10 +258,12 @@ window_attention_op.add_backend("triton", _triton, _triton_refusal, _triton_pref
 BAND_BYTES = 8 << 20
 
 
-def band_rows_of(row_bytes: int, window_size: int) -> int:
-    """Token rows per band: whole window rows, about :data:`BAND_BYTES` of qkv when one token
-    row of it is ``row_bytes`` (also the bands of whole Hiera blocks)."""
-    return window_size * max(1, BAND_BYTES // max(1, window_size * row_bytes))
+def band_rows_of(row_bytes: int, window_size: int, band_bytes: Optional[int] = None) -> int:
+    """Token rows per band: whole window rows, about ``band_bytes`` (default
+    :data:`BAND_BYTES`) of qkv when one token row of it is ``row_bytes`` (also the bands of
+    whole Hiera blocks)."""
+    band_bytes = BAND_BYTES if band_bytes is None else band_bytes
+    return window_size * max(1, band_bytes // max(1, window_size * row_bytes))
 
 
 def _band_rows(qkv: torch.Tensor, window_size: int) -> int:

@@ -9,6 +9,7 @@ removal (``max_hole_area`` / ``max_sprinkle_area``) also runs on CPU.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
@@ -16,6 +17,8 @@ import torch
 
 from sam2_fast.errors import InvalidInputError, InvalidStateError, InvalidTypeError
 from sam2_fast.modeling.sam2_base import SAM2Base
+from sam2_fast.ops._dispatch import Op
+from sam2_fast.ops._tuning import size_class
 from sam2_fast.precision import in_compute_dtype
 from sam2_fast.utils import validation as V
 from sam2_fast.utils.transforms import SAM2Transforms
@@ -35,6 +38,82 @@ def _float32_numpy(t: torch.Tensor) -> np.ndarray:
     if t.dtype == torch.bool:
         return t.numpy().astype(np.float32)
     return t.float().numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# the mask decoder for the prompts of one image: the plain decoder, or (no mask prompt) the
+# image's share computed once and reused by every prompt -- an op, measured on the machine
+
+
+@dataclass
+class DecoderCall:
+    """The decoder inputs of one :meth:`SAM2ImagePredictor._predict` call."""
+
+    predictor: "SAM2ImagePredictor"
+    image_key: int
+    image_embed: torch.Tensor  # [1, C, h, w]
+    sparse: torch.Tensor  # [n, T, C]
+    dense: torch.Tensor  # [n or 1, C, h, w]
+    has_mask_input: bool
+    multimask_output: bool
+    high_res_features: List[torch.Tensor]
+
+
+def _decode_plain(call: DecoderCall) -> Tuple[torch.Tensor, torch.Tensor]:
+    model = call.predictor.model
+    low_res, iou, _, _ = model.sam_mask_decoder(
+        image_embeddings=call.image_embed,
+        image_pe=model.sam_prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=call.sparse,
+        dense_prompt_embeddings=call.dense,
+        multimask_output=call.multimask_output,
+        repeat_image=call.sparse.shape[0] > 1,  # several prompts share the image
+        high_res_features=call.high_res_features,
+    )
+    return low_res, iou
+
+
+def _decode_shared(call: DecoderCall) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The image's share of the decoder computed on its first prompt and kept (float32, also
+    under autocast; sam2_fast.modeling.shared_image_decoder): each further click of tiny costs
+    about 21 instead of 37 ms on a 2-core CPU. The same sums up to float32 rounding."""
+    model = call.predictor.model
+    decoder = model.sam_mask_decoder
+    shared = call.predictor._shared_images.get(call.image_key)
+    if shared is None:
+        shared = call.predictor._shared_images[call.image_key] = decoder.prepare_shared_image(
+            call.image_embed, model.sam_prompt_encoder.get_dense_pe(), call.dense[:1], call.high_res_features
+        )
+    low_res, iou, _, _ = decoder.forward_shared_image(shared, call.sparse, call.multimask_output)
+    return low_res, iou
+
+
+def _shared_refusal(call: DecoderCall) -> Optional[str]:
+    if call.has_mask_input:
+        return "a mask prompt changes every prompt's image tokens"
+    if call.predictor.model.sam_mask_decoder.training or torch.is_grad_enabled():
+        return "training or autograd: the plain decoder"
+    return None
+
+
+def _shared_preference(call: DecoderCall) -> Optional[str]:
+    if call.image_embed.device.type != "cpu":
+        return "on a GPU a click is bound by kernel launches: the plain decoder by default"
+    if torch.is_autocast_enabled("cpu"):
+        return "16-bit mode: the plain decoder by default (this path computes in float32)"
+    return None
+
+
+def _decoder_shape_class(call: DecoderCall) -> str:
+    n, t, _ = call.sparse.shape
+    dtype = str(call.image_embed.dtype).removeprefix("torch.")
+    return (f"{dtype} prompts {size_class(n)} x {t} tokens, image {list(call.image_embed.shape[1:])}, "
+            f"{'3 masks' if call.multimask_output else '1 mask'}")
+
+
+prompt_decoder_op = Op("prompt_decoder", shape_class=_decoder_shape_class)
+prompt_decoder_op.add_backend("shared_image", _decode_shared, _shared_refusal, _shared_preference)
+prompt_decoder_op.add_backend("reference", _decode_plain)
 
 
 class SAM2ImagePredictor:
@@ -329,38 +408,17 @@ class SAM2ImagePredictor:
         sparse_embeddings, dense_embeddings = self.model.sam_prompt_encoder(
             points=concat_points, boxes=None, masks=mask_input
         )
-        batched_mode = sparse_embeddings.shape[0] > 1  # several prompts share the image
-        high_res_features = [level[img_idx].unsqueeze(0) for level in self._features["high_res_feats"]]
-        decoder = self.model.sam_mask_decoder
-        image_embed = self._features["image_embed"][img_idx].unsqueeze(0)
-        if (mask_input is None and image_embed.device.type == "cpu" and not decoder.training
-                and not torch.is_autocast_enabled("cpu")):
-            # exact mode, no mask prompt: every prompt starts from the same image tokens, so
-            # the decoder's image share is computed once per image (on the first prompt) and
-            # each further click costs ~21 instead of ~37 ms (tiny, 2-core CPU). The same sums
-            # up to float32 rounding (tests/test_shared_image_decoder.py). On a GPU, where one
-            # prompt is bound by kernel launches, not measured yet: the plain decoder runs
-            # there, and under autocast.
-            key = img_idx % len(self._orig_hw)
-            shared = self._shared_images.get(key)
-            if shared is None:
-                shared = self._shared_images[key] = decoder.prepare_shared_image(
-                    image_embed, self.model.sam_prompt_encoder.get_dense_pe(), dense_embeddings[:1],
-                    high_res_features,
-                )
-            low_res_masks, iou_predictions, _, _ = decoder.forward_shared_image(
-                shared, sparse_embeddings, multimask_output
-            )
-        else:
-            low_res_masks, iou_predictions, _, _ = decoder(
-                image_embeddings=image_embed,
-                image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse_embeddings,
-                dense_prompt_embeddings=dense_embeddings,
-                multimask_output=multimask_output,
-                repeat_image=batched_mode,
-                high_res_features=high_res_features,
-            )
+        call = DecoderCall(
+            predictor=self,
+            image_key=img_idx % len(self._orig_hw),
+            image_embed=self._features["image_embed"][img_idx].unsqueeze(0),
+            sparse=sparse_embeddings,
+            dense=dense_embeddings,
+            has_mask_input=mask_input is not None,
+            multimask_output=multimask_output,
+            high_res_features=[level[img_idx].unsqueeze(0) for level in self._features["high_res_feats"]],
+        )
+        low_res_masks, iou_predictions = prompt_decoder_op(call)
         orig_hw = self._orig_hw[img_idx]
         if return_logits:
             masks = self._transforms.postprocess_masks(low_res_masks, orig_hw)
