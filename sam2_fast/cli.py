@@ -1,8 +1,9 @@
-"""``sam2-fast`` command line: info, segment, track, amg, convert, demo, bench.
+"""``sam2-fast`` command line: info, tune, segment, track, amg, convert, demo, bench.
 
 Examples::
 
     sam2-fast info
+    sam2-fast tune --dtype all
     sam2-fast segment photo.jpg --point 320,240 --point 100,80,0 --model sam2.1-hiera-tiny --out mask.png
     sam2-fast segment photo.jpg --box 50,60,400,380 --model ./sam2.1_hiera_tiny.pt --out mask.png
     sam2-fast track clip.mp4 --point 0,320,240 --box 12,50,60,400,380,2 --out clip_out
@@ -243,6 +244,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _object_counts(text: str) -> List[int]:
+    try:
+        counts = [int(v) for v in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or any(n < 1 for n in counts):
+        raise argparse.ArgumentTypeError(f"--objects expects comma-separated counts >= 1, got {text!r}")
+    return counts
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from sam2_fast.ops import _tuning
+    from sam2_fast.tune import DTYPES, format_rows, tune
+
+    dtypes = [d for d in DTYPES if d != "auto"] if args.dtype == "all" else [args.dtype]
+    if args.clear:
+        _tuning.cache.clear(_tuning.machine_id(args.device or "cpu")[0])
+    start = time.perf_counter()
+    rows = tune(model=args.model, dtypes=dtypes, device=args.device, objects=args.objects,
+                video=not args.no_video, progress=not args.no_progress,
+                log=lambda message: print(message, file=sys.stderr, flush=True))
+    machine, fp = _tuning.machine_id(args.device or "cpu")
+    where = fp.get("gpu") or f"{fp.get('cpu')} ({' '.join(fp.get('flags', []))}, {fp.get('threads')} threads)"
+    print(format_rows(rows, f"{len(rows)} choices measured on {where}, torch {fp['torch']} "
+                            f"in {time.perf_counter() - start:.0f} s; cache {_tuning.cache.path}"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sam2-fast", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
@@ -251,6 +280,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="version, build flags, backends of every op")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("tune", help="measure every op's fastest backend on this machine, ahead of time")
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|PATH",
+                   help=f"zoo name (its architecture, random weights) or checkpoint path (default {DEFAULT_MODEL})")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "all"],
+                   help="precision mode(s) to tune: auto = the fast mode compute_dtype='auto' picks (default)")
+    p.add_argument("--objects", type=_object_counts, default=[1], metavar="N[,N...]",
+                   help="objects per tracked clip (default 1)")
+    p.add_argument("--no-video", action="store_true", help="images only (no tracked clip)")
+    p.add_argument("--clear", action="store_true", help="forget this machine's cached choices first")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("segment", help="segment an image from clicks and/or a box")
     p.add_argument("image", help="input image (any format PIL reads)")

@@ -1,5 +1,6 @@
-"""What this installation of sam2-fast has: versions, the compiled extension, and for every op
-which backend runs a typical input and why the others refuse (``sam2-fast info``).
+"""What this installation of sam2-fast has: versions, the compiled extension, for every op
+which backend runs a typical input and why the others refuse or lost, and the backend choices
+measured on this machine (``sam2-fast info``).
 
 Nothing here initialises CUDA: the CUDA verdicts are computed on fake tensors (no memory, no
 context), and the GPU itself is only queried when asked with ``query_devices=True``.
@@ -46,7 +47,7 @@ def _op_verdicts(op: Any, device: str) -> dict[str, Any]:
         with FakeTensorMode():  # a CUDA tensor without touching the GPU
             args = op.example(device)
     try:
-        selected, error = op.select(*args).name, None
+        selected, error = op.planned(*args).name, None
     except BackendError as exc:
         selected, error = None, str(exc)
     return {
@@ -84,6 +85,8 @@ def collect_info(query_devices: bool = False) -> dict[str, Any]:
     from sam2_fast._ext import load_extension
     from sam2_fast.ops import list_ops
 
+    _register_model_ops()
+
     ext, reason = load_extension()
     info["extension"] = {
         "loaded": ext is not None,
@@ -95,7 +98,60 @@ def collect_info(query_devices: bool = False) -> dict[str, Any]:
         for op in list_ops()
         if op.example is not None
     }
+    info["tuning"] = collect_tuning()
     return info
+
+
+def _register_model_ops() -> None:
+    """Import the modules whose model-level choices are ops (their ops register on import)."""
+    for module in ("sam2_fast.modeling.common", "sam2_fast.modeling.hiera",
+                   "sam2_fast.modeling.transformer", "sam2_fast.modeling.shared_image_decoder",
+                   "sam2_fast.predictors.image_predictor"):
+        importlib.import_module(module)
+
+
+def collect_tuning() -> dict[str, Any]:
+    """The tuning mode, the cache file, this CPU's fingerprint and the verdicts measured for it
+    (``op | shape class`` -> winner, each candidate's seconds, notes)."""
+    from sam2_fast.ops import _tuning
+
+    machine, fingerprint = _tuning.machine_id("cpu")
+    verdicts = _tuning.cache.verdicts(machine)
+    return {
+        "mode": _tuning.tuning_mode(),
+        "cache": str(_tuning.cache.path),
+        "machine": machine,
+        "fingerprint": fingerprint,
+        "verdicts": {key: {"winner": v.winner, "seconds": v.seconds, "notes": v.notes}
+                     for key, v in sorted(verdicts.items())},
+        "other_machines": len(_tuning.cache.machines()) - (1 if verdicts else 0),
+    }
+
+
+def format_tuning(tuning: dict[str, Any]) -> list[str]:
+    fp = tuning["fingerprint"]
+    flags = " ".join(fp.get("flags", [])) or "none of note"
+    lines = [
+        f"tuning     {tuning['mode']} (SAM2_FAST_TUNE); cache {tuning['cache']}",
+        f"  this CPU   {fp.get('cpu')}, flags {flags}, {fp.get('threads')} torch threads"
+        + (f", ONEDNN_MAX_CPU_ISA={fp['onednn_max_cpu_isa']}" if "onednn_max_cpu_isa" in fp else ""),
+    ]
+    if not tuning["verdicts"]:
+        lines.append("  no measured choices for this CPU yet (`sam2-fast tune` measures them ahead of time)")
+    else:
+        lines.append(f"  measured choices ({len(tuning['verdicts'])}; * = fastest):")
+    for key, verdict in tuning["verdicts"].items():
+        lines.append(f"    {key}")
+        for name, seconds in sorted(verdict["seconds"].items(), key=lambda item: item[1]):
+            mark = "*" if name == verdict["winner"] else " "
+            note = verdict["notes"].get(name)
+            lines.append(f"      {mark} {name:<14} {seconds * 1e3:9.2f} ms" + (f"  ({note})" if note else ""))
+        for name, note in verdict["notes"].items():
+            if name not in verdict["seconds"]:
+                lines.append(f"      - {name:<14} {note}")
+    if tuning["other_machines"] > 0:
+        lines.append(f"  (+ verdicts of {tuning['other_machines']} other machine fingerprint(s) in the cache)")
+    return lines
 
 
 def _format_extension(extension: dict[str, Any], torch_info: dict[str, Any]) -> list[str]:
@@ -124,7 +180,7 @@ def _format_extension(extension: dict[str, Any], torch_info: dict[str, Any]) -> 
 
 
 def _format_ops(ops: dict[str, dict[str, Any]]) -> list[str]:
-    lines = ["ops        (* = runs this input, ok = could run it, - = refuses)"]
+    lines = ["ops        (* = runs this input, ok = could run it, - = refuses or lost)"]
     for name, per_device in ops.items():
         lines.append(f"  {name}")
         for device, result in per_device.items():
@@ -157,4 +213,6 @@ def format_info(info: dict[str, Any] | None = None) -> str:
         lines += _format_extension(info["extension"], torch_info)
     if "ops" in info:
         lines += _format_ops(info["ops"])
+    if "tuning" in info:
+        lines += format_tuning(info["tuning"])
     return "\n".join(lines)

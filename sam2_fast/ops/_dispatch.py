@@ -206,7 +206,16 @@ class Op:
         return None if verdict is None else _tuning.restrict(verdict, candidates)
 
     def select(self, *args: Any, **kwargs: Any) -> Backend:
-        """The backend that a call with these inputs runs; raises :class:`BackendError`."""
+        """The backend that a call with these inputs runs (measuring the candidates first
+        when their shape class has no verdict yet); raises :class:`BackendError`."""
+        return self._select(args, kwargs, measure=True)
+
+    def planned(self, *args: Any, **kwargs: Any) -> Backend:
+        """:meth:`select` without measuring anything: the remembered verdict, else the
+        built-in default (what ``sam2-fast info`` shows)."""
+        return self._select(args, kwargs, measure=False)
+
+    def _select(self, args: tuple, kwargs: dict, measure: bool) -> Backend:
         forced = _forced_backend(self)
         if forced is not None:
             name, source = forced
@@ -219,7 +228,7 @@ class Op:
                 )
             return backend
         candidates = self._candidates(args, kwargs)
-        verdict = self._measured(candidates, args, kwargs, measure=True)
+        verdict = self._measured(candidates, args, kwargs, measure=measure)
         if verdict is not None:
             return candidates[verdict.winner]
         verdicts = []

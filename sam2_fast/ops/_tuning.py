@@ -82,7 +82,7 @@ CACHE_NAME = "tuning.json"
 CACHE_FORMAT = 1
 #: timed calls per candidate after its warm-up call
 ROUNDS = 3
-#: a candidate whose warm-up took this many times the fastest warm-up is not timed further
+#: a candidate whose first timed call took this many times the fastest is not timed further
 DROP_FACTOR = 4.0
 
 # CPU flags that decide which kernels oneDNN / MKL / our C++ ops run (matrix units, 16-bit
@@ -417,8 +417,8 @@ def measure(
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Median seconds of each function: a warm-up call each (a second one when the first
     measured the ops inside it), then ``rounds`` interleaved rounds. A function that raises is
-    left out (its note says why); one whose warm-up took over :data:`DROP_FACTOR` times the
-    fastest warm-up keeps its warm-up time and is not timed further. Returns
+    left out (its note says why); one whose first timed call took over :data:`DROP_FACTOR`
+    times the fastest one keeps that time and is not timed further. Returns
     ``(seconds, notes)``."""
     warm: dict[str, float] = {}
     notes: dict[str, str] = {}
@@ -432,17 +432,18 @@ def measure(
             notes[name] = f"failed while measured: {type(exc).__name__}: {exc}"
     if not warm:
         return {}, notes
-    best = min(warm.values())
-    timed = [name for name, t in warm.items() if t <= DROP_FACTOR * max(best, 1e-9)]
-    samples: dict[str, list[float]] = {name: [] for name in timed}
-    for _ in range(rounds):
+    # one timed round for every candidate (a warm-up may carry one-time costs), then the rest
+    # of the rounds for those within DROP_FACTOR of the fastest
+    samples: dict[str, list[float]] = {name: [_time_once(fns[name], device)] for name in warm}
+    best = min(times[0] for times in samples.values())
+    timed = [name for name, times in samples.items() if times[0] <= DROP_FACTOR * max(best, 1e-9)]
+    for _ in range(rounds - 1):
         for name in timed:
             samples[name].append(_time_once(fns[name], device))
-    seconds = {name: statistics.median(samples[name]) if samples[name] else warm[name] for name in timed}
-    for name, t in warm.items():
-        if name not in seconds:
-            seconds[name] = t
-            notes[name] = f"warm-up alone took {_ms(t)}, over {DROP_FACTOR:g}x the fastest ({_ms(best)})"
+    seconds = {name: statistics.median(times) for name, times in samples.items()}
+    for name, times in samples.items():
+        if name not in timed:
+            notes[name] = f"one timed call took {_ms(times[0])}, over {DROP_FACTOR:g}x the fastest ({_ms(best)})"
     return seconds, notes
 
 
@@ -451,8 +452,8 @@ def measure(
 
 
 def size_class(n: int) -> int:
-    """``n`` rounded up to a power of two (sizes up to 16 stay exact)."""
-    if n <= 16:
+    """``n`` rounded up to a power of two (sizes up to 4 stay exact)."""
+    if n <= 4:
         return n
     return 1 << (n - 1).bit_length()
 
