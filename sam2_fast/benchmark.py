@@ -12,7 +12,12 @@ fraction of the machine's GEMM peak it reaches (the faster of fp32 and bf16).
     sam2-fast bench --only set_image,predict --repeats 5 --out bench_results
     sam2-fast bench --quick                  # one repetition, AMG at 8 points per side
 
-Without the official package the table shows this project's numbers alone.
+This project runs in its fast mode (``compute_dtype="auto"``) and its exact float32 mode; the
+official package in float32 and under bfloat16 autocast. Each benchmark has two rows: the fast
+mode against the faster official mode, and exact float32 against official float32. Before
+timing, the backend choices this machine has no verdict for are measured (``sam2-fast tune``),
+so the timings are those of a tuned machine. Without the official package the table shows
+this project's numbers alone.
 """
 
 from __future__ import annotations
@@ -159,12 +164,16 @@ def count_gflop(fn: Callable[[], Any]) -> float:
 
 
 class Session:
-    """Models and inputs shared by the benchmarks of one run."""
+    """Models and inputs shared by the benchmarks of one run. This project runs in its fast
+    mode (``compute_dtype="auto"``: bfloat16 where this CPU multiplies it faster than float32)
+    and in its exact float32 mode; the official package in float32 and under bfloat16
+    autocast, the faster of which is each fast row's baseline."""
 
     def __init__(self, model: str, repeats: int, with_official: bool, amg_points: int,
                  log: Callable[[str], None]) -> None:
         from sam2_fast.modeling.config import PRESETS
         from sam2_fast.modeling.init import random_state_dict
+        from sam2_fast.precision import resolve_compute_dtype
         from sam2_fast.sample import sample_image
 
         self.name = model
@@ -173,6 +182,7 @@ class Session:
         self.log = log
         self.state_dict = random_state_dict(PRESETS[model], seed=1)
         self.image = sample_image(*IMAGE_HW)
+        self.fast_dtype = resolve_compute_dtype("auto", torch.device("cpu"))
         self.official_error: str | None = None
         if with_official:
             from sam2_fast._official import OfficialUnavailable, import_official
@@ -183,20 +193,32 @@ class Session:
                 self.official_error = str(exc)
         else:
             self.official_error = "not requested (--no-official)"
-        self._ours = None
+        self._ours: dict[bool, Any] = {}
         self._official = None
+        self.peaks: dict[str, float] = {}
 
     @property
     def has_official(self) -> bool:
         return self.official_error is None
 
-    def ours(self):
-        if self._ours is None:
+    @property
+    def fast_name(self) -> str:
+        return "float32" if self.fast_dtype is None else str(self.fast_dtype).removeprefix("torch.")
+
+    @property
+    def fast_differs(self) -> bool:
+        """Whether the fast mode is not the exact one on this machine (then both are timed)."""
+        return self.fast_dtype is not None
+
+    def ours(self, fast: bool = False):
+        fast = fast and self.fast_differs
+        if fast not in self._ours:
             from sam2_fast.build_sam import build_sam2
 
-            self._ours = build_sam2(self.name, None, device="cpu")
-            self._ours.load_state_dict(self.state_dict)
-        return self._ours
+            model = build_sam2(self.name, None, device="cpu", compute_dtype=self.fast_dtype if fast else None)
+            model.load_state_dict(self.state_dict)
+            self._ours[fast] = model
+        return self._ours[fast]
 
     def official(self):
         if self._official is None:
@@ -204,6 +226,38 @@ class Session:
 
             self._official = official_model(self.name, self.state_dict)
         return self._official
+
+
+def in_bf16_autocast(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` run under CPU bfloat16 autocast (the official package's fast mode)."""
+
+    def run() -> Any:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return fn()
+
+    return run
+
+
+def mode_rows(s: Session, label: str, times: dict[str, list[float]], gflop: float | None = None,
+              gflop_fast: float | None = None) -> list[Result]:
+    """The rows of one benchmark from the samples of ``ours`` (fast mode), ``ours exact``
+    (absent when the fast mode is float32 here), ``official`` and ``official bf16``: the fast
+    mode against the faster official mode, and the exact mode against official float32."""
+    exact = times.get("ours exact", times["ours"])
+    official = {name: times[name] for name in ("official", "official bf16") if name in times}
+    rows = []
+    if official:
+        best = min(official, key=lambda name: statistics.median(official[name]))
+        rows.append(_result(f"{label}: fast mode ({s.fast_name}) vs the faster official mode",
+                            {"ours": times["ours"], "official": official[best]}, gflop=gflop_fast or gflop,
+                            official_label=best.replace("official", "official fp32") if best == "official" else best))
+        rows.append(_result(f"{label}: exact fp32 vs official fp32", {"ours": exact, "official": official["official"]},
+                            gflop=gflop))
+    else:
+        rows.append(_result(f"{label}: fast mode ({s.fast_name})", {"ours": times["ours"]}, gflop=gflop_fast or gflop))
+        if s.fast_differs:
+            rows.append(_result(f"{label}: exact fp32", {"ours": exact}, gflop=gflop))
+    return rows
 
 
 def bench_cold_start(s: Session) -> list[Result]:
@@ -247,64 +301,66 @@ def bench_cold_start(s: Session) -> list[Result]:
 def bench_set_image(s: Session) -> list[Result]:
     from sam2_fast import SAM2ImagePredictor
 
-    ours = SAM2ImagePredictor(s.ours())
-    fns: dict[str, Callable[[], Any]] = {"ours": lambda: ours.set_image(s.image)}
+    fast, exact = SAM2ImagePredictor(s.ours(fast=True)), SAM2ImagePredictor(s.ours())
+    fns: dict[str, Callable[[], Any]] = {"ours": lambda: fast.set_image(s.image)}
+    if s.fast_differs:
+        fns["ours exact"] = lambda: exact.set_image(s.image)
     if s.has_official:
         from sam2.sam2_image_predictor import SAM2ImagePredictor as OfficialPredictor
 
         official = OfficialPredictor(s.official())
-
-        def official_bf16() -> None:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                official.set_image(s.image)
-
         fns["official"] = lambda: official.set_image(s.image)
-        fns["official bf16"] = official_bf16
+        fns["official bf16"] = in_bf16_autocast(lambda: official.set_image(s.image))
     with torch.inference_mode():
-        gflop = count_gflop(lambda: ours.set_image(s.image))
+        gflop = count_gflop(lambda: exact.set_image(s.image))
         times = interleaved(fns, s.repeats)
-    label = f"set_image {IMAGE_HW[0]}x{IMAGE_HW[1]}"
-    rows = [_result(f"{label} (official fp32)", times, gflop=gflop)]
-    if "official bf16" in times:
-        rows.append(_result(f"{label} (official bf16 autocast)", {"ours": times["ours"], "official": times["official bf16"]},
-                            gflop=gflop, official_label="official bf16"))
-    return rows
+    return mode_rows(s, f"set_image {IMAGE_HW[0]}x{IMAGE_HW[1]}", times, gflop=gflop)
 
 
 def bench_predict(s: Session) -> list[Result]:
     from sam2_fast import SAM2ImagePredictor
 
     click = dict(point_coords=np.array([[383.0, 351.0]]), point_labels=np.array([1]))
-    ours = SAM2ImagePredictor(s.ours())
-    fns: dict[str, Callable[[], Any]] = {"ours": lambda: ours.predict(**click)}
+    fast, exact = SAM2ImagePredictor(s.ours(fast=True)), SAM2ImagePredictor(s.ours())
+    fns: dict[str, Callable[[], Any]] = {"ours": lambda: fast.predict(**click)}
+    if s.fast_differs:
+        fns["ours exact"] = lambda: exact.predict(**click)
     with torch.inference_mode():
-        ours.set_image(s.image)
+        for predictor in {id(p): p for p in (fast, exact)}.values():
+            predictor.set_image(s.image)
+            predictor.predict(**click)  # the first click also computes the image's share of the decoder
         if s.has_official:
             from sam2.sam2_image_predictor import SAM2ImagePredictor as OfficialPredictor
 
             official = OfficialPredictor(s.official())
+            official_bf16 = OfficialPredictor(s.official())
             official.set_image(s.image)
+            in_bf16_autocast(lambda: official_bf16.set_image(s.image))()
             fns["official"] = lambda: official.predict(**click)
-        ours.predict(**click)  # the first click also computes the image's share of the decoder
-        gflop = count_gflop(lambda: ours.predict(**click))  # per further click
+            fns["official bf16"] = in_bf16_autocast(lambda: official_bf16.predict(**click))
+        gflop = count_gflop(lambda: exact.predict(**click))  # per further click
         times = interleaved(fns, 5 * s.repeats, warmup=2)
-    return [_result("predict: 1 click, 3 masks at image size", times, gflop=gflop)]
+    return mode_rows(s, "predict: 1 click, 3 masks at image size", times, gflop=gflop)
 
 
 def bench_amg(s: Session) -> list[Result]:
     from sam2_fast import SAM2AutomaticMaskGenerator
 
     kwargs = dict(points_per_side=s.amg_points)
-    ours = SAM2AutomaticMaskGenerator(s.ours(), **kwargs)
-    fns: dict[str, Callable[[], Any]] = {"ours": lambda: ours.generate(s.image)}
+    fast = SAM2AutomaticMaskGenerator(s.ours(fast=True), **kwargs)
+    fns: dict[str, Callable[[], Any]] = {"ours": lambda: fast.generate(s.image)}
+    if s.fast_differs:
+        exact = SAM2AutomaticMaskGenerator(s.ours(), **kwargs)
+        fns["ours exact"] = lambda: exact.generate(s.image)
     if s.has_official:
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator as OfficialAMG
 
         official = OfficialAMG(s.official(), **kwargs)
         fns["official"] = lambda: official.generate(s.image)
+        fns["official bf16"] = in_bf16_autocast(lambda: official.generate(s.image))
     with torch.inference_mode():
         times = interleaved(fns, max(1, s.repeats - 1), warmup=0)
-    return [_result(f"automatic masks: {s.amg_points}x{s.amg_points} points, default thresholds", times)]
+    return mode_rows(s, f"automatic masks: {s.amg_points}x{s.amg_points} points, default thresholds", times)
 
 
 def bench_video(s: Session, object_counts: Iterable[int] = (1, 8)) -> list[Result]:
@@ -319,14 +375,24 @@ def bench_video(s: Session, object_counts: Iterable[int] = (1, 8)) -> list[Resul
     sd = dict(s.state_dict)
     # random weights: keep every object "present" so the memory is used as with real weights
     sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] = sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] + 3.0
-    ours = build_sam2_video_predictor(s.name, None, device="cpu")
-    ours.load_state_dict(sd)
-    ours.show_progress = False
-    predictors = {"ours": ours.eval()}
+
+    def ours_predictor(dtype):
+        predictor = build_sam2_video_predictor(s.name, None, device="cpu", compute_dtype=dtype)
+        predictor.load_state_dict(sd)
+        predictor.show_progress = False
+        return predictor.eval()
+
+    # name -> (predictor, runs under bf16 autocast)
+    predictors: dict[str, tuple[Any, bool]] = {"ours": (ours_predictor(s.fast_dtype), False)}
+    if s.fast_differs:
+        predictors["ours exact"] = (ours_predictor(None), False)
     if s.has_official:
         from sam2_fast._official import official_video_predictor
 
-        predictors["official"] = official_video_predictor(s.name, sd)
+        official = official_video_predictor(s.name, sd)
+        predictors["official"] = (official, False)
+        predictors["official bf16"] = (official, True)
+    ours = predictors["ours"][0]
     objects = list(sample_video_objects(0, *VIDEO_HW).values())
     memory_seconds: list[float] = []
     original_forward = ours.memory_attention.forward
@@ -340,32 +406,42 @@ def bench_video(s: Session, object_counts: Iterable[int] = (1, 8)) -> list[Resul
     rows = []
     per_frame: dict[int, dict[str, list[float]]] = {}
     frame_gflop: dict[int, float] = {}
+    official_gflop: dict[int, float] = {}
     for n in object_counts:
         states = {}
         with torch.inference_mode():
-            for impl, predictor in predictors.items():
-                state = predictor.init_state(str(folder))
-                for k in range(n):
-                    x, y = objects[k % len(objects)]
-                    point = (x + 7 * (k // len(objects)), y + 5 * (k // len(objects)))
-                    predictor.add_new_points_or_box(state, 0, k + 1, points=[point], labels=[1])
-                for _ in predictor.propagate_in_video(state, max_frame_num_to_track=WARM_FRAMES - 1):
-                    pass
-                states[impl] = state
+            for impl, (predictor, bf16) in predictors.items():
+                def track(predictor=predictor) -> Any:
+                    state = predictor.init_state(str(folder))
+                    for k in range(n):
+                        x, y = objects[k % len(objects)]
+                        point = (x + 7 * (k // len(objects)), y + 5 * (k // len(objects)))
+                        predictor.add_new_points_or_box(state, 0, k + 1, points=[point], labels=[1])
+                    for _ in predictor.propagate_in_video(state, max_frame_num_to_track=WARM_FRAMES - 1):
+                        pass
+                    return state
+
+                states[impl] = (in_bf16_autocast(track) if bf16 else track)()
 
             def one_frame(impl: str) -> Callable[[], None]:
+                predictor, bf16 = predictors[impl]
+
                 def run() -> None:
-                    for _ in predictors[impl].propagate_in_video(
+                    for _ in predictor.propagate_in_video(
                         states[impl], start_frame_idx=WARM_FRAMES, max_frame_num_to_track=0
                     ):
                         pass
-                return run
+                return in_bf16_autocast(run) if bf16 else run
 
             def drop_features(impl: str) -> None:
                 states[impl]["cached_features"].clear()  # the image encoder is part of a frame
 
-            drop_features("ours")
-            gflop, memory_gflop = _frame_gflop(ours, one_frame("ours"))
+            exact = "ours exact" if s.fast_differs else "ours"
+            drop_features(exact)
+            gflop, memory_gflop = _frame_gflop(predictors[exact][0], one_frame(exact))
+            if s.has_official:
+                drop_features("official")
+                official_gflop[n] = _frame_gflop(predictors["official"][0], one_frame("official"))[0]
             memory_seconds.clear()
             ours.memory_attention.forward = timed_forward
             try:
@@ -375,9 +451,9 @@ def bench_video(s: Session, object_counts: Iterable[int] = (1, 8)) -> list[Resul
             memory = statistics.median(memory_seconds[-s.repeats:]) if memory_seconds else None
         per_frame[n] = times
         frame_gflop[n] = gflop
-        rows.append(_result(f"video: one tracked frame, {n} object(s), full memory", times, gflop=gflop))
+        rows += mode_rows(s, f"video: one tracked frame, {n} object(s), full memory", times, gflop=gflop)
         if memory is not None and n == 1:
-            rows.append(Result(f"  of which memory attention, {n} object", memory, gflop=memory_gflop,
+            rows.append(Result(f"  of which memory attention, {n} object, fast mode", memory, gflop=memory_gflop,
                                note="this project only"))
     counts = sorted(per_frame)
     if len(counts) >= 2 and counts[0] != counts[-1]:
@@ -386,10 +462,17 @@ def bench_video(s: Session, object_counts: Iterable[int] = (1, 8)) -> list[Resul
             impl: [(b - a) / (hi - lo) for a, b in zip(per_frame[lo][impl], per_frame[hi][impl])]
             for impl in per_frame[lo]
         }
-        # its GFLOP over the GEMM peak is the extra object's floor: the % column is 1 / (its
-        # cost / floor)
-        rows.append(_result("video: each extra object (marginal)", marginal,
-                            gflop=(frame_gflop[hi] - frame_gflop[lo]) / (hi - lo)))
+        rows += mode_rows(s, "video: each extra object (marginal)", marginal,
+                          gflop=(frame_gflop[hi] - frame_gflop[lo]) / (hi - lo))
+        if official_gflop:
+            # the extra object's floor: the official package's FLOPs for it at the higher of
+            # the two measured GEMM peaks
+            extra = (official_gflop[hi] - official_gflop[lo]) / (hi - lo)
+            ours_extra = statistics.median(marginal["ours"])
+            floor = extra * 1e9 / max(s.peaks.values())
+            rows.append(Result("video: each extra object vs its FLOP floor (official FLOPs / GEMM peak)",
+                               ours_extra, floor, official_label="floor", gflop=extra,
+                               note=f"{ours_extra / floor:.2f}x the floor (goal <= 1.3x)"))
     return rows
 
 
@@ -428,18 +511,22 @@ def _result(name: str, times: dict[str, list[float]], gflop: float | None = None
 
 
 def machine_line(peaks: dict[str, float]) -> str:
+    """The machine every figure of a run comes from: CPU model, the flags that decide kernel
+    speed (AMX, AVX512-BF16, ...), cores and threads, a oneDNN ISA cap, torch, both GEMM peaks."""
     import os
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from sam2_fast.ops._tuning import cpu_description
+
+    cpu = cpu_description()
+    flags = " ".join(cpu["flags"]) or "no AMX / AVX512-BF16 / AVX2 flags"
+    amx = "AMX" if any(f.startswith("amx") for f in cpu["flags"]) else (
+        "AVX512-BF16, no AMX" if "avx512_bf16" in cpu["flags"] else "no AMX, no AVX512-BF16")
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
     return (
-        f"{cpu}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads; torch {torch.__version__}, "
-        f"Python {platform.python_version()}; GEMM peak fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
-        f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s (2048^3, median)"
+        f"{cpu['cpu']} ({amx}; flags: {flags}), {cpu['cpus']} CPUs, {torch.get_num_threads()} torch threads"
+        + (f", ONEDNN_MAX_CPU_ISA={isa} (emulating an older CPU class for oneDNN)" if isa else "")
+        + f"; torch {torch.__version__}, Python {platform.python_version()}; GEMM peak fp32 "
+        f"{peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s (2048^3, median); no GPU used"
     )
 
 
@@ -476,7 +563,7 @@ def _seconds(value: float | None) -> str:
 
 def run(only: Iterable[str] = BENCHMARKS, model: str = "sam2.1-hiera-tiny", repeats: int = 3,
         with_official: bool = True, amg_points: int = 16, out: Path | None = None,
-        log: Callable[[str], None] = print) -> str:
+        log: Callable[[str], None] = print, tune: bool = True) -> str:
     """Run the benchmarks, print progress with ``log`` and return the markdown table; with
     ``out``, also write ``out/bench.md`` and ``out/bench.json`` (every sample)."""
     only = list(only)
@@ -488,8 +575,16 @@ def run(only: Iterable[str] = BENCHMARKS, model: str = "sam2.1-hiera-tiny", repe
     log("measuring the GEMM peak ...")
     peaks = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
     session = Session(model, repeats, with_official, amg_points, log)
+    session.peaks = peaks
     if not session.has_official:
         log(f"official package: {session.official_error}")
+    if tune:
+        from sam2_fast.ops import _tuning
+        from sam2_fast.tune import tune as tune_model
+
+        if _tuning.tuning_mode() != "off":
+            log("tuning (measures the backend choices this machine has no verdict for yet) ...")
+            tune_model(model, dtypes=["float32", "auto"], objects=[1], progress=False, mode="on")
     functions = {"cold_start": bench_cold_start, "set_image": bench_set_image, "predict": bench_predict,
                  "amg": bench_amg, "video": bench_video}
     results: list[Result] = []
@@ -499,8 +594,10 @@ def run(only: Iterable[str] = BENCHMARKS, model: str = "sam2.1-hiera-tiny", repe
         results += functions[name](session)
         log(f"{name}: {time.perf_counter() - start:.0f} s")
     header = (
-        f"`sam2-fast bench` ({model}, fp32 on CPU, same random weights, {repeats} interleaved "
-        f"repetitions, medians; {time.strftime('%Y-%m-%d')})\n\n{machine_line(peaks)}"
+        f"`sam2-fast bench` ({model} on the CPU, same random weights, {repeats} interleaved "
+        f"repetitions, medians; {time.strftime('%Y-%m-%d')}). This project's fast mode here: "
+        f"{session.fast_name} (compute_dtype='auto'); the official package in fp32 and under bf16 "
+        f"autocast, each fast row against the faster of the two.\n\n{machine_line(peaks)}"
     )
     if not session.has_official:
         header += f"\n\nofficial package not measured: {session.official_error}"
@@ -508,7 +605,10 @@ def run(only: Iterable[str] = BENCHMARKS, model: str = "sam2.1-hiera-tiny", repe
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "bench.md").write_text(table + "\n")
+        from sam2_fast.ops._tuning import cpu_description
+
         (out / "bench.json").write_text(json.dumps(
             {"peaks_flops": peaks, "model": model, "repeats": repeats, "torch": torch.__version__,
-             "results": [asdict(r) for r in results]}, indent=1))
+             "machine": cpu_description() | {"threads": torch.get_num_threads()},
+             "fast_mode": session.fast_name, "results": [asdict(r) for r in results]}, indent=1))
     return table

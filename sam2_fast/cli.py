@@ -236,7 +236,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     table = run(
         only=args.only, model=args.model, repeats=args.repeats, with_official=not args.no_official,
         amg_points=args.amg_points, out=Path(args.out) if args.out else None,
-        log=lambda message: print(message, file=sys.stderr, flush=True),
+        log=lambda message: print(message, file=sys.stderr, flush=True), tune=not args.no_tune,
     )
     print(table)
     if args.out:
@@ -339,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amg-points", type=int, default=16, help="AMG points per side (default 16)")
     p.add_argument("--quick", action="store_true", help="1 repetition, AMG at 8 points per side")
     p.add_argument("--no-official", action="store_true", help="time this project only")
+    p.add_argument("--no-tune", action="store_true",
+                   help="do not measure missing backend choices first (they are then measured on first use)")
     p.add_argument("--out", default=None, help="folder for bench.md and bench.json")
     p.set_defaults(func=cmd_bench)
     return parser

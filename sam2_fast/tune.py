@@ -105,10 +105,12 @@ def tune(
     video: bool = True,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    mode: str = "remeasure",
 ) -> list[TuneRow]:
     """Measure the backend choices of ``model``'s work in each of ``dtypes`` ("auto": the
     fast mode :func:`~sam2_fast.build_sam2` picks with ``compute_dtype="auto"``) and return
-    the verdicts measured (also written to the tuning cache)."""
+    the verdicts measured (also written to the tuning cache). ``mode``: ``"remeasure"``
+    measures every shape class met again; ``"on"`` only those without a verdict."""
     from tqdm.auto import tqdm
 
     from sam2_fast.ops import _tuning, tuning
@@ -126,7 +128,7 @@ def tune(
     if log is not None and random:
         log(f"{model}: random weights (the timings do not depend on them)")
     modes = list(dict.fromkeys(resolve_compute_dtype(d if d != "float32" else None, device) for d in dtypes))
-    remeasured_before = set(_tuning._REMEASURED)
+    remeasured_before, memo_before = set(_tuning._REMEASURED), set(_tuning._memo)
     with contextlib.ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sam2_fast_tune_")))
         if video:
@@ -134,7 +136,7 @@ def tune(
 
             for i in range(VIDEO_FRAMES):
                 Image.fromarray(sample_video_frame(i, *VIDEO_HW)).save(folder / f"{i:05d}.jpg", quality=95)
-        stack.enter_context(tuning("remeasure"))
+        stack.enter_context(tuning(mode))
         stack.enter_context(torch.inference_mode())
         net.show_progress = False
         plan = [(mode, label, fn) for mode in modes for label, fn in _steps(net, objects, video, folder)]
@@ -148,7 +150,10 @@ def tune(
                 fn()
             if log is not None:
                 log(f"{name}: {label} ({time.perf_counter() - start:.1f} s)")
-    measured = _tuning._REMEASURED - remeasured_before  # (machine, op, shape class)
+    if mode == "remeasure":
+        measured = _tuning._REMEASURED - remeasured_before  # (machine, op, shape class)
+    else:
+        measured = set(_tuning._memo) - memo_before
     rows = [
         TuneRow(key[1], key[2], dict(verdict.seconds), dict(verdict.notes), verdict.winner)
         for key, verdict in _tuning._memo.items()

@@ -68,7 +68,7 @@ class FpnNeck(nn.Module):
             else:
                 prev = lateral
             out[i] = prev
-            pos[i] = self.position_encoding(prev).to(prev.dtype)
+            pos[i] = self.position_encoding(prev, prev.dtype)
         return out, pos
 
 

@@ -129,5 +129,5 @@ class MemoryEncoder(nn.Module):
         pix_feat = pix_feat.to(masks.device)
         x = self.pix_feat_proj(pix_feat) + masks
         x = self.out_proj(self.fuser(x))
-        pos = self.position_encoding(x).to(x.dtype)
+        pos = self.position_encoding(x, x.dtype)
         return {"vision_features": x, "vision_pos_enc": [pos]}
