@@ -132,7 +132,7 @@ def test_compiled_upscaler_equals_the_python_loop(model, monkeypatch, kind, n, c
             compiled = decoder.forward_shared_image(shared, sparse, True)[0]
         assert calls == [shared_image_decoder.UPSCALE_TILES[cpp]], "the compiled upscaler did not run"
         monkeypatch.setattr(shared_image_decoder, "UPSCALE_TILE", 700)
-        with use_backend("tiles", op="upscale_masks"):
+        with use_backend("reference", op="upscale_masks"):
             loop = decoder.forward_shared_image(shared, sparse, True)[0]
     torch.testing.assert_close(compiled, loop, rtol=1e-5, atol=1e-5 * loop.abs().max().item())
 
@@ -184,6 +184,6 @@ def test_compiled_upscaler_flop_formula_counts_the_loops_work(model, monkeypatch
         decoder.forward_shared_image(shared, sparse, True)  # the image's share, counted once
         with use_backend("cpp", op="upscale_masks"):
             compiled = count_gflop(lambda: decoder.forward_shared_image(shared, sparse, True))
-        with use_backend("tiles", op="upscale_masks"):
+        with use_backend("reference", op="upscale_masks"):
             loop = count_gflop(lambda: decoder.forward_shared_image(shared, sparse, True))
     assert loop > 0.5 and abs(compiled - loop) <= 0.01 * loop, (compiled, loop)

@@ -131,10 +131,10 @@ def _ff_banded_backend(scale: int):
     return run, refusal, preference
 
 
-feed_forward_op = Op("feed_forward", example=_ff_example, shape_class=_ff_shape_class)
+feed_forward_op = Op("feed_forward", example=_ff_example, shape_class=_ff_shape_class, kind="model")
 for _name, _scale in FF_BAND_SCALES.items():
     feed_forward_op.add_backend(_name, *_ff_banded_backend(_scale))
-feed_forward_op.add_backend("whole", lambda x, first, act, second, batch_first=True: second(act(first(x))))
+feed_forward_op.add_backend("reference", lambda x, first, act, second, batch_first=True: second(act(first(x))))
 
 
 class LayerNorm2d(nn.Module):

@@ -265,10 +265,10 @@ def _banded_backend(scale: int):
     return run, refusal, preference
 
 
-hiera_block_op = Op("hiera_block", example=_block_example, shape_class=_block_shape_class)
+hiera_block_op = Op("hiera_block", example=_block_example, shape_class=_block_shape_class, kind="model")
 for _name, _scale in BAND_SCALES.items():
     hiera_block_op.add_backend(_name, *_banded_backend(_scale))
-hiera_block_op.add_backend("whole", lambda block, x: block._forward(x))
+hiera_block_op.add_backend("reference", lambda block, x: block._forward(x))  # the block whole
 
 
 class Hiera(nn.Module):

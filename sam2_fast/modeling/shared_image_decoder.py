@@ -595,10 +595,10 @@ def _tile_preference(tile: int):
     return preference
 
 
-upscale_op = Op("upscale_masks", example=_upscale_example, shape_class=_upscale_shape_class)
+upscale_op = Op("upscale_masks", example=_upscale_example, shape_class=_upscale_shape_class, kind="model")
 for _name, _tile in UPSCALE_TILES.items():
     upscale_op.add_backend(_name, functools.partial(_upscale_cpp, tile=_tile), _cpp_refusal, _tile_preference(_tile))
-upscale_op.add_backend("tiles", lambda u, hyper: _upscale_tiles(u, hyper, UPSCALE_TILE))
+upscale_op.add_backend("reference", lambda u, hyper: _upscale_tiles(u, hyper, UPSCALE_TILE))  # torch tiles
 
 
 #: prompts through the transformer together (the upscaler takes them one by one): the

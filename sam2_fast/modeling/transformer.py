@@ -194,9 +194,9 @@ def _narrow_refusal(attn, q, k, v, *rest) -> str | None:
     return None
 
 
-rope_values_op = Op("rope_attention_values", example=_values_example, shape_class=_values_shape_class)
+rope_values_op = Op("rope_attention_values", example=_values_example, shape_class=_values_shape_class, kind="model")
 rope_values_op.add_backend("narrow", lambda attn, *args: attn.narrow_values(*args), _narrow_refusal)
-rope_values_op.add_backend("projected", lambda attn, *args: attn.projected_values(*args))
+rope_values_op.add_backend("reference", lambda attn, *args: attn.projected_values(*args))  # the official sequence
 
 
 class TwoWayAttentionBlock(nn.Module):

@@ -89,7 +89,10 @@ class Op:
     whose ``supports`` accepts the inputs (or the forced one, see the module docstring).
 
     ``example(device)`` returns typical positional inputs on ``device``; ``sam2-fast info``
-    uses it to show each backend's verdict.
+    uses it to show each backend's verdict. ``kind``: ``"tensor"`` (an op on tensors, in
+    :mod:`sam2_fast.ops`) or ``"model"`` (a model step with several ways to run it -- a Hiera
+    block whole or in bands, the RoPE value algebra --, its inputs modules and tensors).
+    Every op has a ``reference`` backend: the plain torch sequence of the official package.
     """
 
     def __init__(
@@ -98,10 +101,14 @@ class Op:
         *,
         example: Callable[[str], tuple[Any, ...]] | None = None,
         shape_class: Callable[..., str] | None = None,
+        kind: str = "tensor",
     ) -> None:
         if name in _REGISTRY:
             raise InvalidInputError(f"op {name!r} is already registered")
+        if kind not in ("tensor", "model"):
+            raise InvalidInputError(f"op {name!r}: kind must be 'tensor' or 'model', got {kind!r}")
         self.name = name
+        self.kind = kind
         self.example = example
         self.shape_class = shape_class or _tuning.default_shape_class
         self._backends: dict[str, Backend] = {}

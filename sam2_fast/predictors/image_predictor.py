@@ -111,7 +111,7 @@ def _decoder_shape_class(call: DecoderCall) -> str:
             f"{'3 masks' if call.multimask_output else '1 mask'}")
 
 
-prompt_decoder_op = Op("prompt_decoder", shape_class=_decoder_shape_class)
+prompt_decoder_op = Op("prompt_decoder", shape_class=_decoder_shape_class, kind="model")
 prompt_decoder_op.add_backend("shared_image", _decode_shared, _shared_refusal, _shared_preference)
 prompt_decoder_op.add_backend("reference", _decode_plain)
 
