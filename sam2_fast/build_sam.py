@@ -74,6 +74,11 @@ def _build(
     if mode not in ("eval", "train"):
         raise InvalidInputError(f"mode: expected 'eval' or 'train', got {mode!r}")
     compute_dtype = kwargs.pop("compute_dtype", None)
+    tune = kwargs.pop("tune", None)
+    if tune is not None:
+        from sam2_fast.ops._tuning import _parse_mode
+
+        _parse_mode(tune, "tune")  # a bad value fails here, naming the argument
     if kwargs:
         logger.warning("build_sam2: ignoring unknown arguments %s", sorted(kwargs))
     cfg, info = _resolve_config(config_file)
@@ -98,6 +103,7 @@ def _build(
         model = model.to(device=dev, dtype=torch.float32)
     model.train(mode == "train")
     model.set_compute_dtype(compute_dtype)
+    model.tune = tune
     return model
 
 
@@ -119,6 +125,9 @@ def build_sam2(
     ``compute_dtype`` (keyword, this project only): None (exact float32, the default),
     ``"bfloat16"`` / ``"float16"`` (autocast), or ``"auto"`` (16 bit where the device runs it
     faster: GPUs, and CPUs with fast bfloat16 matrix units); see :mod:`sam2_fast.precision`.
+    ``tune`` (keyword): the backend choice of this model's predictors -- None (follow
+    ``SAM2_FAST_TUNE``, by default measured on first use), True, False (built-in defaults,
+    nothing measured) or ``"remeasure"``; see :mod:`sam2_fast.ops._tuning`.
     """
     return _build(
         config_file, ckpt_path, device, mode, hydra_overrides_extra, apply_postprocessing,

@@ -86,11 +86,48 @@ def test_cli_runs_predict_and_writes_the_table(tmp_path: Path, capsys: pytest.Ca
     """A real (short) run of this project's side: the table and the JSON with every sample."""
     assert main(["bench", "--only", "predict", "--repeats", "1", "--no-official", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "| predict: 1 click, 3 masks at image size |" in out
-    assert "official package not measured: not requested (--no-official)" in out
     saved = json.loads((tmp_path / "bench.json").read_text())
-    (row,) = saved["results"]
+    fast = saved["fast_mode"]
+    assert f"| predict: 1 click, 3 masks at image size: fast mode ({fast}) |" in out
+    assert "official package not measured: not requested (--no-official)" in out
+    assert set(saved["machine"]) >= {"cpu", "flags", "cpus", "threads"}
+    # the fast mode, and the exact one where the fast mode is not float32 on this machine
+    assert len(saved["results"]) == (1 if fast == "float32" else 2)
+    row = saved["results"][-1]
     assert row["official"] is None and len(row["samples"]["ours"]) == 5
     # ~0.99 GFLOP a click; without the C++ upscaler's FLOP formula the count was 0.46
     assert row["gflop"] > 0.9 and saved["peaks_flops"]["fp32"] > 0
     assert (tmp_path / "bench.md").read_text().startswith("`sam2-fast bench`")
+
+
+class _Modes:
+    fast_name, fast_differs = "bfloat16", True
+
+
+def test_fast_rows_take_the_faster_official_mode_as_their_baseline() -> None:
+    times = {"ours": [1.0, 1.0, 1.0], "ours exact": [3.0] * 3, "official": [4.0] * 3, "official bf16": [2.0] * 3}
+    fast, exact = benchmark.mode_rows(_Modes(), "set_image", times, gflop=10.0)
+    assert fast.name == "set_image: fast mode (bfloat16) vs the faster official mode"
+    assert (fast.ours, fast.official, fast.official_label, fast.ratio) == (1.0, 2.0, "official bf16", 2.0)
+    assert exact.name == "set_image: exact fp32 vs official fp32"
+    assert (exact.ours, exact.official, exact.ratio) == (3.0, 4.0, 4.0 / 3.0)
+    times["official bf16"] = [5.0] * 3  # official fp32 is the faster mode there
+    fast, _ = benchmark.mode_rows(_Modes(), "set_image", times)
+    assert (fast.official, fast.official_label) == (4.0, "official fp32")
+
+
+def test_without_a_16_bit_fast_mode_both_rows_share_the_samples() -> None:
+    class Exact:
+        fast_name, fast_differs = "float32", False
+
+    times = {"ours": [2.0], "official": [4.0], "official bf16": [6.0]}
+    fast, exact = benchmark.mode_rows(Exact(), "predict", times)
+    assert fast.ours == exact.ours == 2.0 and fast.ratio == exact.ratio == 2.0
+
+
+def test_the_machine_line_names_the_cpu_class_and_both_peaks(monkeypatch) -> None:
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    line = benchmark.machine_line({"fp32": 200e9, "bf16": 900e9})
+    assert "GEMM peak fp32 200 GFLOP/s, bf16 900 GFLOP/s" in line
+    assert "ONEDNN_MAX_CPU_ISA=AVX2" in line and "torch threads" in line
+    assert any(c in line for c in ("AMX", "AVX512-BF16, no AMX", "no AMX, no AVX512-BF16"))

@@ -309,3 +309,38 @@ def test_a_bad_mode_names_the_argument(monkeypatch, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="sam2_fast.ops._tuning"):
         assert _tuning.tuning_mode() == "on"
     assert "SAM2_FAST_TUNE" in caplog.text
+
+
+def test_a_model_built_with_tune_false_measures_nothing(clock, cache_file, registry, monkeypatch) -> None:
+    """``build_sam2(..., tune=False)``: its predictors run the built-in defaults even where the
+    environment would measure; a bad value names the argument."""
+    from sam2_fast import build_sam2
+
+    monkeypatch.setenv(_tuning.ENV_TUNE, "1")
+    model = build_sam2("sam2.1-hiera-tiny", None, device="cpu", tune=False)
+    op, calls = make_op(clock, {"first": 3.0, "fast": 1.0})
+    with model.compute_context():
+        assert _tuning.tuning_mode() == "off"
+        assert op.select(X).name == "first"
+    assert calls == {"first": 0, "fast": 0}
+    model.tune = "remeasure"
+    with model.compute_context():
+        assert _tuning.tuning_mode() == "remeasure"
+    with pytest.raises(ValueError, match="tune: expected True / False / 'remeasure'"):
+        build_sam2("sam2.1-hiera-tiny", None, device="cpu", tune="often")
+
+
+def test_info_shows_the_cached_verdicts_and_measures_nothing(tuned, cache_file) -> None:
+    from sam2_fast.info import collect_info, format_info
+
+    op, calls = make_op(tuned, {"a": 2.0, "b": 1.0})
+    op.select(X)
+    before = dict(calls)
+    info = collect_info()
+    assert calls == before
+    (key,) = [k for k in info["tuning"]["verdicts"] if k.startswith("fake_op")]
+    assert info["tuning"]["verdicts"][key]["winner"] == "b"
+    text = format_info(info)
+    assert "measured choices" in text and "* b" in text and str(cache_file) in text
+    rope = info["ops"]["rope_attention"]["cpu"]
+    assert rope["selected"] in ("blocked", "reference")  # planned, not measured

@@ -6,8 +6,10 @@ so code written against the official model keeps working; state-dict keys are id
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -367,11 +369,24 @@ class SAM2Base(nn.Module):
         self.compute_dtype = resolve_compute_dtype(compute_dtype, self.device)
         return self.compute_dtype
 
+    #: the backend-choice mode of this model's predictors: None follows ``SAM2_FAST_TUNE``,
+    #: else True / False / "remeasure" (``build_sam2(..., tune=...)``; sam2_fast.ops._tuning)
+    tune: Union[None, bool, str] = None
+
     def compute_context(self):
-        """The autocast context of :attr:`compute_dtype` (a no-op in exact float32)."""
+        """The autocast context of :attr:`compute_dtype` (a no-op in exact float32), inside
+        the tuning mode of :attr:`tune` when it is set."""
         from sam2_fast.precision import autocast_context
 
-        return autocast_context(self.compute_dtype, self.device)
+        autocast = autocast_context(self.compute_dtype, self.device)
+        if self.tune is None:
+            return autocast
+        from sam2_fast.ops import tuning
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(tuning(self.tune))
+        stack.enter_context(autocast)
+        return stack
 
     #: what :meth:`compile_components` compiles. Each is compiled with ``dynamic=None``:
     #: static shapes first, then the dimensions that changed (the number of objects, the

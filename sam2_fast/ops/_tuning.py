@@ -274,6 +274,10 @@ def default_cache_path() -> Path:
         return Path(base) / "sam2-fast" / CACHE_NAME
 
 
+class _ForeignCache(Exception):
+    """A readable JSON file that is not a tuning cache of this format."""
+
+
 class TuningCache:
     """The verdicts of every machine fingerprint in one JSON file::
 
@@ -304,8 +308,8 @@ class TuningCache:
         try:
             data = json.loads(text)
             if data.get("format") != CACHE_FORMAT or not isinstance(data.get("machines"), dict):
-                raise ValueError(f"format {data.get('format')!r}, expected {CACHE_FORMAT}")
-        except (ValueError, AttributeError) as exc:
+                raise _ForeignCache(f"format {data.get('format')!r}, expected {CACHE_FORMAT}")
+        except (ValueError, AttributeError, _ForeignCache) as exc:
             log.warning("tuning cache %s is not a cache of this version (%s); measuring again", path, exc)
             return {"format": CACHE_FORMAT, "machines": {}}
         return data
