@@ -1,8 +1,8 @@
 // The torch side of every compiled op: schemas (TORCH_LIBRARY, namespace `sam2_fast`, called as
 // torch.ops.sam2_fast.<name>), input checks, output allocation and per-device registration.
-// This is the only translation unit that includes torch headers; the kernels work on raw
-// pointers (connected_components.cpp, rle.cpp, boxes.cpp and their cuda/*.cu), which keeps
-// builds quick.
+// Besides attention.cpp (oneDNN's micro-kernels), this is the only translation unit that
+// includes torch headers; the kernels work on raw pointers (connected_components.cpp, rle.cpp,
+// boxes.cpp and their cuda/*.cu), which keeps builds quick.
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
 #include <ATen/core/Tensor.h>
@@ -36,6 +36,7 @@
 #include <utility>
 #include <vector>
 
+#include "attention.h"
 #include "boxes.h"
 #include "connected_components.h"
 #include "rle.h"
@@ -495,6 +496,102 @@ std::tuple<at::Tensor, at::Tensor> upsample_threshold_cpu(const at::Tensor& logi
 }
 
 // ---------------------------------------------------------------------------------------------
+// flash_attention(q [B, H, Nq, D], k [B, H, Nk, D], v [B, 1 | H, Nk, Dv], cos?, sin? [Nq, D / 2],
+//                 num_k_rope, scale, q_block, kv_block) -> [B, H, Nq, Dv] (attention.h)
+
+at::Tensor flash_attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               const std::optional<at::Tensor>& cos,
+                               const std::optional<at::Tensor>& sin, int64_t num_k_rope,
+                               double scale, int64_t q_block, int64_t kv_block) {
+  const char* op = "flash_attention";
+  SAM2_CHECK_VALUE(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, op,
+                    ": q, k and v must be [B, heads, tokens, dim], got ", q.sizes(), ", ",
+                    k.sizes(), " and ", v.sizes());
+  SAM2_CHECK_TYPE(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(), op,
+                   ": q, k and v must have one dtype, got ", q.scalar_type(), ", ",
+                   k.scalar_type(), " and ", v.scalar_type());
+  const bool bf16 = q.scalar_type() == at::kBFloat16;
+  SAM2_CHECK_TYPE(bf16 || q.scalar_type() == at::kFloat, op,
+                   ": q, k and v must be float32 or bfloat16, got ", q.scalar_type());
+  const int64_t batch = q.size(0), heads = q.size(1), num_q = q.size(2), dim = q.size(3);
+  const int64_t num_k = k.size(2), dim_v = v.size(3);
+  SAM2_CHECK_VALUE(k.size(0) == batch && k.size(1) == heads && k.size(3) == dim, op,
+                    ": k must be [", batch, ", ", heads, ", Nk, ", dim, "] to match q ",
+                    q.sizes(), ", got ", k.sizes());
+  SAM2_CHECK_VALUE(v.size(0) == batch && (v.size(1) == 1 || v.size(1) == heads) &&
+                        v.size(2) == num_k,
+                    op, ": v must be [", batch, ", 1 or ", heads, ", ", num_k,
+                    ", Dv] to match q and k, got ", v.sizes());
+  SAM2_CHECK_VALUE(dim % 2 == 0 && dim > 0 && dim_v > 0, op,
+                    ": the head dims must be > 0 and D even, got D ", dim, ", Dv ", dim_v);
+  SAM2_CHECK_VALUE(num_q > 0 && num_k > 0, op, ": needs queries and keys, got q ", q.sizes(),
+                    ", k ", k.sizes());
+  SAM2_CHECK_VALUE(q_block >= 16 && kv_block >= 16 && kv_block % 16 == 0, op,
+                    ": q_block must be >= 16 and kv_block a multiple of 16, got ", q_block,
+                    " and ", kv_block);
+  SAM2_CHECK_VALUE(cos.has_value() == sin.has_value(), op,
+                    ": cos and sin must be given together");
+  SAM2_CHECK_VALUE(q.device().is_cpu() && k.device().is_cpu() && v.device().is_cpu(), op,
+                    ": q, k and v must be CPU tensors");
+  const std::string unsupported = attention_cpu_unsupported(bf16);
+  SAM2_CHECK_VALUE(unsupported.empty(), op, ": ", unsupported);
+  // channels contiguous; any other strides are read as they are
+  const at::Tensor qc = q.stride(3) == 1 ? q : q.contiguous();
+  const at::Tensor kc = k.stride(3) == 1 ? k : k.contiguous();
+  const at::Tensor vc = v.stride(3) == 1 ? v : v.contiguous();
+  at::Tensor cos_c, sin_c;
+  AttentionProblem p;
+  if (cos.has_value()) {
+    SAM2_CHECK_VALUE(cos->sizes() == sin->sizes() && cos->dim() == 2 && cos->size(0) == num_q &&
+                          cos->size(1) == dim / 2,
+                      op, ": cos and sin must be [", num_q, ", ", dim / 2, "], got ",
+                      cos->sizes(), " and ", sin->sizes());
+    SAM2_CHECK_TYPE(cos->scalar_type() == at::kFloat && sin->scalar_type() == at::kFloat, op,
+                     ": cos and sin must be float32, got ", cos->scalar_type(), " and ",
+                     sin->scalar_type());
+    SAM2_CHECK_VALUE(num_k_rope >= 0 && num_k_rope <= num_k && num_k_rope % num_q == 0, op,
+                      ": num_k_rope must be a multiple of the ", num_q,
+                      " queries in [0, ", num_k, "], got ", num_k_rope);
+    cos_c = cos->contiguous();
+    sin_c = sin->contiguous();
+    p.cos = cos_c.const_data_ptr<float>();
+    p.sin = sin_c.const_data_ptr<float>();
+    p.num_k_rope = num_k_rope;
+  }
+  at::Tensor out = at::empty({batch, heads, num_q, dim_v}, q.options());
+  p.batch = batch;
+  p.heads = heads;
+  p.num_q = num_q;
+  p.num_k = num_k;
+  p.dim = dim;
+  p.dim_v = dim_v;
+  p.q = qc.const_data_ptr();
+  p.k = kc.const_data_ptr();
+  p.v = vc.const_data_ptr();
+  for (int i = 0; i < 3; ++i) {
+    p.q_stride[i] = qc.stride(i);
+    p.k_stride[i] = kc.stride(i);
+    p.v_stride[i] = vc.stride(i);
+  }
+  if (vc.size(1) == 1) {
+    p.v_stride[1] = 0;
+  }
+  p.out = out.mutable_data_ptr();
+  p.scale = static_cast<float>(scale);
+  p.q_block = q_block;
+  p.kv_block = kv_block;
+  if (bf16) {
+    attention_cpu_bf16(p);
+  } else {
+    attention_cpu_f32(p);
+  }
+  return out;
+}
+
+// why flash_attention cannot run bfloat16 (bf16) or float32 inputs on this CPU, "" if it can
+std::string flash_attention_unsupported(bool bf16) { return attention_cpu_unsupported(bf16); }
+
+// ---------------------------------------------------------------------------------------------
 // parallel_threads(tasks) -> how many of torch's threads ran a share of `tasks` one-item tasks
 // through at::parallel_for, as every C++ op here splits its work (1 = serial)
 
@@ -673,6 +770,12 @@ TORCH_LIBRARY(sam2_fast, m) {
       "upsample_threshold(Tensor logits, int out_h, int out_w, float[] thresholds, bool fused)"
       " -> (Tensor masks, Tensor counts)");
   m.def("parallel_threads(int tasks) -> int");
+  // softmax(R(q) R(k)^T * scale) v, RoPE on q and the first num_k_rope keys when cos / sin are
+  // given (csrc/attention.h); float32 / bfloat16 on CPUs with AVX-512
+  m.def(
+      "flash_attention(Tensor q, Tensor k, Tensor v, Tensor? cos, Tensor? sin, int num_k_rope, "
+      "float scale, int q_block=256, int kv_block=512) -> Tensor");
+  m.def("flash_attention_unsupported(bool bf16) -> str");
   // the mask decoder's upscaler for prompts sharing an image (upscale_masks_cpu in ops.cpp)
   m.def(
       "upscale_masks(Tensor base, Tensor left, Tensor right, Tensor shared, Tensor scales, "
@@ -689,11 +792,13 @@ TORCH_LIBRARY_IMPL(sam2_fast, CPU, m) {
   m.impl("box_nms", &sam2_fast::box_nms_cpu);
   m.impl("upsample_threshold", &sam2_fast::upsample_threshold_cpu);
   m.impl("upscale_masks", &sam2_fast::upscale_masks_cpu);
+  m.impl("flash_attention", &sam2_fast::flash_attention_cpu);
 }
 
 // no tensor argument: the op is called without dispatch keys
 TORCH_LIBRARY_IMPL(sam2_fast, CompositeExplicitAutograd, m) {
   m.impl("parallel_threads", &sam2_fast::parallel_threads);
+  m.impl("flash_attention_unsupported", &sam2_fast::flash_attention_unsupported);
 }
 
 #ifdef SAM2_FAST_WITH_CUDA

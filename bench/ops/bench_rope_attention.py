@@ -1,5 +1,6 @@
 """rope_attention on the real shapes of SAM 2's memory attention (1024² input, 64x64 tokens):
-the CPU backends (blocked vs reference SDPA vs torch.compile) in one group per shape::
+the CPU backends (the C++ flash kernel vs blocked vs reference SDPA vs torch.compile) in one
+group per shape and dtype::
 
     pytest bench/ops/bench_rope_attention.py --benchmark-group-by=group --benchmark-columns=min,median,rounds
 
@@ -14,6 +15,7 @@ import torch
 
 from sam2_fast.modeling.position_encoding import axial_rope_cos_sin
 from sam2_fast.ops import rope_attention, use_backend
+from sam2_fast.ops.rope_attention import rope_attention_op
 
 SIDE = 64  # 1024 / 16
 NQ = SIDE * SIDE
@@ -35,12 +37,16 @@ def _inputs(nk: int, dv: int, dtype=torch.float32):
     return q, k, v, cos, sin
 
 
-@pytest.mark.parametrize("backend", ["blocked", "reference", "compiled"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("backend", ["cpp", "blocked", "reference", "compiled"])
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_rope_attention_cpu(benchmark, shape: str, backend: str) -> None:
+def test_rope_attention_cpu(benchmark, shape: str, backend: str, dtype: torch.dtype) -> None:
     nk, dv, excluded = SHAPES[shape]
-    q, k, v, cos, sin = _inputs(nk, dv)
-    benchmark.group = f"rope_attention {shape}, float32"
+    q, k, v, cos, sin = _inputs(nk, dv, dtype)
+    reason = rope_attention_op.backend(backend).supports(q, k, v, cos, sin, excluded)
+    if reason is not None:
+        pytest.skip(f"{backend} cannot run here: {reason}")
+    benchmark.group = f"rope_attention {shape}, {str(dtype).removeprefix('torch.')}"
     benchmark.extra_info["gflop"] = round(2 * NQ * nk * (D + dv) / 1e9, 2)
     with torch.inference_mode(), use_backend(backend, op="rope_attention"):
         rope_attention(q, k, v, cos, sin, excluded)  # warm-up (compiles once for "compiled")

@@ -58,6 +58,22 @@ def extension_refusal(device: str, **tensors: torch.Tensor) -> str | None:
     return None
 
 
+_FLASH_DTYPES = (torch.float32, torch.bfloat16)
+_flash_refusals: dict[torch.dtype, str | None] = {}
+
+
+def flash_attention_refusal(dtype: torch.dtype) -> str | None:
+    """Why ``torch.ops.sam2_fast.flash_attention`` (csrc/attention.cpp) cannot run ``dtype``
+    inputs on this CPU (no AVX-512, no oneDNN micro-kernel for the dtype: probed once by the
+    extension), or None. Call after :func:`extension_refusal` accepted the inputs."""
+    if dtype not in _FLASH_DTYPES:
+        return f"inputs are {dtype}, this backend runs float32 or bfloat16"
+    if dtype not in _flash_refusals:
+        reason = torch.ops.sam2_fast.flash_attention_unsupported(dtype == torch.bfloat16)
+        _flash_refusals[dtype] = reason or None
+    return _flash_refusals[dtype]
+
+
 def masks_cuda_refusal(masks: torch.Tensor) -> str | None:
     """``supports`` of a ``cuda`` backend whose only tensor argument is ``masks``."""
     return extension_refusal("cuda", masks=masks)
@@ -70,8 +86,9 @@ def masks_cpp_refusal(masks: torch.Tensor) -> str | None:
 
 def measured_slower_on_gpu(*args: object) -> str | None:
     """``prefer`` of compiled CUDA backends that measured slower than the torch reference on
-    the same GPU tensors (64 masks of 720x1280 on an H200; bench/gpu/README.md)."""
+    the same GPU tensors (64 masks of 720x1280 on an H200; bench/gpu/README.md): the built-in
+    default only; with tuning on, both are timed on the user's GPU (sam2_fast.ops._tuning)."""
     return (
         "measured slower than the torch reference on the same GPU tensors (H200, 64 masks of "
-        "720x1280; bench/gpu/README.md); force it with use_backend('cuda', op=...)"
+        "720x1280; bench/gpu/README.md): the default when nothing is measured; the tuner times both"
     )

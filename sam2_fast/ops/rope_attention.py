@@ -14,6 +14,10 @@ Backends (the default order when nothing is measured; see :mod:`sam2_fast.ops._t
 * ``triton``: ``kernels/rope_attention.py``: one pass rotates the queries and keys (real-valued,
   no complex tensors) into contiguous copies, then flash attention with an online softmax,
   the keys split across programs when there are few query blocks;
+* ``cpp``: CPU float32 / bfloat16 with AVX-512, ``torch.ops.sam2_fast.flash_attention``
+  (csrc/attention.cpp): flash attention on oneDNN's micro-kernels (AMX / AVX512-BF16 tiles for
+  bfloat16), the rotation fused into its layout passes, the softmax online in float32, values
+  of any width;
 * ``blocked``: CPU float32 / bfloat16, query blocks against all keys with one product each,
   softmax in place and the row sums from a column of ones appended to the values (torch's CPU
   SDPA cannot keep narrow values: it falls back to its math path);
@@ -32,7 +36,7 @@ import torch.nn.functional as F
 from sam2_fast.errors import InvalidInputError, InvalidTypeError
 from sam2_fast.ops._blocked import DTYPES as blocked_dtypes
 from sam2_fast.ops._blocked import blocked_attention
-from sam2_fast.ops._common import via_custom_op
+from sam2_fast.ops._common import extension_refusal, flash_attention_refusal, via_custom_op
 from sam2_fast.ops._dispatch import Op
 from sam2_fast.ops._tuning import size_class
 from sam2_fast.ops._triton import interpreter_untimed, triton_refusal
@@ -199,8 +203,8 @@ def _triton_preference(q: torch.Tensor) -> str | None:
     return (
         "not measured on a GPU since its redesign (rotate once, then split flash attention); the "
         "kernel before it measured 3-16x slower than the reference (RoPE, then torch's SDPA) on "
-        "an H200 (bench/gpu/README.md; `bash bench/gpu/run.sh rope` measures it); force it with "
-        "use_backend('triton', op='rope_attention')"
+        "an H200 (bench/gpu/README.md; `bash bench/gpu/run.sh rope` measures it): the default "
+        "when nothing is measured; the tuner times it against the reference on the GPU"
     )
 
 
@@ -217,6 +221,27 @@ def _triton_refusal(q, k, v, cos, sin, num_k_exclude_rope, scale=None) -> str | 
     from sam2_fast.kernels.rope_attention import unsupported_reason
 
     return unsupported_reason(q, k, v)
+
+
+# ---------------------------------------------------------------------------------------------
+# cpp (CPU flash attention)
+
+
+def _cpp_refusal(q, k, v, cos, sin, num_k_exclude_rope, scale=None) -> str | None:
+    reason = extension_refusal("cpu", q=q, k=k, v=v)
+    if reason is not None:
+        return reason
+    return flash_attention_refusal(q.dtype)
+
+
+@rope_attention_op.register("cpp", _cpp_refusal)
+def rope_attention_cpp(q, k, v, cos, sin, num_k_exclude_rope=0, scale=None):
+    """CPU, float32 or bfloat16 with AVX-512: one call of the C++ flash attention, which
+    rotates the queries and the first ``Nk - num_k_exclude_rope`` keys as it lays them out."""
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    return torch.ops.sam2_fast.flash_attention(
+        q, k, v, cos, sin, k.shape[2] - num_k_exclude_rope, float(scale)
+    )
 
 
 # ---------------------------------------------------------------------------------------------

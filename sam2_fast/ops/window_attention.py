@@ -226,7 +226,8 @@ def _triton(qkv, num_heads, window_size, q_stride=1, qkv_bias=None) -> torch.Ten
 
 def _triton_preference(qkv, num_heads, window_size, q_stride=1, qkv_bias=None) -> Optional[str]:
     """Where the kernel measured slower than the reference (torch's flash / memory-efficient
-    SDPA) on an H200, automatic selection runs the reference (bench/gpu/README.md)."""
+    SDPA) on an H200 (bench/gpu/README.md), the built-in default runs the reference; with
+    tuning on, both are timed on the user's GPU (sam2_fast.ops._tuning)."""
     if qkv.device.type != "cuda":
         return None  # the interpreter
     head_dim = qkv.shape[-1] // 3 // num_heads
@@ -242,7 +243,8 @@ def _triton_preference(qkv, num_heads, window_size, q_stride=1, qkv_bias=None) -
     return None
 
 
-# head dims of windowed attention where the kernel beat torch's SDPA on an H200 (bf16 / fp16)
+# head dims of windowed attention where the kernel beat torch's SDPA on an H200 (bf16 / fp16):
+# the built-in default only (the tuner measures every head dim on the machine it runs on)
 _TRITON_FASTER_HEAD_DIMS = frozenset({56, 96})
 
 window_attention_op.add_backend("triton", _triton, _triton_refusal, _triton_preference, interpreter_untimed)

@@ -59,14 +59,24 @@ CASES = {
 }
 
 
+def _cpp_refusal(dtype=torch.float32):
+    q, k, v, cos, sin = _inputs(dtype=dtype)
+    return rope_attention_op.backend("cpp").supports(q, k, v, cos, sin, 4)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("backend", ["reference", "blocked"])
+@pytest.mark.parametrize("backend", ["reference", "blocked", "cpp"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_backends_match_official_math(case, backend, dtype):
     q, k, v, cos, sin = _inputs(dtype=dtype, **CASES[case])
     n_exclude = CASES[case].get("num_exclude", 4)
     side = CASES[case].get("side", 4)
     expected = _official_style(q, k, v, side, n_exclude)
+    if backend == "cpp" and _cpp_refusal(dtype) is not None:
+        # a CPU without AVX-512 / a micro-kernel: the refusal is explained, never run
+        assert rope_attention_op.explain(q, k, v, cos, sin, n_exclude)["cpp"] == _cpp_refusal(dtype)
+        assert rope_attention_op.select(q, k, v, cos, sin, n_exclude).name != "cpp"
+        return
     with use_backend(backend, op="rope_attention"):
         out = rope_attention(q, k, v, cos, sin, n_exclude)
     assert out.dtype == q.dtype and out.shape == expected.shape
@@ -113,13 +123,95 @@ def test_triton_interpreter_non_contiguous_inputs(triton_interpreter):
     assert (out.double() - expected).abs().max() / expected.abs().max() < TOLERANCE[torch.float32]
 
 
-def test_cpu_default_is_blocked_and_float16_goes_to_the_reference():
+def test_cpu_default_is_cpp_else_blocked_and_float16_goes_to_the_reference():
     q, k, v, cos, sin = _inputs()
-    assert rope_attention_op.select(q, k, v, cos, sin, 4).name == "blocked"
-    assert rope_attention_op.select(q.bfloat16(), k.bfloat16(), v.bfloat16(), cos, sin, 4).name == "blocked"
+    default = "cpp" if _cpp_refusal() is None else "blocked"
+    assert rope_attention_op.select(q, k, v, cos, sin, 4).name == default
+    default = "cpp" if _cpp_refusal(torch.bfloat16) is None else "blocked"
+    assert rope_attention_op.select(q.bfloat16(), k.bfloat16(), v.bfloat16(), cos, sin, 4).name == default
     verdicts = rope_attention_op.explain(q.half(), k.half(), v.half(), cos, sin, 4)
-    assert "float16" in verdicts["blocked"]
+    assert "float16" in verdicts["blocked"] and "float16" in verdicts["cpp"]
     assert verdicts["reference"] is None
+
+
+needs_cpp = pytest.mark.skipif(
+    _cpp_refusal() is not None or _cpp_refusal(torch.bfloat16) is not None,
+    reason="the C++ flash attention cannot run on this CPU (test_backends_match_official_math "
+    "checks that its refusal is explained)",
+)
+
+
+@needs_cpp
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("q_block, kv_block", [(16, 16), (16, 32), (48, 16), (256, 512)])
+@pytest.mark.parametrize("case", ["cross-attention, shared narrow values", "several heads, per-head values",
+                                  "non-power-of-two grid and widths", "7 memory frames, one object"])
+def test_cpp_blocks_padding_and_thread_modes(case, q_block, kv_block, dtype):
+    """Every block size the kernel may take: several query and key blocks, a last key block of
+    odd length (padded with weightless zero keys), groups laid out once and shared by the
+    threads (many query blocks) or each by its own thread (few)."""
+    q, k, v, cos, sin = _inputs(dtype=dtype, **{**CASES[case], "side": 8} if case != "non-power-of-two grid and widths" else CASES[case])
+    side = math.isqrt(q.shape[2])
+    n_exclude = CASES[case].get("num_exclude", 4)
+    expected = _official_style(q, k, v, side, n_exclude)
+    out = torch.ops.sam2_fast.flash_attention(q, k, v, cos, sin, k.shape[2] - n_exclude, 1 / math.sqrt(q.shape[-1]),
+                                              q_block, kv_block)
+    assert out.dtype == dtype and out.shape == expected.shape
+    assert (out.double() - expected).abs().max() / expected.abs().max() < TOLERANCE[dtype]
+
+
+@needs_cpp
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpp_reads_strided_inputs_and_plain_attention(dtype):
+    """Head-major storage read through strides (as _separate_heads makes it), and attention
+    without rotation (no cos / sin) against SDPA."""
+    q, k, v, cos, sin = _inputs(h=2, shared_v=False, dtype=dtype)
+    q2, k2, v2 = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, v))
+    assert not q2.is_contiguous()
+    expected = _official_style(q, k, v, 4, 4)
+    with use_backend("cpp", op="rope_attention"):
+        out = rope_attention(q2, k2, v2, cos, sin, 4)
+    assert (out.double() - expected).abs().max() / expected.abs().max() < TOLERANCE[dtype]
+    plain = torch.ops.sam2_fast.flash_attention(q2, k2, v2, None, None, 0, 0.3, 16, 16)
+    expected = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(), scale=0.3)
+    assert (plain.double() - expected).abs().max() / expected.abs().max() < TOLERANCE[dtype]
+
+
+@needs_cpp
+def test_cpp_rotation_rounds_as_apply_rope():
+    """float32: the fused rotation gives the reference's numbers to float32 rounding (the same
+    products, no fused multiply-add)."""
+    q, k, v, cos, sin = _inputs(side=8, frames=2, num_exclude=3)
+    with use_backend("reference", op="rope_attention"):
+        expected = rope_attention(q, k, v, cos, sin, 3)
+    with use_backend("cpp", op="rope_attention"):
+        out = rope_attention(q, k, v, cos, sin, 3)
+    assert (out - expected).abs().max() <= 1e-6 * expected.abs().max()
+
+
+@needs_cpp
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda q, k, v, c, s: (q[0], k, v, c, s, 48, 0.2), r"q, k and v must be \[B, heads, tokens, dim\]"),
+        (lambda q, k, v, c, s: (q, k.bfloat16(), v, c, s, 48, 0.2), "q, k and v must have one dtype"),
+        (lambda q, k, v, c, s: (q.half(), k.half(), v.half(), c, s, 48, 0.2), "must be float32 or bfloat16"),
+        (lambda q, k, v, c, s: (q, k[..., :16], v, c, s, 48, 0.2), r"k must be \[2, 1, Nk, 32\]"),
+        (lambda q, k, v, c, s: (q, k, v[:, :, :-1], c, s, 48, 0.2), "v must be"),
+        (lambda q, k, v, c, s: (q, k, v, c[:-1], s[:-1], 48, 0.2), r"cos and sin must be \[16, 16\]"),
+        (lambda q, k, v, c, s: (q, k, v, c.double(), s.double(), 48, 0.2), "cos and sin must be float32"),
+        (lambda q, k, v, c, s: (q, k, v, c, None, 48, 0.2), "cos and sin must be given together"),
+        (lambda q, k, v, c, s: (q, k, v, c, s, 40, 0.2), "num_k_rope must be a multiple of the 16 queries"),
+        (lambda q, k, v, c, s: (q, k, v, c, s, 48, 0.2, 8, 512), "q_block must be >= 16"),
+        (lambda q, k, v, c, s: (q[..., :31], k[..., :31], v, None, None, 0, 0.2), "D even"),
+    ],
+)
+def test_cpp_bad_input_names_the_argument(call, match):
+    q, k, v, cos, sin = _inputs()
+    with pytest.raises((ValueError, TypeError), match=match):
+        torch.ops.sam2_fast.flash_attention(*call(q, k, v, cos, sin))
+    # the op stays usable
+    assert torch.ops.sam2_fast.flash_attention(q, k, v, cos, sin, 48, 0.2).shape == (2, 1, 16, 16)
 
 
 def test_forced_backend_that_refuses_raises():

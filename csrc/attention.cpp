@@ -1,0 +1,444 @@
+// Flash attention on the CPU (attention.h): oneDNN batch-reduce GEMM micro-kernels for the
+// products, an online softmax in AVX-512 between them, RoPE fused into the layout passes.
+//
+// Per item and head ("group"): the keys are rotated and laid out once, per block of kv_block
+// keys, as the right operand of Q K^T (K^T; for bfloat16 in the VNNI layout the micro-kernels
+// read: channel pairs interleaved, [dim / 2][keys][2]), and the values as the right operand of
+// P V ([keys / 2][dim_v][2] for bfloat16). Then each block of q_block queries (rotated into a
+// small buffer) runs over the key blocks: S = Q K^T (float32), running row maxima and sums,
+// P = exp(S * scale - max) rounded to the inputs' dtype, O = O * correction + P V (float32).
+// A last key block shorter than kv_block is padded to an even length with zero keys whose
+// weights are 0.
+//
+// This file is compiled with -ffp-contract=off: the rotation rounds e*c and o*s separately, as
+// aten's mul / addcmul do in position_encoding.apply_rope; the exponential's polynomial uses
+// explicit fused multiply-adds.
+#include "attention.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/native/CPUBlas.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Exception.h>
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+namespace sam2_fast {
+namespace {
+
+using bf16 = c10::BFloat16;
+
+template <typename T>
+inline float to_float(T x) {
+  return static_cast<float>(x);
+}
+
+// one float32 -> the storage type (bfloat16: round to nearest even, as c10 and aten do)
+template <typename T>
+inline T from_float(float x) {
+  return static_cast<T>(x);
+}
+
+// ---------------------------------------------------------------------------------------------
+// the softmax of a row, in two copies (attention_simd.inc)
+
+// x86-64 with a torch whose CPUBlas has the batch-reduce GEMMs for both dtypes (2.7 and newer)
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(CPUBLAS_BRGEMM_BF16BF16F32) && \
+    defined(CPUBLAS_BRGEMM_F32F32F32)
+#define SAM2_ATTENTION_X86 1
+#if defined(__clang__)
+#define SAM2_TARGET_BEGIN(isa) _Pragma(SAM2_STR(clang attribute push(__attribute__((target(isa))), apply_to = function)))
+#define SAM2_TARGET_END _Pragma("clang attribute pop")
+#else
+#define SAM2_TARGET_BEGIN(isa) _Pragma("GCC push_options") _Pragma(SAM2_STR(GCC target(isa)))
+#define SAM2_TARGET_END _Pragma("GCC pop_options")
+#endif
+#define SAM2_STR(x) #x
+
+namespace avx512 {
+SAM2_TARGET_BEGIN("avx512f,avx512bw,avx512dq,avx512vl,fma")
+#define SAM2_NATIVE_BF16 0
+#include "attention_simd.inc"
+#undef SAM2_NATIVE_BF16
+SAM2_TARGET_END
+}  // namespace avx512
+
+namespace avx512_bf16 {
+SAM2_TARGET_BEGIN("avx512f,avx512bw,avx512dq,avx512vl,fma,avx512bf16")
+#define SAM2_NATIVE_BF16 1
+#include "attention_simd.inc"
+#undef SAM2_NATIVE_BF16
+SAM2_TARGET_END
+}  // namespace avx512_bf16
+
+// ---------------------------------------------------------------------------------------------
+// the layout passes
+
+// token row -> float32 pairs rotated (or copied) into `out` [dim]
+template <typename T>
+inline void rotated_row(const T* x, int64_t dim, const float* cos, const float* sin, float* out) {
+  if (cos == nullptr) {
+    for (int64_t d = 0; d < dim; ++d) {
+      out[d] = to_float(x[d]);
+    }
+    return;
+  }
+  for (int64_t j = 0; j < dim / 2; ++j) {
+    const float e = to_float(x[2 * j]);
+    const float o = to_float(x[2 * j + 1]);
+    out[2 * j] = e * cos[j] - o * sin[j];
+    out[2 * j + 1] = e * sin[j] + o * cos[j];
+  }
+}
+
+// the right operand of S = Q K^T for keys [t0, t0 + n) of a group, n_pad >= n columns:
+// float32: K^T [dim][n_pad]; bfloat16: VNNI [dim / 2][n_pad][2]
+template <typename T>
+void pack_keys(const AttentionProblem& p, const T* k, int64_t t0, int64_t n, int64_t n_pad,
+               T* out, float* row) {
+  const int64_t dim = p.dim;
+  for (int64_t i = 0; i < n_pad; ++i) {
+    const int64_t t = t0 + i;
+    if (i < n) {
+      const bool rotate = p.cos != nullptr && t < p.num_k_rope;
+      const int64_t pos = rotate ? t % p.num_q : 0;
+      rotated_row(k + t * p.k_stride[2], dim, rotate ? p.cos + pos * (dim / 2) : nullptr,
+                  rotate ? p.sin + pos * (dim / 2) : nullptr, row);
+    } else {
+      std::fill(row, row + dim, 0.0f);
+    }
+    if constexpr (std::is_same_v<T, float>) {
+      for (int64_t d = 0; d < dim; ++d) {
+        out[d * n_pad + i] = row[d];
+      }
+    } else {
+      for (int64_t j = 0; j < dim / 2; ++j) {
+        out[(j * n_pad + i) * 2] = from_float<T>(row[2 * j]);
+        out[(j * n_pad + i) * 2 + 1] = from_float<T>(row[2 * j + 1]);
+      }
+    }
+  }
+}
+
+// the right operand of O += P V for keys [t0, t0 + n): float32 [n_pad][dim_v]; bfloat16 VNNI
+// [n_pad / 2][dim_v][2]
+template <typename T>
+void pack_values(const AttentionProblem& p, const T* v, int64_t t0, int64_t n, int64_t n_pad,
+                 T* out) {
+  const int64_t dv = p.dim_v;
+  for (int64_t i = 0; i < n_pad; ++i) {
+    const T* src = v + (t0 + i) * p.v_stride[2];
+    for (int64_t c = 0; c < dv; ++c) {
+      const T value = i < n ? src[c] : T(0.0f);
+      if constexpr (std::is_same_v<T, float>) {
+        out[i * dv + c] = value;
+      } else {
+        out[((i / 2) * dv + c) * 2 + (i % 2)] = value;
+      }
+    }
+  }
+}
+
+template <typename T>
+inline void gemm(int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc,
+                 bool add_c, const T* a, const T* b, float* c) {
+  at::native::cpublas::brgemm(m, n, k, lda, ldb, ldc, add_c, a, b, c,
+                              /*is_vnni=*/!std::is_same_v<T, float>);
+}
+
+template <typename T>
+inline void release() {
+  at::native::cpublas::brgemm_release(/*is_vnni=*/!std::is_same_v<T, float>);
+}
+
+// ---------------------------------------------------------------------------------------------
+// the kernel
+
+template <typename T>
+struct Group {
+  const T* q;
+  const T* k;
+  const T* v;
+  T* out;
+};
+
+template <typename T>
+Group<T> group_of(const AttentionProblem& p, int64_t g) {
+  const int64_t b = g / p.heads, h = g % p.heads;
+  return {static_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1],
+          static_cast<const T*>(p.k) + b * p.k_stride[0] + h * p.k_stride[1],
+          static_cast<const T*>(p.v) + b * p.v_stride[0] + h * p.v_stride[1],
+          static_cast<T*>(p.out) + g * p.num_q * p.dim_v};
+}
+
+// columns of S per micro-kernel call
+constexpr int64_t kScoreColumns = 512;
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// key block j: its first key, its keys and its padded (even) length
+struct KeyBlock {
+  int64_t t0, n, n_pad;
+};
+inline KeyBlock key_block(const AttentionProblem& p, int64_t j) {
+  const int64_t t0 = j * p.kv_block;
+  const int64_t n = std::min(p.kv_block, p.num_k - t0);
+  return {t0, n, n + (n % 2)};
+}
+
+template <typename T>
+struct Workspace {
+  std::vector<T> q;       // [q_block][dim]
+  std::vector<float> s;   // [q_block][kv_block]
+  std::vector<T> probs;   // [q_block][kv_block]
+  std::vector<float> o;   // [q_block][dim_v]
+  std::vector<float> m, l, row;
+  explicit Workspace(const AttentionProblem& p)
+      : q(p.q_block * p.dim),
+        s(p.q_block * p.kv_block),
+        probs(p.q_block * p.kv_block),
+        o(p.q_block * p.dim_v),
+        m(p.q_block),
+        l(p.q_block),
+        row(std::max(p.dim, p.dim_v)) {}
+};
+
+// keys and values of one group, laid out: block j at j * kv_block * dim (keys) and
+// j * kv_block * dim_v (values)
+template <typename T>
+void pack_group(const AttentionProblem& p, const Group<T>& g, int64_t j_begin, int64_t j_end,
+                T* keys, T* values, float* row) {
+  for (int64_t j = j_begin; j < j_end; ++j) {
+    const KeyBlock kb = key_block(p, j);
+    pack_keys(p, g.k, kb.t0, kb.n, kb.n_pad, keys + j * p.kv_block * p.dim, row);
+    pack_values(p, g.v, kb.t0, kb.n, kb.n_pad, values + j * p.kv_block * p.dim_v);
+  }
+}
+
+// queries [i0, i0 + rows) of a group against every key block
+// the AVX-512 row functions for T on this CPU
+template <typename T>
+struct RowKernels {
+  float (*softmax)(const float*, int64_t, int64_t, float, float&, float&, T*);
+  void (*scale)(float*, int64_t, float);
+};
+
+template <typename T>
+RowKernels<T> row_kernels() {
+  if constexpr (std::is_same_v<T, float>) {
+    return {&avx512::softmax_row<float, 7>, &avx512::scale_row};
+  } else {
+    static const bool native = __builtin_cpu_supports("avx512bf16");
+    return {native ? &avx512_bf16::softmax_row<bf16, 4> : &avx512::softmax_row<bf16, 4>,
+            &avx512::scale_row};
+  }
+}
+
+template <typename T>
+void query_block(const AttentionProblem& p, const Group<T>& g, int64_t i0,
+                int64_t rows, const T* keys, const T* values, const RowKernels<T>& kernels,
+                Workspace<T>& w) {
+  const int64_t dim = p.dim, dv = p.dim_v;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t i = i0 + r;
+    rotated_row(g.q + i * p.q_stride[2], dim, p.cos ? p.cos + i * (dim / 2) : nullptr,
+                p.sin ? p.sin + i * (dim / 2) : nullptr, w.row.data());
+    for (int64_t d = 0; d < dim; ++d) {
+      w.q[r * dim + d] = from_float<T>(w.row[d]);
+    }
+  }
+  std::fill(w.o.begin(), w.o.begin() + rows * dv, 0.0f);
+  std::fill(w.m.begin(), w.m.begin() + rows, -std::numeric_limits<float>::infinity());
+  std::fill(w.l.begin(), w.l.begin() + rows, 0.0f);
+  const float c = p.scale * 1.44269504088896341f;  // scale * log2(e)
+  const int64_t blocks = ceil_div(p.num_k, p.kv_block);
+  for (int64_t j = 0; j < blocks; ++j) {
+    const KeyBlock kb = key_block(p, j);
+    // S = Q K^T in column chunks whose keys stay in the L2 cache (a long right operand of one
+    // micro-kernel call streams from memory for every block of rows)
+    const T* block_keys = keys + j * p.kv_block * dim;
+    for (int64_t c0 = 0; c0 < kb.n_pad; c0 += kScoreColumns) {
+      const int64_t cols = std::min(kScoreColumns, kb.n_pad - c0);
+      gemm<T>(rows, cols, dim, dim, kb.n_pad, kb.n_pad, false, w.q.data(),
+              block_keys + c0 * (std::is_same_v<T, float> ? 1 : 2), w.s.data() + c0);
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      float* o = w.o.data() + r * dv;
+      const float* s = w.s.data() + r * kb.n_pad;
+      T* probs = w.probs.data() + r * kb.n_pad;
+      const float correction = kernels.softmax(s, kb.n, kb.n_pad, c, w.m[r], w.l[r], probs);
+      if (correction != 1.0f) {
+        kernels.scale(o, dv, correction);
+      }
+    }
+    gemm<T>(rows, dv, kb.n_pad, kb.n_pad, dv, dv, true, w.probs.data(),
+            values + j * p.kv_block * dv, w.o.data());
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const float inv = 1.0f / w.l[r];
+    const float* o = w.o.data() + r * dv;
+    T* out = g.out + (i0 + r) * dv;
+    for (int64_t c2 = 0; c2 < dv; ++c2) {
+      out[c2] = from_float<T>(o[c2] * inv);
+    }
+  }
+}
+
+template <typename T>
+void run(const AttentionProblem& p) {
+  const int64_t groups = p.batch * p.heads;
+  const int64_t q_blocks = ceil_div(p.num_q, p.q_block);
+  const int64_t k_blocks = ceil_div(p.num_k, p.kv_block);
+  const int64_t keys_size = k_blocks * p.kv_block * p.dim;
+  const int64_t values_size = k_blocks * p.kv_block * p.dim_v;
+  const int64_t threads = at::get_num_threads();
+  const RowKernels<T> kernels = row_kernels<T>();
+  if (q_blocks >= 2 * threads) {
+    // enough query blocks per group: lay out each group's keys once, shared by the threads
+    std::vector<T> keys(keys_size), values(values_size);
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      const Group<T> g = group_of<T>(p, gi);
+      at::parallel_for(0, k_blocks, 1, [&](int64_t begin, int64_t end) {
+        std::vector<float> row(std::max(p.dim, p.dim_v));
+        pack_group(p, g, begin, end, keys.data(), values.data(), row.data());
+      });
+      at::parallel_for(0, q_blocks, 1, [&](int64_t begin, int64_t end) {
+        Workspace<T> w(p);
+        for (int64_t qb = begin; qb < end; ++qb) {
+          const int64_t i0 = qb * p.q_block;
+          query_block(p, g, i0, std::min(p.q_block, p.num_q - i0), keys.data(), values.data(),
+                      kernels, w);
+        }
+        release<T>();
+      });
+    }
+    return;
+  }
+  // many small groups (windows): each task lays out its own group
+  at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+    Workspace<T> w(p);
+    std::vector<T> keys(keys_size), values(values_size);
+    for (int64_t gi = begin; gi < end; ++gi) {
+      const Group<T> g = group_of<T>(p, gi);
+      pack_group(p, g, 0, k_blocks, keys.data(), values.data(), w.row.data());
+      for (int64_t qb = 0; qb < q_blocks; ++qb) {
+        const int64_t i0 = qb * p.q_block;
+        query_block(p, g, i0, std::min(p.q_block, p.num_q - i0), keys.data(), values.data(),
+                    kernels, w);
+      }
+    }
+    release<T>();
+  });
+}
+
+// a small problem (odd key count, rotation, shared values) against a float64 loop: catches a
+// micro-kernel that is missing or reads another layout on this CPU / oneDNN ISA
+template <typename T>
+std::string probe() {
+  constexpr int64_t nq = 4, nk = 2 * nq + 3, dim = 6, dv = 5;
+  std::vector<T> q(nq * dim), k(nk * dim), v(nk * dv), out(nq * dv);
+  std::vector<float> cos(nq * dim / 2), sin(nq * dim / 2);
+  for (int64_t i = 0; i < nq * dim; ++i) q[i] = from_float<T>(std::sin(0.7 * i) * 0.9);
+  for (int64_t i = 0; i < nk * dim; ++i) k[i] = from_float<T>(std::cos(1.3 * i) * 0.8);
+  for (int64_t i = 0; i < nk * dv; ++i) v[i] = from_float<T>(std::sin(0.37 * i + 1.0));
+  for (int64_t i = 0; i < nq * dim / 2; ++i) {
+    cos[i] = static_cast<float>(std::cos(0.5 * i));
+    sin[i] = static_cast<float>(std::sin(0.5 * i));
+  }
+  AttentionProblem p;
+  p.batch = p.heads = 1;
+  p.num_q = nq;
+  p.num_k = nk;
+  p.dim = dim;
+  p.dim_v = dv;
+  p.q = q.data();
+  p.q_stride[2] = dim;
+  p.k = k.data();
+  p.k_stride[2] = dim;
+  p.v = v.data();
+  p.v_stride[2] = dv;
+  p.out = out.data();
+  p.cos = cos.data();
+  p.sin = sin.data();
+  p.num_k_rope = 2 * nq;
+  p.scale = 0.7f;
+  p.q_block = 2;
+  p.kv_block = 4;
+  try {
+    run<T>(p);
+  } catch (const c10::Error& e) {
+    return std::string("oneDNN's micro-kernel for this dtype is unavailable: ") +
+           e.what_without_backtrace();
+  }
+  auto rot = [&](const T* x, int64_t pos, int64_t d) {
+    const int64_t j = d / 2;
+    const double e = to_float(x[2 * j]), o = to_float(x[2 * j + 1]);
+    const double c = cos[pos * dim / 2 + j], s = sin[pos * dim / 2 + j];
+    return d % 2 == 0 ? e * c - o * s : e * s + o * c;
+  };
+  double worst = 0.0;
+  for (int64_t i = 0; i < nq; ++i) {
+    std::vector<double> score(nk);
+    double mx = -1e300, sum = 0.0;
+    for (int64_t t = 0; t < nk; ++t) {
+      double dot = 0.0;
+      for (int64_t d = 0; d < dim; ++d) {
+        const double kd = t < p.num_k_rope ? rot(&k[t * dim], t % nq, d) : to_float(k[t * dim + d]);
+        dot += rot(&q[i * dim], i, d) * kd;
+      }
+      score[t] = dot * p.scale;
+      mx = std::max(mx, score[t]);
+    }
+    for (auto& s : score) sum += (s = std::exp(s - mx));
+    for (int64_t c = 0; c < dv; ++c) {
+      double ref = 0.0;
+      for (int64_t t = 0; t < nk; ++t) ref += score[t] / sum * to_float(v[t * dv + c]);
+      worst = std::max(worst, std::abs(ref - to_float(out[i * dv + c])));
+    }
+  }
+  const double tolerance = std::is_same_v<T, float> ? 1e-5 : 3e-2;
+  if (!(worst <= tolerance)) {
+    return "oneDNN's micro-kernel on this CPU reads another layout (probe error " +
+           std::to_string(worst) + ")";
+  }
+  return "";
+}
+
+#endif  // SAM2_ATTENTION_X86
+
+}  // namespace
+
+#ifdef SAM2_ATTENTION_X86
+void attention_cpu_bf16(const AttentionProblem& p) { run<bf16>(p); }
+void attention_cpu_f32(const AttentionProblem& p) { run<float>(p); }
+#else
+void attention_cpu_bf16(const AttentionProblem&) {
+  TORCH_CHECK(false, "sam2_fast attention: ", attention_cpu_unsupported(true));
+}
+void attention_cpu_f32(const AttentionProblem& p) { attention_cpu_bf16(p); }
+#endif
+
+std::string attention_cpu_unsupported(bool bf16_inputs) {
+#ifdef SAM2_ATTENTION_X86
+  __builtin_cpu_init();
+  if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))) {
+    return "needs AVX-512 (F, BW, DQ, VL), which this CPU lacks";
+  }
+  static const std::string bf16_reason = probe<bf16>();
+  static const std::string f32_reason = probe<float>();
+  return bf16_inputs ? bf16_reason : f32_reason;
+#else
+  (void)bf16_inputs;
+  return "needs an x86-64 CPU with AVX-512 and torch >= 2.7 (oneDNN micro-kernels in CPUBlas)";
+#endif
+}
+
+}  // namespace sam2_fast
