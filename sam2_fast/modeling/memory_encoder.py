@@ -10,8 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam2_fast.errors import InvalidInputError
-from sam2_fast.modeling.common import Conv2d, LayerNorm2d, Linear
+from sam2_fast.modeling.common import Conv2d, LayerNorm2d, Linear, feed_forward
 from sam2_fast.modeling.position_encoding import PositionEmbeddingSine
+from sam2_fast.ops._dispatch import Op
+from sam2_fast.ops._tuning import size_class
 
 
 class MaskDownSampler(nn.Module):
@@ -125,9 +127,76 @@ class MemoryEncoder(nn.Module):
     ) -> Dict[str, object]:
         if not skip_mask_sigmoid:
             masks = F.sigmoid(masks)
-        masks = self.mask_downsampler(masks)
         pix_feat = pix_feat.to(masks.device)
-        x = self.pix_feat_proj(pix_feat) + masks
-        x = self.out_proj(self.fuser(x))
+        x = memory_encoder_op(self, pix_feat, masks)
         pos = self.position_encoding(x, x.dtype)
         return {"vision_features": x, "vision_pos_enc": [pos]}
+
+    def fuse(self, pix_feat: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """The official sequence on ``[B, C, H, W]`` tensors: downsample the mask, add the
+        projected features, the ConvNeXt blocks, the output projection."""
+        x = self.pix_feat_proj(pix_feat) + self.mask_downsampler(masks)
+        return self.out_proj(self.fuser(x))
+
+    def fuse_channels_last(self, pix_feat: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """:meth:`fuse` with every activation stored channels-last (``[B, H, W, C]`` in memory):
+        the convolutions take oneDNN's channels-last kernels, each channel LayerNorm is one
+        ``layer_norm`` over contiguous channels, the ConvNeXt MLPs run as
+        :func:`~sam2_fast.modeling.common.feed_forward` (bands of tokens on a CPU) with the
+        layer scale and the residual in place. The same products as :meth:`fuse` (float32:
+        equal to rounding; the LayerNorm statistics are computed in another order)."""
+        channels_last = torch.channels_last
+        x = masks.contiguous(memory_format=channels_last)
+        layers = list(self.mask_downsampler.encoder)
+        for conv, norm, act in zip(layers[:-1:3], layers[1:-1:3], layers[2:-1:3]):
+            x = act(_channel_norm(conv(x), norm))
+        x = layers[-1](x)
+        x = self.pix_feat_proj(pix_feat.contiguous(memory_format=channels_last)) + x
+        x = self.fuser.proj(x)
+        for block in self.fuser.layers:
+            y = _channel_norm(block.dwconv(x), block.norm).permute(0, 2, 3, 1)
+            y = feed_forward(y, block.pwconv1, block.act, block.pwconv2)
+            if block.gamma is not None:
+                y = y.mul_(block.gamma.to(y.dtype)) if not y.requires_grad else y * block.gamma
+            x = x + y.permute(0, 3, 1, 2)
+        return self.out_proj(x).contiguous()
+
+
+def _channel_norm(x: torch.Tensor, norm: LayerNorm2d) -> torch.Tensor:
+    """``norm`` (LayerNorm over channels) of a channels-last ``[B, C, H, W]`` tensor, as one
+    ``layer_norm`` over its contiguous channels; channels-last out."""
+    y = x.permute(0, 2, 3, 1)
+    return F.layer_norm(y, (y.shape[-1],), norm.weight, norm.bias, norm.eps).permute(0, 3, 1, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# the memory encoder's layout, an op: channels-first as the official module, or channels-last
+
+
+def _encoder_shape_class(encoder: MemoryEncoder, pix_feat: torch.Tensor, masks: torch.Tensor) -> str:
+    dtype = str(pix_feat.dtype).removeprefix("torch.")
+    return (f"{dtype} B{size_class(pix_feat.shape[0])} features {list(pix_feat.shape[1:])} "
+            f"masks {list(masks.shape[2:])}")
+
+
+def _encoder_example(device: str) -> tuple:
+    """sam2.1's memory encoder at image size 1024, one object."""
+    from sam2_fast.modeling.config import PRESETS
+    from sam2_fast.modeling.sam2_base import build_memory_encoder
+
+    with torch.device(device):
+        encoder = build_memory_encoder(PRESETS["sam2.1-hiera-tiny"]).eval()
+        return encoder, torch.zeros(1, 256, 64, 64), torch.zeros(1, 1, 1024, 1024)
+
+
+def _channels_last_refusal(encoder: MemoryEncoder, pix_feat: torch.Tensor, masks: torch.Tensor) -> str | None:
+    if pix_feat.device.type != "cpu":
+        return f"inputs are on {pix_feat.device.type}; channels-last is a CPU layout choice here"
+    if not all(isinstance(n, LayerNorm2d) for n in list(encoder.mask_downsampler.encoder)[1:-1:3]):
+        return "the mask downsampler is not conv / LayerNorm2d / activation triples"
+    return None
+
+
+memory_encoder_op = Op("memory_encoder", example=_encoder_example, shape_class=_encoder_shape_class, kind="model")
+memory_encoder_op.add_backend("channels_last", lambda enc, *args: enc.fuse_channels_last(*args), _channels_last_refusal)
+memory_encoder_op.add_backend("reference", lambda enc, *args: enc.fuse(*args))  # the official sequence
