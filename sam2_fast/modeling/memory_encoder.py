@@ -157,7 +157,7 @@ class MemoryEncoder(nn.Module):
             y = _channel_norm(block.dwconv(x), block.norm).permute(0, 2, 3, 1)
             y = feed_forward(y, block.pwconv1, block.act, block.pwconv2)
             if block.gamma is not None:
-                y = y.mul_(block.gamma.to(y.dtype)) if not y.requires_grad else y * block.gamma
+                y = y.mul_(block.gamma) if not y.requires_grad else y * block.gamma
             x = x + y.permute(0, 3, 1, 2)
         return self.out_proj(x).contiguous()
 

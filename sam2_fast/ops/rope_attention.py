@@ -231,6 +231,8 @@ def _cpp_refusal(q, k, v, cos, sin, num_k_exclude_rope, scale=None) -> str | Non
     reason = extension_refusal("cpu", q=q, k=k, v=v)
     if reason is not None:
         return reason
+    if k.shape[2] == 0:
+        return "no keys (the online softmax needs at least one)"
     return flash_attention_refusal(q.dtype)
 
 
