@@ -27,6 +27,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -193,21 +194,55 @@ inline KeyBlock key_block(const AttentionProblem& p, int64_t j) {
   return {t0, n, n + (n % 2)};
 }
 
+// Grow-only scratch memory of the calling thread, kept across calls (64-byte aligned, not
+// initialized): the layout buffers are 15-20 MB for a memory-attention call, and a fresh
+// allocation of that size is a fresh mapping whose pages fault in on first touch, every call.
+// Slots 0-1: keys and values; 2-7: a worker's query-block buffers.
+inline void* scratch(int slot, size_t bytes) {
+  struct Slot {
+    std::unique_ptr<unsigned char[]> data;
+    size_t size = 0;
+  };
+  thread_local Slot slots[8];
+  Slot& s = slots[slot];
+  if (s.size < bytes + 64) {
+    s.data.reset(new unsigned char[bytes + 64]);
+    s.size = bytes + 64;
+  }
+  const auto address = reinterpret_cast<uintptr_t>(s.data.get());
+  return reinterpret_cast<void*>((address + 63) & ~uintptr_t{63});
+}
+
+template <typename T>
+T* scratch_of(int slot, int64_t count) {
+  return static_cast<T*>(scratch(slot, static_cast<size_t>(count) * sizeof(T)));
+}
+
+// a view of scratch memory with the vector calls query_block makes
+template <typename T>
+struct Buffer {
+  T* ptr;
+  T* data() const { return ptr; }
+  T* begin() const { return ptr; }
+  T& operator[](int64_t i) const { return ptr[i]; }
+};
+
+// a worker's buffers for one query block at a time (slots 2-7 of its thread)
 template <typename T>
 struct Workspace {
-  std::vector<T> q;       // [q_block][dim]
-  std::vector<float> s;   // [q_block][kv_block]
-  std::vector<T> probs;   // [q_block][kv_block]
-  std::vector<float> o;   // [q_block][dim_v]
-  std::vector<float> m, l, row;
+  Buffer<T> q;        // [q_block][dim]
+  Buffer<float> s;    // [q_block][kv_block]
+  Buffer<T> probs;    // [q_block][kv_block]
+  Buffer<float> o;    // [q_block][dim_v]
+  Buffer<float> m, l, row;
   explicit Workspace(const AttentionProblem& p)
-      : q(p.q_block * p.dim),
-        s(p.q_block * p.kv_block),
-        probs(p.q_block * p.kv_block),
-        o(p.q_block * p.dim_v),
-        m(p.q_block),
-        l(p.q_block),
-        row(std::max(p.dim, p.dim_v)) {}
+      : q{scratch_of<T>(2, p.q_block * p.dim)},
+        s{scratch_of<float>(3, p.q_block * p.kv_block)},
+        probs{scratch_of<T>(4, p.q_block * p.kv_block)},
+        o{scratch_of<float>(5, p.q_block * p.dim_v)},
+        m{scratch_of<float>(6, 3 * p.q_block + std::max(p.dim, p.dim_v))},
+        l{m.ptr + p.q_block},
+        row{m.ptr + 2 * p.q_block} {}
 };
 
 // keys and values of one group, laid out: block j at j * kv_block * dim (keys) and
@@ -292,29 +327,34 @@ void query_block(const AttentionProblem& p, const Group<T>& g, int64_t i0,
 }
 
 template <typename T>
-void run(const AttentionProblem& p) {
+void run(const AttentionProblem& problem) {
+  AttentionProblem p = problem;
   const int64_t groups = p.batch * p.heads;
+  const int64_t threads = at::get_num_threads();
+  // few groups (one object's memory attention, a global window): blocks of queries are the
+  // tasks, so smaller blocks when there would be fewer than two per thread
+  while (groups < threads && p.q_block > 32 && ceil_div(p.num_q, p.q_block) < 2 * threads) {
+    p.q_block /= 2;
+  }
   const int64_t q_blocks = ceil_div(p.num_q, p.q_block);
   const int64_t k_blocks = ceil_div(p.num_k, p.kv_block);
   const int64_t keys_size = k_blocks * p.kv_block * p.dim;
   const int64_t values_size = k_blocks * p.kv_block * p.dim_v;
-  const int64_t threads = at::get_num_threads();
   const RowKernels<T> kernels = row_kernels<T>();
-  if (q_blocks >= 2 * threads) {
+  if (q_blocks >= 2 * threads || groups < threads) {
     // enough query blocks per group: lay out each group's keys once, shared by the threads
-    std::vector<T> keys(keys_size), values(values_size);
+    T* keys = scratch_of<T>(0, keys_size);
+    T* values = scratch_of<T>(1, values_size);
     for (int64_t gi = 0; gi < groups; ++gi) {
       const Group<T> g = group_of<T>(p, gi);
       at::parallel_for(0, k_blocks, 1, [&](int64_t begin, int64_t end) {
-        std::vector<float> row(std::max(p.dim, p.dim_v));
-        pack_group(p, g, begin, end, keys.data(), values.data(), row.data());
+        pack_group(p, g, begin, end, keys, values, scratch_of<float>(7, std::max(p.dim, p.dim_v)));
       });
       at::parallel_for(0, q_blocks, 1, [&](int64_t begin, int64_t end) {
         Workspace<T> w(p);
         for (int64_t qb = begin; qb < end; ++qb) {
           const int64_t i0 = qb * p.q_block;
-          query_block(p, g, i0, std::min(p.q_block, p.num_q - i0), keys.data(), values.data(),
-                      kernels, w);
+          query_block(p, g, i0, std::min(p.q_block, p.num_q - i0), keys, values, kernels, w);
         }
         release<T>();
       });
@@ -324,14 +364,14 @@ void run(const AttentionProblem& p) {
   // many small groups (windows): each task lays out its own group
   at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
     Workspace<T> w(p);
-    std::vector<T> keys(keys_size), values(values_size);
+    T* keys = scratch_of<T>(0, keys_size);
+    T* values = scratch_of<T>(1, values_size);
     for (int64_t gi = begin; gi < end; ++gi) {
       const Group<T> g = group_of<T>(p, gi);
-      pack_group(p, g, 0, k_blocks, keys.data(), values.data(), w.row.data());
+      pack_group(p, g, 0, k_blocks, keys, values, w.row.data());
       for (int64_t qb = 0; qb < q_blocks; ++qb) {
         const int64_t i0 = qb * p.q_block;
-        query_block(p, g, i0, std::min(p.q_block, p.num_q - i0), keys.data(), values.data(),
-                    kernels, w);
+        query_block(p, g, i0, std::min(p.q_block, p.num_q - i0), keys, values, kernels, w);
       }
     }
     release<T>();

@@ -87,6 +87,10 @@ def _build(
     if hydra_overrides_extra:
         cfg = cfg.with_overrides(hydra_overrides_extra)
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        from sam2_fast.allocator import keep_large_blocks
+
+        keep_large_blocks()
 
     if ckpt_path is None and state_dict is None:
         model = model_cls.from_config(cfg).to(dev)

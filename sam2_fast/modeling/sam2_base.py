@@ -454,6 +454,7 @@ class SAM2Base(nn.Module):
         mask_inputs: Optional[torch.Tensor] = None,
         high_res_features: Optional[List[torch.Tensor]] = None,
         multimask_output: bool = False,
+        high_res_multimasks: bool = True,
     ):
         """Prompt encoder + mask decoder on ``backbone_features [B, C, h, w]``.
 
@@ -463,6 +464,8 @@ class SAM2Base(nn.Module):
         Returns ``(low_res_multimasks [B, M, 4h, 4w], high_res_multimasks [B, M, H, W],
         ious [B, M], low_res_masks [B, 1, 4h, 4w], high_res_masks [B, 1, H, W],
         obj_ptr [B, C], object_score_logits [B, 1])`` (the single masks are the best by IoU).
+        ``high_res_multimasks=False``: the second item is None and only the best mask is
+        upsampled to the input size (the same values: bilinear upsampling is per mask).
         """
         b = backbone_features.size(0)
         device = backbone_features.device
@@ -506,22 +509,24 @@ class SAM2Base(nn.Module):
                 is_obj_appearing[:, None, None], low_res_multimasks, NO_OBJ_SCORE
             )
         low_res_multimasks = low_res_multimasks.float()
-        high_res_multimasks = F.interpolate(
-            low_res_multimasks,
-            size=(self.image_size, self.image_size),
-            mode="bilinear",
-            align_corners=False,
-        )
+
+        def upsample(masks: torch.Tensor) -> torch.Tensor:
+            size = (self.image_size, self.image_size)
+            return F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
+
         sam_output_token = sam_output_tokens[:, 0]
         if multimask_output:
             best_iou_inds = torch.argmax(ious, dim=-1)
             batch_inds = torch.arange(b, device=device)
             low_res_masks = low_res_multimasks[batch_inds, best_iou_inds].unsqueeze(1)
-            high_res_masks = high_res_multimasks[batch_inds, best_iou_inds].unsqueeze(1)
+            high_res_masks = upsample(low_res_masks)
+            high_res_multimasks = upsample(low_res_multimasks) if high_res_multimasks else None
             if sam_output_tokens.size(1) > 1:
                 sam_output_token = sam_output_tokens[batch_inds, best_iou_inds]
         else:
-            low_res_masks, high_res_masks = low_res_multimasks, high_res_multimasks
+            low_res_masks = low_res_multimasks
+            high_res_masks = upsample(low_res_masks)
+            high_res_multimasks = high_res_masks if high_res_multimasks else None
 
         obj_ptr = self.obj_ptr_proj(sam_output_token)
         if self.pred_obj_scores:

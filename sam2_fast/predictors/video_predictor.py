@@ -622,6 +622,7 @@ class SAM2VideoPredictor(SAM2Base):
             mask_inputs=None,
             high_res_features=high_res_features,
             multimask_output=self._use_multimask(False, None),
+            high_res_multimasks=False,
         )
         maskmem_features, maskmem_pos_enc = self._encode_new_memory(
             current_vision_feats=[vision_feats[-1].expand(-1, n, -1)],
