@@ -273,15 +273,17 @@ FUZZED: dict[str, Fuzzed] = {
         ),
         assert_attention_close,
         # on a GPU the kernel ships 16-bit only (float32 runs the reference)
-        dtypes={"blocked": FLOATS[:2], "triton": FLOATS if not torch.cuda.is_available() else FLOATS[1:]},
+        dtypes={"blocked": FLOATS[:2], "cpp": FLOATS[:2],
+                "triton": FLOATS if not torch.cuda.is_available() else FLOATS[1:]},
         edge=lambda inputs: inputs["k"].shape[2] == 0,  # no keys: the kernels refuse
     ),
     "window_attention": Fuzzed(
         window_inputs, window_attention_in_bands_of_one_window_row,
         lambda qkv, num_heads, window_size, q_stride, qkv_bias: (qkv, num_heads, window_size, q_stride, qkv_bias),
-        assert_attention_close, dtypes={"*": FLOATS, "blocked": FLOATS[:2]},
-        # the banded backend needs two rows of windows
-        edge=lambda inputs: inputs["window_size"] == 0 or inputs["qkv"].shape[1] <= inputs["window_size"],
+        assert_attention_close, dtypes={"*": FLOATS, "blocked": FLOATS[:2], "cpp": FLOATS[:2]},
+        # the banded backend needs two rows of windows; the cpp kernel channel pairs
+        edge=lambda inputs: (inputs["window_size"] == 0 or inputs["qkv"].shape[1] <= inputs["window_size"]
+                             or inputs["qkv"].shape[-1] // 3 // inputs["num_heads"] % 2 == 1),
     ),
 }
 
