@@ -10,9 +10,9 @@
 // A last key block shorter than kv_block is padded to an even length with zero keys whose
 // weights are 0.
 //
-// This file is compiled with -ffp-contract=off: the rotation rounds e*c and o*s separately, as
-// aten's mul / addcmul do in position_encoding.apply_rope; the exponential's polynomial uses
-// explicit fused multiply-adds.
+// This file is compiled with -ffp-contract=off: the rotation rounds e*c and o*s separately (as
+// apply_rope's plain torch ops do; aten's vectorized addcmul may fuse them, an ulp apart in
+// float32); the exponential's polynomial uses explicit fused multiply-adds.
 #include "attention.h"
 
 #include <ATen/Parallel.h>
@@ -99,30 +99,59 @@ inline void rotated_row(const T* x, int64_t dim, const float* cos, const float* 
   }
 }
 
+// rotates (or copies) the channel pairs of a bfloat16 row into 32-bit words: an AVX-512 copy
+// of attention_simd.inc
+using RotatePairs = void (*)(const uint16_t*, int64_t, const float*, const float*, uint32_t*);
+
 // the right operand of S = Q K^T for keys [t0, t0 + n) of a group, n_pad >= n columns:
-// float32: K^T [dim][n_pad]; bfloat16: VNNI [dim / 2][n_pad][2]
+// float32: K^T [dim][n_pad]; bfloat16: VNNI [dim / 2][n_pad][2], i.e. the channel-pair words
+// of the keys transposed, written 16 keys at a time from a tile of rotated rows
 template <typename T>
 void pack_keys(const AttentionProblem& p, const T* k, int64_t t0, int64_t n, int64_t n_pad,
-               T* out, float* row) {
+               T* out, float* row, RotatePairs rotate) {
   const int64_t dim = p.dim;
-  for (int64_t i = 0; i < n_pad; ++i) {
-    const int64_t t = t0 + i;
-    if (i < n) {
-      const bool rotate = p.cos != nullptr && t < p.num_k_rope;
-      const int64_t pos = rotate ? t % p.num_q : 0;
-      rotated_row(k + t * p.k_stride[2], dim, rotate ? p.cos + pos * (dim / 2) : nullptr,
-                  rotate ? p.sin + pos * (dim / 2) : nullptr, row);
-    } else {
-      std::fill(row, row + dim, 0.0f);
-    }
-    if constexpr (std::is_same_v<T, float>) {
+  auto rope_of = [&](int64_t t, const float*& cos, const float*& sin) {
+    const bool rotated = p.cos != nullptr && t < p.num_k_rope;
+    const int64_t pos = rotated ? t % p.num_q : 0;
+    cos = rotated ? p.cos + pos * (dim / 2) : nullptr;
+    sin = rotated ? p.sin + pos * (dim / 2) : nullptr;
+  };
+  if constexpr (std::is_same_v<T, float>) {
+    (void)rotate;
+    for (int64_t i = 0; i < n_pad; ++i) {
+      if (i < n) {
+        const float *cos, *sin;
+        rope_of(t0 + i, cos, sin);
+        rotated_row(k + (t0 + i) * p.k_stride[2], dim, cos, sin, row);
+      } else {
+        std::fill(row, row + dim, 0.0f);
+      }
       for (int64_t d = 0; d < dim; ++d) {
         out[d * n_pad + i] = row[d];
       }
-    } else {
-      for (int64_t j = 0; j < dim / 2; ++j) {
-        out[(j * n_pad + i) * 2] = from_float<T>(row[2 * j]);
-        out[(j * n_pad + i) * 2 + 1] = from_float<T>(row[2 * j + 1]);
+    }
+  } else {
+    const int64_t pairs = dim / 2;
+    auto* tile = reinterpret_cast<uint32_t*>(row);  // [16][pairs] words: row holds 8 * dim floats
+    auto* words = reinterpret_cast<uint32_t*>(out);
+    for (int64_t i0 = 0; i0 < n_pad; i0 += 16) {
+      const int64_t keys = std::min<int64_t>(16, n_pad - i0);
+      for (int64_t r = 0; r < keys; ++r) {
+        const int64_t i = i0 + r;
+        if (i < n) {
+          const float *cos, *sin;
+          rope_of(t0 + i, cos, sin);
+          rotate(reinterpret_cast<const uint16_t*>(k + (t0 + i) * p.k_stride[2]), pairs, cos, sin,
+                 tile + r * pairs);
+        } else {
+          std::fill(tile + r * pairs, tile + (r + 1) * pairs, 0u);
+        }
+      }
+      for (int64_t j = 0; j < pairs; ++j) {
+        uint32_t* dst = words + j * n_pad + i0;
+        for (int64_t r = 0; r < keys; ++r) {
+          dst[r] = tile[r * pairs + j];
+        }
       }
     }
   }
@@ -227,6 +256,9 @@ struct Buffer {
   T& operator[](int64_t i) const { return ptr[i]; }
 };
 
+// floats of a row buffer: a rotated row, or a tile of 16 keys' channel-pair words
+inline int64_t row_floats(const AttentionProblem& p) { return 8 * std::max(p.dim, p.dim_v); }
+
 // a worker's buffers for one query block at a time (slots 2-7 of its thread)
 template <typename T>
 struct Workspace {
@@ -240,7 +272,7 @@ struct Workspace {
         s{scratch_of<float>(3, p.q_block * p.kv_block)},
         probs{scratch_of<T>(4, p.q_block * p.kv_block)},
         o{scratch_of<float>(5, p.q_block * p.dim_v)},
-        m{scratch_of<float>(6, 3 * p.q_block + std::max(p.dim, p.dim_v))},
+        m{scratch_of<float>(6, 2 * p.q_block + row_floats(p))},
         l{m.ptr + p.q_block},
         row{m.ptr + 2 * p.q_block} {}
 };
@@ -249,10 +281,10 @@ struct Workspace {
 // j * kv_block * dim_v (values)
 template <typename T>
 void pack_group(const AttentionProblem& p, const Group<T>& g, int64_t j_begin, int64_t j_end,
-                T* keys, T* values, float* row) {
+                T* keys, T* values, float* row, RotatePairs rotate) {
   for (int64_t j = j_begin; j < j_end; ++j) {
     const KeyBlock kb = key_block(p, j);
-    pack_keys(p, g.k, kb.t0, kb.n, kb.n_pad, keys + j * p.kv_block * p.dim, row);
+    pack_keys(p, g.k, kb.t0, kb.n, kb.n_pad, keys + j * p.kv_block * p.dim, row, rotate);
     pack_values(p, g.v, kb.t0, kb.n, kb.n_pad, values + j * p.kv_block * p.dim_v);
   }
 }
@@ -263,16 +295,18 @@ template <typename T>
 struct RowKernels {
   float (*softmax)(const float*, int64_t, int64_t, float, float&, float&, T*);
   void (*scale)(float*, int64_t, float);
+  RotatePairs rotate;  // bfloat16 rows only
 };
 
 template <typename T>
 RowKernels<T> row_kernels() {
   if constexpr (std::is_same_v<T, float>) {
-    return {&avx512::softmax_row<float, 7>, &avx512::scale_row};
+    return {&avx512::softmax_row<float, 7>, &avx512::scale_row, nullptr};
   } else {
     static const bool native = __builtin_cpu_supports("avx512bf16");
     return {native ? &avx512_bf16::softmax_row<bf16, 4> : &avx512::softmax_row<bf16, 4>,
-            &avx512::scale_row};
+            &avx512::scale_row,
+            native ? &avx512_bf16::rotate_pairs_bf16 : &avx512::rotate_pairs_bf16};
   }
 }
 
@@ -283,10 +317,13 @@ void query_block(const AttentionProblem& p, const Group<T>& g, int64_t i0,
   const int64_t dim = p.dim, dv = p.dim_v;
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t i = i0 + r;
-    rotated_row(g.q + i * p.q_stride[2], dim, p.cos ? p.cos + i * (dim / 2) : nullptr,
-                p.sin ? p.sin + i * (dim / 2) : nullptr, w.row.data());
-    for (int64_t d = 0; d < dim; ++d) {
-      w.q[r * dim + d] = from_float<T>(w.row[d]);
+    const float* cos = p.cos ? p.cos + i * (dim / 2) : nullptr;
+    const float* sin = p.sin ? p.sin + i * (dim / 2) : nullptr;
+    if constexpr (std::is_same_v<T, float>) {
+      rotated_row(g.q + i * p.q_stride[2], dim, cos, sin, w.q.data() + r * dim);
+    } else {
+      kernels.rotate(reinterpret_cast<const uint16_t*>(g.q + i * p.q_stride[2]), dim / 2, cos, sin,
+                     reinterpret_cast<uint32_t*>(w.q.data() + r * dim));
     }
   }
   std::fill(w.o.begin(), w.o.begin() + rows * dv, 0.0f);
@@ -348,7 +385,7 @@ void run(const AttentionProblem& problem) {
     for (int64_t gi = 0; gi < groups; ++gi) {
       const Group<T> g = group_of<T>(p, gi);
       at::parallel_for(0, k_blocks, 1, [&](int64_t begin, int64_t end) {
-        pack_group(p, g, begin, end, keys, values, scratch_of<float>(7, std::max(p.dim, p.dim_v)));
+        pack_group(p, g, begin, end, keys, values, scratch_of<float>(7, row_floats(p)), kernels.rotate);
       });
       at::parallel_for(0, q_blocks, 1, [&](int64_t begin, int64_t end) {
         Workspace<T> w(p);
@@ -368,7 +405,7 @@ void run(const AttentionProblem& problem) {
     T* values = scratch_of<T>(1, values_size);
     for (int64_t gi = begin; gi < end; ++gi) {
       const Group<T> g = group_of<T>(p, gi);
-      pack_group(p, g, 0, k_blocks, keys, values, w.row.data());
+      pack_group(p, g, 0, k_blocks, keys, values, w.row.data(), kernels.rotate);
       for (int64_t qb = 0; qb < q_blocks; ++qb) {
         const int64_t i0 = qb * p.q_block;
         query_block(p, g, i0, std::min(p.q_block, p.num_q - i0), keys, values, kernels, w);

@@ -16,22 +16,24 @@ print(allocator.keep_large_blocks())
 """
 
 
-def _run(env_value: str | None) -> str:
+def _run(env_value: str | None, cwd) -> str:
     import os
 
     env = dict(os.environ)
     env.pop("SAM2_FAST_MALLOC", None)
     if env_value is not None:
         env["SAM2_FAST_MALLOC"] = env_value
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    # cwd: not the repository root, whose source tree would shadow the installed package
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout.strip().splitlines()[-1]
 
 
-def test_building_on_cpu_applies_the_settings_once_and_the_switch_turns_them_off():
+def test_building_on_cpu_applies_the_settings_once_and_the_switch_turns_them_off(tmp_path):
     expected = "applied" if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc" else "unsupported"
-    assert _run(None) == expected
-    assert _run("0") == "disabled"
+    assert _run(None, tmp_path) == expected
+    assert _run("0", tmp_path) == "disabled"
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")

@@ -179,14 +179,34 @@ def test_cpp_reads_strided_inputs_and_plain_attention(dtype):
 
 @needs_cpp
 def test_cpp_rotation_rounds_as_apply_rope():
-    """float32: the fused rotation gives the reference's numbers to float32 rounding (the same
-    products, no fused multiply-add)."""
+    """float32: the fused rotation gives the reference's numbers to float32 rounding."""
     q, k, v, cos, sin = _inputs(side=8, frames=2, num_exclude=3)
     with use_backend("reference", op="rope_attention"):
         expected = rope_attention(q, k, v, cos, sin, 3)
     with use_backend("cpp", op="rope_attention"):
         out = rope_attention(q, k, v, cos, sin, 3)
     assert (out - expected).abs().max() <= 1e-6 * expected.abs().max()
+
+
+@needs_cpp
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpp_fused_rotation_equals_rotating_first(dtype):
+    """The rotation fused into the layout passes gives apply_rope's numbers: bfloat16 inputs
+    the same attention, bit for bit, as the kernel run without rotation on inputs rotated
+    beforehand; float32 within an ulp of the rotation (aten's addcmul may fuse its
+    multiply-add, the kernel rounds each product)."""
+    from sam2_fast.modeling.position_encoding import apply_rope
+
+    q, k, v, cos, sin = _inputs(side=8, frames=3, num_exclude=5, d=40, dv=24, dtype=dtype)
+    n_rope = k.shape[2] - 5
+    q_rot = apply_rope(q, cos, sin)
+    k_rot = torch.cat([apply_rope(k[:, :, :n_rope].unflatten(2, (-1, 64)), cos, sin).flatten(2, 3), k[:, :, n_rope:]], 2)
+    fused = torch.ops.sam2_fast.flash_attention(q, k, v, cos, sin, n_rope, 0.3, 16, 32)
+    first = torch.ops.sam2_fast.flash_attention(q_rot, k_rot, v, None, None, 0, 0.3, 16, 32)
+    if dtype == torch.bfloat16:
+        assert torch.equal(fused, first)
+    else:
+        assert (fused - first).abs().max() <= 1e-6 * first.abs().max()
 
 
 @needs_cpp
