@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <memory>
 #include <type_traits>
@@ -453,6 +454,8 @@ std::string probe() {
   } catch (const c10::Error& e) {
     return std::string("oneDNN's micro-kernel for this dtype is unavailable: ") +
            e.what_without_backtrace();
+  } catch (const std::exception& e) {  // oneDNN's own errors ("could not generate a kernel")
+    return std::string("oneDNN's micro-kernel for this dtype is unavailable on this CPU: ") + e.what();
   }
   auto rot = [&](const T* x, int64_t pos, int64_t d) {
     const int64_t j = d / 2;

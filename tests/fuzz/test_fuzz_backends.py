@@ -65,6 +65,16 @@ SEEDS = st.integers(0, 2**32 - 1)
 ATTENTION_TOLERANCE = {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
 
 
+def _flash_unsupported(dtype: torch.dtype) -> bool:
+    """Whether the C++ flash kernel refuses ``dtype`` on this CPU (no AVX-512, or oneDNN has no
+    micro-kernel for it under this CPU / ``ONEDNN_MAX_CPU_ISA``): its ``cpp`` backends may then
+    refuse inputs of their domain."""
+    from sam2_fast._ext import load_extension
+    from sam2_fast.ops._common import flash_attention_refusal
+
+    return load_extension()[0] is None or flash_attention_refusal(dtype) is not None
+
+
 @dataclass(frozen=True)
 class Fuzzed:
     """How to fuzz one op: ``inputs(dtype)`` draws keyword arguments of ``call`` (the public
@@ -275,7 +285,8 @@ FUZZED: dict[str, Fuzzed] = {
         # on a GPU the kernel ships 16-bit only (float32 runs the reference)
         dtypes={"blocked": FLOATS[:2], "cpp": FLOATS[:2],
                 "triton": FLOATS if not torch.cuda.is_available() else FLOATS[1:]},
-        edge=lambda inputs: inputs["k"].shape[2] == 0,  # no keys: the kernels refuse
+        # no keys: the kernels refuse; the C++ kernel where this CPU lacks a micro-kernel
+        edge=lambda inputs: inputs["k"].shape[2] == 0 or _flash_unsupported(inputs["q"].dtype),
     ),
     "window_attention": Fuzzed(
         window_inputs, window_attention_in_bands_of_one_window_row,
@@ -283,7 +294,8 @@ FUZZED: dict[str, Fuzzed] = {
         assert_attention_close, dtypes={"*": FLOATS, "blocked": FLOATS[:2], "cpp": FLOATS[:2]},
         # the banded backend needs two rows of windows; the cpp kernel channel pairs
         edge=lambda inputs: (inputs["window_size"] == 0 or inputs["qkv"].shape[1] <= inputs["window_size"]
-                             or inputs["qkv"].shape[-1] // 3 // inputs["num_heads"] % 2 == 1),
+                             or inputs["qkv"].shape[-1] // 3 // inputs["num_heads"] % 2 == 1
+                             or _flash_unsupported(inputs["qkv"].dtype)),
     ),
 }
 
