@@ -360,9 +360,15 @@ def window_attention_blocked(
     """CPU, float32 or bfloat16: the reference's partition and pooling, with the attention as
     matrix products instead of torch's SDPA (whose CPU kernel runs small windows and bfloat16
     below the machine's GEMM rate); windowed inputs on the bands of :func:`window_attention_banded`."""
+    return _on_bands_when_windowed(qkv, num_heads, window_size, q_stride, qkv_bias, _attend_by_products)
+
+
+def _on_bands_when_windowed(qkv, num_heads, window_size, q_stride, qkv_bias, attend) -> torch.Tensor:
+    """:func:`_partitioned` with ``attend``: a global window (or one row of windows) whole,
+    windowed inputs on the bands of :func:`window_attention_banded`."""
     if window_size == 0 or qkv.shape[1] <= window_size:
-        return _partitioned(qkv, num_heads, window_size, q_stride, qkv_bias, _attend_by_products)
-    return _in_bands(qkv, num_heads, window_size, q_stride, qkv_bias, _attend_by_products)
+        return _partitioned(qkv, num_heads, window_size, q_stride, qkv_bias, attend)
+    return _in_bands(qkv, num_heads, window_size, q_stride, qkv_bias, attend)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,9 +407,7 @@ def window_attention_cpp(
     """CPU, float32 or bfloat16 with AVX-512: the reference's partition and pooling, the
     attention in the C++ flash kernel (a global window of Hiera-T at 1024, 4 heads of 96 over
     4096 tokens, bfloat16 on the AMX Xeon: 20-22 ms against 24 ms for torch's SDPA)."""
-    if window_size == 0 or qkv.shape[1] <= window_size:
-        return _partitioned(qkv, num_heads, window_size, q_stride, qkv_bias, _attend_flash)
-    return _in_bands(qkv, num_heads, window_size, q_stride, qkv_bias, _attend_flash)
+    return _on_bands_when_windowed(qkv, num_heads, window_size, q_stride, qkv_bias, _attend_flash)
 
 
 # ---------------------------------------------------------------------------------------------
