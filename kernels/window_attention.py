@@ -29,7 +29,7 @@ import triton.language as tl
 from sam2_fast.kernels._aot import AotSpec
 from sam2_fast.ops._triton import interpreting
 
-__all__ = ["aot_specs", "block_config", "head_chunks", "unsupported_reason", "window_attention_triton"]
+__all__ = ["SHIPPED", "aot_specs", "block_config", "head_chunks", "unsupported_reason", "window_attention_triton"]
 
 _TL_DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 _MAX_HEAD_DIM = 128  # BLOCK_D; larger tiles would spill
@@ -452,24 +452,19 @@ def window_attention_triton(
     return out
 
 
-def preset_configs(image_size: int = 1024) -> list[tuple[int, int, int, int, int]]:
-    """``(head_dim, window_size, q_stride, H, W)`` of every distinct kernel configuration that
-    the eight SAM 2 / 2.1 presets launch at ``image_size`` (``H, W``: the block's input grid,
-    which only global attention (window 0) depends on; 0 for windowed blocks)."""
-    from sam2_fast.modeling.config import PRESETS
-    from sam2_fast.modeling.hiera import Hiera
-
-    found = set()
-    for preset in PRESETS.values():
-        with torch.device("meta"):
-            trunk = Hiera(preset.trunk)
-        size = image_size // 4  # the patch embedding's stride
-        for block in trunk.blocks:
-            attn = block.attn
-            grid = (size, size) if attn.window_size == 0 else (0, 0)
-            found.add((attn.dim_out // attn.num_heads, attn.window_size, attn.q_stride, *grid))
-            size //= attn.q_stride
-    return sorted(found)
+#: ``(head_dim, window_size, q_stride, H, W)`` of every distinct kernel configuration that the
+#: eight SAM 2 / 2.1 presets launch at image size 1024 (``H, W``: the block's input grid, which
+#: only global attention (window 0) depends on; 0 for windowed blocks). The kernels know no
+#: model: ``sam2_fast.modeling.hiera.window_attention_launches`` derives this list from the
+#: presets and tests/ops/test_window_attention.py checks that the two agree.
+SHIPPED = (
+    (56, 0, 1, 64, 64), (56, 4, 1, 0, 0), (56, 4, 2, 0, 0), (56, 7, 1, 0, 0), (56, 8, 1, 0, 0),
+    (56, 8, 2, 0, 0), (56, 14, 1, 0, 0), (56, 14, 2, 0, 0),
+    (72, 0, 1, 64, 64), (72, 4, 1, 0, 0), (72, 4, 2, 0, 0), (72, 8, 1, 0, 0), (72, 8, 2, 0, 0),
+    (72, 16, 1, 0, 0), (72, 16, 2, 0, 0),
+    (96, 0, 1, 64, 64), (96, 4, 1, 0, 0), (96, 4, 2, 0, 0), (96, 7, 1, 0, 0), (96, 8, 1, 0, 0),
+    (96, 8, 2, 0, 0), (96, 14, 1, 0, 0), (96, 14, 2, 0, 0),
+)
 
 
 _INT_ARGS = (
@@ -528,5 +523,5 @@ def aot_spec(
 def aot_specs() -> list[AotSpec]:
     """Every configuration the SAM 2 / 2.1 presets launch at image size 1024, per dtype."""
     return [
-        aot_spec(*config, dtype) for config in preset_configs() for dtype in _TL_DTYPES
+        aot_spec(*config, dtype) for config in SHIPPED for dtype in _TL_DTYPES
     ]

@@ -24,7 +24,10 @@ package catches (``ValueError``, ``TypeError``, ``RuntimeError``, ``FileNotFound
 
 from __future__ import annotations
 
-from typing import Any
+from typing import List
+
+#: the entry-point group through which installed packages add model families (sam2_fast.zoo)
+ZOO_ENTRY_POINT_GROUP = "sam2_fast.zoo"
 
 
 class SAM2FastError(Exception):
@@ -59,6 +62,22 @@ class CheckpointError(SAM2FastError, RuntimeError):
     """A checkpoint file that cannot be read, or whose weights do not fit the model."""
 
 
+class UnknownModelError(InvalidInputError):
+    """A name that is neither a registered model nor one of its aliases."""
+
+    def __init__(self, name: str, suggestions: List[str], known: List[str]) -> None:
+        self.name = name
+        self.suggestions = suggestions
+        self.known = known
+        hint = f" Did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+        super().__init__(
+            f"unknown model {name!r}.{hint} Known models: {', '.join(known) or '(none)'}. "
+            "Hub ids (e.g. 'facebook/sam2.1-hiera-tiny') and official config names "
+            "(e.g. 'configs/sam2.1/sam2.1_hiera_t.yaml') work too; third-party families are "
+            f"added by installing a package with a {ZOO_ENTRY_POINT_GROUP!r} entry point."
+        )
+
+
 class UnsafeCheckpointError(CheckpointError):
     """A pickle that ``torch.load(weights_only=True)`` refused: it holds more than tensors."""
 
@@ -75,19 +94,9 @@ class BackendError(SAM2FastError, RuntimeError):
     """No backend can run an op on the given inputs, or a forced backend refuses them."""
 
 
-def __getattr__(name: str) -> Any:
-    # UnknownModelError lives with the model registry (sam2_fast.zoo), which names the
-    # entry-point group in its message
-    if name == "UnknownModelError":
-        from sam2_fast.zoo import UnknownModelError
-
-        return UnknownModelError
-    raise AttributeError(f"module 'sam2_fast.errors' has no attribute {name!r}")
-
-
 __all__ = [
     "SAM2FastError", "InvalidInputError", "OutOfRangeError", "UnknownObjectError", "InvalidTypeError",
-    "InvalidStateError",
+    "InvalidStateError", "UnknownModelError",
     "CheckpointError", "UnsafeCheckpointError", "CheckpointNotFoundError", "VideoReadError",
     "BackendError",
 ]

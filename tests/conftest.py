@@ -1,9 +1,11 @@
 """Shared fixtures. This file lives in tests/ (not at the repository root) and tests/ has no
 __init__.py, so pytest does not put the repository root on sys.path: ``import sam2_fast``
-imports the installed package (editable or not), with its compiled extension."""
+imports the installed package (editable or not) with its compiled extension, as users do."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -16,9 +18,30 @@ import pytest
 os.environ["SAM2_FAST_TUNE"] = "0"
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
-# `python -m pytest` run from the repository root puts the root first on sys.path; a
-# non-editable install must win over the source tree, which has no compiled extension.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _REPO_ROOT]
+
+
+def _check_the_installed_package_is_tested() -> None:
+    """``python -m pytest`` from the repository root puts the root first on sys.path: a
+    non-editable install would then be shadowed by the source tree, which has no compiled
+    extension and no ``sam2_fast.kernels`` / ``sam2_fast.zoo``. Say so instead of testing the
+    wrong code."""
+    spec = importlib.util.find_spec("sam2_fast")
+    if spec is None or spec.origin is None:
+        raise pytest.UsageError("sam2_fast is not installed: bash scripts/setup_env.sh --test")
+    try:
+        installed = Path(importlib.metadata.distribution("sam2-fast").locate_file("sam2_fast/__init__.py"))
+    except importlib.metadata.PackageNotFoundError:
+        raise pytest.UsageError("sam2_fast is not installed: bash scripts/setup_env.sh --test") from None
+    # an editable install has no copy of the package (its finder maps the source tree)
+    if installed.is_file() and installed.resolve() != Path(spec.origin).resolve():
+        raise pytest.UsageError(
+            f"sam2_fast is installed at {installed.parent} but would be imported from "
+            f"{Path(spec.origin).parent} (that folder is on sys.path, as `python -m pytest` puts "
+            "the current one): run `.venv/bin/pytest` or `python -P -m pytest`"
+        )
+
+
+_check_the_installed_package_is_tested()
 
 
 def _expect_cuda_build() -> bool:

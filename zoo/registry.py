@@ -28,13 +28,12 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from sam2_fast.errors import ZOO_ENTRY_POINT_GROUP, InvalidInputError, InvalidTypeError, UnknownModelError
 from sam2_fast.modeling.config import SAM2Config
-
-from sam2_fast.errors import InvalidInputError, InvalidTypeError
 
 logger = logging.getLogger(__name__)
 
-ENTRY_POINT_GROUP = "sam2_fast.zoo"
+ENTRY_POINT_GROUP = ZOO_ENTRY_POINT_GROUP
 
 StateDictConverter = Callable[[Mapping[str, Any]], Dict[str, Any]]
 
@@ -102,22 +101,6 @@ class ModelInfo:
         """Files to look for in the Hub repository, best first: safetensors, then the rest."""
         files = [*self.alt_filenames, *([self.filename] if self.filename else [])]
         return tuple(sorted(dict.fromkeys(files), key=lambda f: not f.endswith(".safetensors")))
-
-
-class UnknownModelError(InvalidInputError):
-    """A name that is neither a registered model nor one of its aliases."""
-
-    def __init__(self, name: str, suggestions: List[str], known: List[str]) -> None:
-        self.name = name
-        self.suggestions = suggestions
-        self.known = known
-        hint = f" Did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else ""
-        super().__init__(
-            f"unknown model {name!r}.{hint} Known models: {', '.join(known) or '(none)'}. "
-            "Hub ids (e.g. 'facebook/sam2.1-hiera-tiny') and official config names "
-            "(e.g. 'configs/sam2.1/sam2.1_hiera_t.yaml') work too; third-party families are "
-            f"added by installing a package with a {ENTRY_POINT_GROUP!r} entry point."
-        )
 
 
 def _normalize(name: str) -> str:

@@ -348,3 +348,23 @@ class Hiera(nn.Module):
             if i in self.stage_ends:
                 outputs.append(x.permute(0, 3, 1, 2))
         return outputs
+
+
+def window_attention_launches(image_size: int = 1024) -> List[Tuple[int, int, int, int, int]]:
+    """``(head_dim, window_size, q_stride, H, W)`` of every distinct window-attention call that
+    the SAM 2 / 2.1 presets make at ``image_size`` (``H, W``: the block's input grid, which
+    only global attention (window 0) depends on; 0 for windowed blocks): the configurations
+    the Triton kernel ships compiled (``sam2_fast.kernels.window_attention.SHIPPED``)."""
+    from sam2_fast.modeling.config import PRESETS
+
+    found = set()
+    for preset in PRESETS.values():
+        with torch.device("meta"):
+            trunk = Hiera(preset.trunk)
+        size = image_size // 4  # the patch embedding's stride
+        for block in trunk.blocks:
+            attn = block.attn
+            grid = (size, size) if attn.window_size == 0 else (0, 0)
+            found.add((attn.dim_out // attn.num_heads, attn.window_size, attn.q_stride, *grid))
+            size //= attn.q_stride
+    return sorted(found)

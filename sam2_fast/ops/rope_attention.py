@@ -21,7 +21,7 @@ Backends (the default order when nothing is measured; see :mod:`sam2_fast.ops._t
 * ``blocked``: CPU float32 / bfloat16, query blocks against all keys with one product each,
   softmax in place and the row sums from a column of ones appended to the values (torch's CPU
   SDPA cannot keep narrow values: it falls back to its math path);
-* ``reference``: rotate with :func:`~sam2_fast.modeling.position_encoding.apply_rope`, then
+* ``reference``: rotate with :func:`~sam2_fast.ops.rope.apply_rope`, then
   ``F.scaled_dot_product_attention``;
 * ``compiled``: ``torch.compile`` of the reference (only when forced).
 """
@@ -38,6 +38,7 @@ from sam2_fast.ops._blocked import DTYPES as blocked_dtypes
 from sam2_fast.ops._blocked import blocked_attention
 from sam2_fast.ops._common import extension_refusal, flash_attention_refusal, via_custom_op
 from sam2_fast.ops._dispatch import Op
+from sam2_fast.ops.rope import apply_rope, apply_rope_, axial_rope_cos_sin
 from sam2_fast.ops._tuning import size_class
 from sam2_fast.ops._triton import interpreter_untimed, triton_refusal
 
@@ -47,7 +48,6 @@ _FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _example(device: str) -> tuple:
-    from sam2_fast.modeling.position_encoding import axial_rope_cos_sin
 
     cos, sin = axial_rope_cos_sin(256, 64, 64, 10000.0, device=device)
     q = torch.zeros(1, 1, 4096, 256, device=device)
@@ -167,7 +167,6 @@ def _(q, k, v, cos, sin, num_k_exclude_rope, scale):
 def rotate_tokens(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_exclude: int = 0) -> torch.Tensor:
     """RoPE on ``x [B, heads, N, D]``: the first ``N - num_exclude`` tokens are copies of the
     ``cos/sin`` grid and are rotated, the rest are left as they are."""
-    from sam2_fast.modeling.position_encoding import apply_rope
 
     nq = cos.shape[0]
     n_rope = x.shape[2] - num_exclude
@@ -267,7 +266,6 @@ def rope_attention_blocked(q, k, v, cos, sin, num_k_exclude_rope=0, scale=None):
     queries one product against every key, an in-place softmax numerator, one product with
     ``[v, 1]`` that also yields the row sums. Narrow values stay narrow (torch's CPU SDPA
     falls back to its slow math path when the value width differs from the key width)."""
-    from sam2_fast.modeling.position_encoding import apply_rope_
 
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     b, h, nq, d = q.shape

@@ -451,3 +451,14 @@ def test_gpu_preference_follows_the_measurements(dtype, heads, dim, window, pref
     assert (reason is None) == preferred, reason
     on_cpu = SimpleNamespace(device=torch.device("cpu"), shape=(1, 64, 64, 3 * dim), dtype=dtype)
     assert _triton_preference(on_cpu, heads, window, 1, None) is None  # the interpreter
+
+
+def test_the_shipped_kernel_configurations_are_the_ones_the_presets_launch() -> None:
+    """The Triton kernel compiles ahead of time exactly the configurations the eight presets
+    launch at 1024 (the kernel module knows no model; the model derives its launches)."""
+    pytest.importorskip("triton")
+    from sam2_fast.kernels.window_attention import SHIPPED
+    from sam2_fast.modeling.hiera import window_attention_launches
+
+    assert sorted(SHIPPED) == window_attention_launches(1024)
+    assert window_attention_launches(512) != window_attention_launches(1024)  # the global grid moves
