@@ -39,7 +39,7 @@ import triton
 import triton.language as tl
 
 from sam2_fast.kernels._aot import AotSpec
-from sam2_fast.ops._triton import interpreting
+from sam2_fast.kernels._interpreter import interpreting
 
 __all__ = [
     "Tiles", "aot_specs", "block_config", "candidates", "num_splits", "rope_attention_triton", "rotate",

@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from sam2_fast.kernels._aot import AotSpec
-from sam2_fast.ops._triton import interpreting
+from sam2_fast.kernels._interpreter import interpreting
 
 __all__ = ["SHIPPED", "aot_specs", "block_config", "head_chunks", "unsupported_reason", "window_attention_triton"]
 

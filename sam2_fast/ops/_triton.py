@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import functools
 import importlib
-import os
 
 import torch
+
+from sam2_fast.kernels._interpreter import interpreting
 
 
 @functools.lru_cache(maxsize=1)
@@ -21,11 +22,6 @@ def _triton_import_error() -> str | None:
     except Exception as exc:  # a broken install raises more than ImportError
         return f"triton is not importable ({type(exc).__name__}: {exc})"
     return None
-
-
-def interpreting() -> bool:
-    """Whether Triton kernels run in the CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def triton_refusal(*tensors: torch.Tensor) -> str | None:
