@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2_fast.cli import DEFAULT_MODEL
-from sam2_fast.cli_track import _int_at_least, positive_int
+from sam2_fast.cli._args import DEFAULT_MODEL, _int_at_least, positive_int
+from sam2_fast.cli._shared import load_image, requested_random_weights_model
+
 
 def _unit_float(text: str) -> float:
     try:
@@ -37,7 +38,6 @@ def _non_negative_int(text: str) -> int:
 
 def _generator(args: argparse.Namespace):
     from sam2_fast.automatic_mask_generator import SAM2AutomaticMaskGenerator
-    from sam2_fast.cli import requested_random_weights_model
 
     options = dict(
         points_per_side=args.points_per_side,
@@ -65,8 +65,6 @@ def write_overlay(image: np.ndarray, records: list, path: Path) -> None:
 
 
 def cmd_amg(args: argparse.Namespace) -> int:
-    from sam2_fast.cli import load_image
-
     out = Path(args.out)
     if out.suffix.lower() != ".json":
         raise SystemExit(f"error: --out must name a .json file, got {args.out!r}")
@@ -87,7 +85,7 @@ def cmd_amg(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_amg_parser(sub) -> None:
+def add_parser(sub) -> None:
     """The ``amg`` subcommand of the ``sam2-fast`` parser."""
     p = sub.add_parser("amg", help="automatic mask generation: segment everything in an image")
     p.add_argument("image", metavar="IMAGE", help="input image (any format PIL reads)")

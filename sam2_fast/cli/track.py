@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from sam2_fast.cli import DEFAULT_MODEL, _numbers, requested_random_weights_model
+from sam2_fast.cli._args import DEFAULT_MODEL, _int_at_least, _numbers, positive_int
+from sam2_fast.cli._shared import requested_random_weights_model
 
 if TYPE_CHECKING:  # pragma: no cover - for type hints only (imports torch)
     from sam2_fast.predictors.video_io import FrameSource
@@ -64,20 +65,6 @@ def track_mask_arg(text: str) -> Tuple[int, str, int]:
     if not sep or not path or not frame.strip().isdigit():
         raise argparse.ArgumentTypeError(f"{option} expects an integer frame, a PNG path and an optional object id, got {text!r}")
     return int(frame), path, int(obj)
-
-
-def _int_at_least(text: str, minimum: int, what: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"expected {what} (an integer >= {minimum}), got {text!r}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    return _int_at_least(text, 1, "a count")
 
 
 def frame_index_arg(text: str) -> int:
@@ -402,7 +389,7 @@ def cmd_track(args: argparse.Namespace) -> int:
             close()
 
 
-def add_track_parser(sub) -> None:
+def add_parser(sub) -> None:
     """The ``track`` subcommand of the ``sam2-fast`` parser."""
     p = sub.add_parser("track", help="track objects through a video from clicks, boxes or masks")
     p.add_argument("video", metavar="VIDEO", help="a video file (PyAV) or a folder of JPEG/PNG frames named by number")

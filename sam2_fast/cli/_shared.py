@@ -1,0 +1,88 @@
+"""Work that several ``sam2-fast`` commands share: reading an image, building a model with
+random weights, segmenting one image and writing its PNGs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from sam2_fast.cli._args import DEFAULT_MODEL
+
+
+def load_image(path: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise SystemExit(f"error: IMAGE {path!r} does not exist or is not a file")
+    try:
+        with Image.open(p) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise SystemExit(f"error: IMAGE {path!r} could not be read as an image: {exc}") from None
+
+
+def segment(
+    predictor,
+    image: np.ndarray,
+    points: Optional[np.ndarray],
+    labels: Optional[np.ndarray],
+    box: Optional[np.ndarray],
+    multimask: bool,
+) -> Tuple[np.ndarray, float, dict]:
+    """Embed ``image``, predict, and return the best mask (bool ``[H, W]``), its predicted
+    IoU and timings in seconds."""
+    t0 = time.perf_counter()
+    predictor.set_image(image)
+    t1 = time.perf_counter()
+    masks, scores, _ = predictor.predict(
+        point_coords=points, point_labels=labels, box=box, multimask_output=multimask
+    )
+    t2 = time.perf_counter()
+    best = int(np.argmax(scores))
+    return masks[best] > 0.5, float(scores[best]), {"set_image": t1 - t0, "predict": t2 - t1}
+
+
+def write_outputs(image, mask, points, labels, box, mask_path: Path, overlay_path: Optional[Path]) -> None:
+    from sam2_fast.utils.visualize import overlay_masks, save_png
+
+    save_png(mask, mask_path)
+    if overlay_path is not None:
+        save_png(overlay_masks(image, [mask], points=points, labels=labels, boxes=box), overlay_path)
+
+
+def _random_weights_model(name: str, device, video: bool = False, overrides: Sequence[str] = ()):
+    """The ``name`` variant (zoo name or Hub id) with random weights (seed 0); ``overrides``
+    are official hydra-style config overrides."""
+    from sam2_fast import build_sam2, build_sam2_video_predictor
+    from sam2_fast.modeling.init import random_state_dict
+    from sam2_fast.zoo import get_model_info
+
+    build = build_sam2_video_predictor if video else build_sam2
+    model = build(name, device=device, hydra_overrides_extra=list(overrides))
+    model.load_state_dict(random_state_dict(get_model_info(name).config, seed=0))
+    return model
+
+
+def requested_random_weights_model(name: str, device, video: bool = False, overrides: Sequence[str] = ()):
+    """:func:`_random_weights_model` for a command's ``--random-weights``: refuses a checkpoint
+    file as ``--model`` and warns loudly that the masks are meaningless."""
+    if Path(name).exists():
+        raise SystemExit(
+            "error: --random-weights builds the variant named by --model with random weights: "
+            f"give a zoo name or Hub id (e.g. {DEFAULT_MODEL}), not the file {name!r}"
+        )
+    _warn_random_weights(
+        f"WARNING: --random-weights: {name!r} runs with RANDOM WEIGHTS, no checkpoint is\n"
+        "loaded: the masks are meaningless (this only tries out the pipeline)."
+    )
+    return _random_weights_model(name, device, video=video, overrides=overrides)
+
+
+def _warn_random_weights(message: str) -> None:
+    banner = "!" * 78
+    print(f"{banner}\n{message}\n{banner}", file=sys.stderr)
