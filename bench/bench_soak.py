@@ -5,7 +5,7 @@
 
 sam2.1-hiera-tiny with random weights at image size 64 on 96x128 generated frames, one
 thread (the bookkeeping, not the resolution, is what could leak; see
-``sam2_fast.utils.soak``): two objects all along and, every 50 frames, a third one added,
+``bench/soak_support.py``): two objects all along and, every 50 frames, a third one added,
 clicked again and removed. RSS is sampled every 5 frames after ``gc.collect()`` and
 ``malloc_trim(0)``; the statistics are over the second half of the run. Goal: flat (slope
 near 0 bytes/frame, session tensors the same from cycle to cycle). The samples, slope, growth
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from sam2_fast import SAM2StreamPredictor
-from sam2_fast.utils.soak import DEFAULT_MAX_SLOPE, SoakResult, run_soak, soak_video_predictor
+from soak_support import DEFAULT_MAX_SLOPE, SoakResult, run_soak, soak_video_predictor
 
 NUM_FRAMES = 2000
 IMAGE_SIZE = 64

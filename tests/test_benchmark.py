@@ -1,4 +1,4 @@
-"""``sam2-fast bench`` (sam2_fast.benchmark): timing helpers, FLOP counting of the fused ops,
+"""``sam2-fast bench`` (sam2_fast._bench.runner): timing helpers, FLOP counting of the fused ops,
 the table, and a short real run of this project's side."""
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from sam2_fast import benchmark
+from sam2_fast._bench import runner
 from sam2_fast.cli import main
 
 
 def test_interleaved_alternates_the_implementations_and_drops_warmups() -> None:
     calls: list[str] = []
-    times = benchmark.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
-                                  repeats=2, warmup=1)
+    times = runner.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                               repeats=2, warmup=1)
     assert calls == ["a", "b"] * 3
     assert [len(v) for v in times.values()] == [2, 2]
     assert all(t >= 0 for v in times.values() for t in v)
@@ -33,9 +33,9 @@ def test_window_attention_is_counted_like_explicit_attention(window, stride, win
     from sam2_fast.ops import window_attention
 
     qkv, bias = torch.randn(1, 10, 7, 3 * 24), torch.randn(3 * 24)
-    fused = benchmark.count_gflop(lambda: window_attention(qkv, 2, window, stride, bias))
+    fused = runner.count_gflop(lambda: window_attention(qkv, 2, window, stride, bias))
     q, k, v = torch.randn(windows, 2, queries, 12), torch.randn(windows, 2, keys, 12), torch.randn(windows, 2, keys, 12)
-    explicit = benchmark.count_gflop(lambda: (q @ k.transpose(-1, -2)).softmax(-1) @ v)
+    explicit = runner.count_gflop(lambda: (q @ k.transpose(-1, -2)).softmax(-1) @ v)
     assert fused > 0 and fused == pytest.approx(explicit)
 
 
@@ -45,22 +45,22 @@ def test_rope_attention_flops() -> None:
 
     q, k, v = torch.randn(2, 1, 16, 32), torch.randn(2, 1, 3 * 16 + 4, 32), torch.randn(2, 1, 3 * 16 + 4, 8)
     cos, sin = axial_rope_cos_sin(32, 4, 4, 10000.0)
-    gflop = benchmark.count_gflop(lambda: rope_attention(q, k, v, cos, sin, 4))
+    gflop = runner.count_gflop(lambda: rope_attention(q, k, v, cos, sin, 4))
     assert gflop * 1e9 == pytest.approx(2 * 2 * 16 * 52 * (32 + 8))
 
 
 def test_cpu_sdpa_is_counted() -> None:
     q, k, v = torch.randn(1, 2, 16, 8), torch.randn(1, 2, 20, 8), torch.randn(1, 2, 20, 4)
-    gflop = benchmark.count_gflop(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
+    gflop = runner.count_gflop(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
     assert gflop * 1e9 == pytest.approx(2 * 2 * 16 * 20 * (8 + 4))
 
 
 def test_table_has_ratios_and_fractions_of_the_peak() -> None:
     rows = [
-        benchmark.Result("set_image", 2.0, 4.0, gflop=300.0),
-        benchmark.Result("ours only", 0.5, None, note="this project only"),
+        runner.Result("set_image", 2.0, 4.0, gflop=300.0),
+        runner.Result("ours only", 0.5, None, note="this project only"),
     ]
-    table = benchmark.format_table(rows, {"fp32": 300e9, "bf16": 150e9}, "header")
+    table = runner.format_table(rows, {"fp32": 300e9, "bf16": 150e9}, "header")
     lines = table.splitlines()
     assert lines[0] == "header"
     assert lines[2].endswith("| % of GEMM peak (fp32) |")
@@ -70,9 +70,9 @@ def test_table_has_ratios_and_fractions_of_the_peak() -> None:
 
 def test_bad_arguments_are_named() -> None:
     with pytest.raises(ValueError, match=r"only: unknown benchmark\(s\) \['nope'\]"):
-        benchmark.run(only=["nope"])
+        runner.run(only=["nope"])
     with pytest.raises(ValueError, match="repeats must be an int >= 1, got 0"):
-        benchmark.run(only=["predict"], repeats=0)
+        runner.run(only=["predict"], repeats=0)
 
 
 def test_cli_rejects_unknown_benchmarks(capsys: pytest.CaptureFixture) -> None:
@@ -106,13 +106,13 @@ class _Modes:
 
 def test_fast_rows_take_the_faster_official_mode_as_their_baseline() -> None:
     times = {"ours": [1.0, 1.0, 1.0], "ours exact": [3.0] * 3, "official": [4.0] * 3, "official bf16": [2.0] * 3}
-    fast, exact = benchmark.mode_rows(_Modes(), "set_image", times, gflop=10.0)
+    fast, exact = runner.mode_rows(_Modes(), "set_image", times, gflop=10.0)
     assert fast.name == "set_image: fast mode (bfloat16) vs the faster official mode"
     assert (fast.ours, fast.official, fast.official_label, fast.ratio) == (1.0, 2.0, "official bf16", 2.0)
     assert exact.name == "set_image: exact fp32 vs official fp32"
     assert (exact.ours, exact.official, exact.ratio) == (3.0, 4.0, 4.0 / 3.0)
     times["official bf16"] = [5.0] * 3  # official fp32 is the faster mode there
-    fast, _ = benchmark.mode_rows(_Modes(), "set_image", times)
+    fast, _ = runner.mode_rows(_Modes(), "set_image", times)
     assert (fast.official, fast.official_label) == (4.0, "official fp32")
 
 
@@ -121,13 +121,13 @@ def test_without_a_16_bit_fast_mode_both_rows_share_the_samples() -> None:
         fast_name, fast_differs = "float32", False
 
     times = {"ours": [2.0], "official": [4.0], "official bf16": [6.0]}
-    fast, exact = benchmark.mode_rows(Exact(), "predict", times)
+    fast, exact = runner.mode_rows(Exact(), "predict", times)
     assert fast.ours == exact.ours == 2.0 and fast.ratio == exact.ratio == 2.0
 
 
 def test_the_machine_line_names_the_cpu_class_and_both_peaks(monkeypatch) -> None:
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
-    line = benchmark.machine_line({"fp32": 200e9, "bf16": 900e9})
+    line = runner.machine_line({"fp32": 200e9, "bf16": 900e9})
     assert "GEMM peak fp32 200 GFLOP/s, bf16 900 GFLOP/s" in line
     assert "ONEDNN_MAX_CPU_ISA=AVX2" in line and "torch threads" in line
     assert any(c in line for c in ("AMX", "AVX512-BF16, no AMX", "no AMX, no AVX512-BF16"))

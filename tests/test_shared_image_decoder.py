@@ -175,7 +175,7 @@ def test_compiled_upscaler_under_inference_mode(model, monkeypatch, extension):
 def test_compiled_upscaler_flop_formula_counts_the_loops_work(model, monkeypatch, extension):
     """sam2-fast bench counts FLOPs with FlopCounterMode, which sees the C++ op as one call:
     its registered formula gives what the Python loop's GEMMs count (within 1 %)."""
-    from sam2_fast.benchmark import count_gflop
+    from sam2_fast._bench.runner import count_gflop
 
     image, pe, sparse, dense, high_res = _inputs(model, 3, "box", seed=23)
     decoder = model.sam_mask_decoder

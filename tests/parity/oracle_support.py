@@ -80,11 +80,11 @@ def scipy_connected_components(mask: torch.Tensor):
 
 
 def official_video_predictor(name: str, state_dict, overrides=(), device: str = "cpu"):
-    """:func:`sam2_fast._official.official_video_predictor` (the fp32 memory shim) with the
+    """:func:`sam2_fast._bench.official.official_video_predictor` (the fp32 memory shim) with the
     official CUDA-only hole filling given the independent scipy labelling."""
     import sam2.utils.misc as official_misc
 
-    from sam2_fast._official import official_video_predictor as build
+    from sam2_fast._bench.official import official_video_predictor as build
 
     import_oracle()
     official_misc.get_connected_components = scipy_connected_components

@@ -1,5 +1,7 @@
 """Soak runs of the stream API: many frames through :class:`~sam2_fast.SAM2StreamPredictor`
 with the process's resident memory (RSS) sampled, to catch memory that grows with the stream.
+Measuring tooling, not library code: ``bench/bench_soak.py`` runs it on 2 000 frames,
+``tests/test_soak.py`` on 300.
 
 Usage::
 

@@ -185,7 +185,7 @@ class Session:
         self.fast_dtype = resolve_compute_dtype("auto", torch.device("cpu"))
         self.official_error: str | None = None
         if with_official:
-            from sam2_fast._official import OfficialUnavailable, import_official
+            from sam2_fast._bench.official import OfficialUnavailable, import_official
 
             try:
                 import_official()
@@ -222,7 +222,7 @@ class Session:
 
     def official(self):
         if self._official is None:
-            from sam2_fast._official import official_model
+            from sam2_fast._bench.official import official_model
 
             self._official = official_model(self.name, self.state_dict)
         return self._official
@@ -265,7 +265,7 @@ def bench_cold_start(s: Session) -> list[Result]:
     folder = Path(tempfile.mkdtemp(prefix="sam2_fast_bench_"))
     ckpt = folder / "model.pt"
     torch.save({"model": s.state_dict}, ckpt)
-    from sam2_fast._official import official_config
+    from sam2_fast._bench.official import official_config
 
     scripts = {
         "ours": f"from sam2_fast import build_sam2\nbuild_sam2({s.name!r}, {str(ckpt)!r}, device='cpu')",
@@ -387,7 +387,7 @@ def bench_video(s: Session, object_counts: Iterable[int] = (1, 8)) -> list[Resul
     if s.fast_differs:
         predictors["ours exact"] = (ours_predictor(None), False)
     if s.has_official:
-        from sam2_fast._official import official_video_predictor
+        from sam2_fast._bench.official import official_video_predictor
 
         official = official_video_predictor(s.name, sd)
         predictors["official"] = (official, False)
