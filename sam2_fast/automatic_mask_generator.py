@@ -233,10 +233,10 @@ class SAM2AutomaticMaskGenerator:
     def from_pretrained(cls, model_id: str, **kwargs: Any) -> "SAM2AutomaticMaskGenerator":
         """Load a model by Hub id, zoo name or checkpoint path. Generator options go to the
         generator, the rest (``device``, ``mode``...) to :func:`sam2_fast.build_sam2_hf`."""
-        from sam2_fast.build_sam import build_sam2_hf
+        from sam2_fast.factory import build_from_hub
 
         generator_kwargs = {k: kwargs.pop(k) for k in _GENERATOR_KWARGS if k in kwargs}
-        return cls(build_sam2_hf(model_id, **kwargs), **generator_kwargs)
+        return cls(build_from_hub(model_id, kwargs), **generator_kwargs)
 
     # ------------------------------------------------------------------ public
     @torch.no_grad()

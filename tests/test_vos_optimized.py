@@ -171,7 +171,7 @@ def test_hub_builder_passes_vos_optimized(monkeypatch, vos_optimized):
 
     built = SAM2Base.from_config(PRESETS[NAME])
     compiled = []
-    monkeypatch.setattr(build_sam, "_build_from_hub", lambda model_id, video, kwargs: built)
+    monkeypatch.setattr(build_sam, "build_from_hub", lambda model_id, kwargs, model_cls, video: built)
     monkeypatch.setattr(SAM2Base, "compile_components", lambda self, mode=None: compiled.append(self) or [])
     assert build_sam.build_sam2_video_predictor_hf("facebook/sam2.1-hiera-tiny", vos_optimized=vos_optimized) is built
     assert compiled == ([built] if vos_optimized else [])

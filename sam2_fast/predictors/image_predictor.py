@@ -167,10 +167,10 @@ class SAM2ImagePredictor:
         the predictor; the rest (``device``, ``mode``, ``apply_postprocessing``...) to
         :func:`sam2_fast.build_sam2_hf`.
         """
-        from sam2_fast.build_sam import build_sam2_hf
+        from sam2_fast.factory import build_from_hub
 
         predictor_kwargs = {k: kwargs.pop(k) for k in _PREDICTOR_KWARGS if k in kwargs}
-        return cls(build_sam2_hf(model_id, **kwargs), **predictor_kwargs)
+        return cls(build_from_hub(model_id, kwargs), **predictor_kwargs)
 
     @property
     def device(self) -> torch.device:

@@ -1,0 +1,157 @@
+"""The model factory: a SAM 2 model (or a subclass such as the video predictor) from a config,
+a zoo name, a Hub id or a checkpoint, on a device, in a compute precision. A leaf of the
+package: it imports the model, the zoo and checkpoint I/O, never a predictor, so predictors
+(``from_pretrained``) and the official-signature builders (:mod:`sam2_fast.build_sam`) both
+build on it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional, Sequence, Tuple, Type, Union
+
+import torch
+
+from sam2_fast.errors import InvalidInputError, InvalidTypeError
+from sam2_fast.modeling.config import SAM2Config
+from sam2_fast.modeling.sam2_base import SAM2Base
+
+logger = logging.getLogger(__name__)
+
+ConfigLike = Union[str, SAM2Config]
+DeviceLike = Union[str, torch.device, None]
+
+
+def resolve_device(device: DeviceLike) -> torch.device:
+    """``None``/``"auto"`` -> CUDA when available, else CPU; explicit devices are checked."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InvalidInputError(f"device: expected e.g. 'cpu', 'cuda', 'cuda:1' or None, got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device: {device!r} was requested but CUDA is not available "
+            f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
+            "pass device='cpu' or device=None to pick automatically"
+        )
+    return dev
+
+
+def _resolve_config(config_file: ConfigLike) -> Tuple[SAM2Config, Any]:
+    """(config, zoo ModelInfo or None) for a name, a SAM2Config or a ModelInfo."""
+    if isinstance(config_file, SAM2Config):
+        return config_file, None
+    if isinstance(getattr(config_file, "config", None), SAM2Config):
+        return config_file.config, config_file
+    if not isinstance(config_file, str):
+        raise InvalidTypeError(
+            f"config_file: expected a config name such as 'configs/sam2.1/sam2.1_hiera_t.yaml' "
+            f"or 'sam2.1-hiera-tiny', or a SAM2Config, got {type(config_file).__name__}"
+        )
+    from sam2_fast.zoo import get_model_info
+
+    info = get_model_info(config_file)
+    return info.config, info
+
+
+def build(
+    config_file: ConfigLike,
+    ckpt_path: Optional[Union[str, Path]],
+    device: DeviceLike,
+    mode: str,
+    hydra_overrides_extra: Optional[Sequence[str]],
+    apply_postprocessing: bool,
+    kwargs: dict,
+    state_dict: Optional[dict] = None,
+    model_cls: Type[SAM2Base] = SAM2Base,
+    video: bool = False,
+) -> SAM2Base:
+    """``model_cls`` built from ``config_file`` with the weights of ``ckpt_path`` /
+    ``state_dict`` (random weights when both are None). ``kwargs``: ``compute_dtype``,
+    ``tune`` (others are logged and ignored, as the official builders do with unknown
+    arguments). ``video``: ``apply_postprocessing`` also sets the video post-processing
+    options, as the official video builder does."""
+    if mode not in ("eval", "train"):
+        raise InvalidInputError(f"mode: expected 'eval' or 'train', got {mode!r}")
+    compute_dtype = kwargs.pop("compute_dtype", None)
+    tune = kwargs.pop("tune", None)
+    if tune is not None:
+        from sam2_fast.ops._tuning import _parse_mode
+
+        _parse_mode(tune, "tune")  # a bad value fails here, naming the argument
+    if kwargs:
+        logger.warning("build_sam2: ignoring unknown arguments %s", sorted(kwargs))
+    cfg, info = _resolve_config(config_file)
+    if apply_postprocessing:
+        cfg = cfg.with_postprocessing(video=video)
+    if hydra_overrides_extra:
+        cfg = cfg.with_overrides(hydra_overrides_extra)
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        from sam2_fast.allocator import keep_large_blocks
+
+        keep_large_blocks()
+
+    if ckpt_path is None and state_dict is None:
+        model = model_cls.from_config(cfg).to(dev)
+    else:
+        from sam2_fast.checkpoint import load_model_weights, read_state_dict
+
+        if state_dict is None:
+            state_dict = read_state_dict(ckpt_path)
+        from sam2_fast.modeling.common import meta_device
+
+        with meta_device():
+            model = model_cls.from_config(cfg)
+        load_model_weights(model, state_dict, info=info, assign=True, source=ckpt_path)
+        model = model.to(device=dev, dtype=torch.float32)
+    model.train(mode == "train")
+    model.set_compute_dtype(compute_dtype)
+    model.tune = tune
+    return model
+
+
+def compile_for_vos(model: SAM2Base) -> SAM2Base:
+    """``vos_optimized=True`` of the video builders: the model's components compiled with
+    ``torch.compile`` as the official VOS predictor does."""
+    names = model.compile_components()
+    logger.info(
+        "vos_optimized=True: compiling %s with torch.compile; the first frames are slow", ", ".join(names)
+    )
+    return model
+
+
+def build_from_hub(
+    model_id: str, kwargs: dict, model_cls: Type[SAM2Base] = SAM2Base, video: bool = False
+) -> SAM2Base:
+    """:func:`build` for a Hub id, zoo name or checkpoint path; ``kwargs`` holds
+    :func:`build`'s options by name (``device``, ``mode``, ``apply_postprocessing``...)."""
+    from sam2_fast.hub import resolve_checkpoint
+
+    ckpt_path, info = resolve_checkpoint(model_id)
+    state_dict = None
+    if info is None:
+        from sam2_fast.checkpoint import infer_variant, read_state_dict
+
+        state_dict = read_state_dict(ckpt_path)
+        info = infer_variant(state_dict)
+        if info is None:
+            raise InvalidInputError(
+                f"model_id: could not tell which SAM 2 variant {str(ckpt_path)!r} is; pass the "
+                "config explicitly, e.g. build_sam2('sam2.1-hiera-tiny', ckpt_path=...)"
+            )
+    return build(
+        info,
+        ckpt_path,
+        kwargs.pop("device", None),
+        kwargs.pop("mode", "eval"),
+        kwargs.pop("hydra_overrides_extra", None),
+        kwargs.pop("apply_postprocessing", True),
+        kwargs=kwargs,
+        state_dict=state_dict,
+        model_cls=model_cls,
+        video=video,
+    )
