@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from sam2_fast._bench import BENCHMARKS
 from sam2_fast.errors import InvalidInputError
 
-BENCHMARKS = ("cold_start", "set_image", "predict", "amg", "video")
 IMAGE_HW = (720, 1280)
 VIDEO_HW = (384, 512)
 WARM_FRAMES = 8  # frame 8 reads a full memory bank (the prompt frame + 6 previous frames)

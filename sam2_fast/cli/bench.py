@@ -12,7 +12,7 @@ from sam2_fast.cli._args import DEFAULT_MODEL
 
 
 def _benchmarks(text: str) -> List[str]:
-    from sam2_fast._bench.runner import BENCHMARKS
+    from sam2_fast._bench import BENCHMARKS
 
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -41,7 +41,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     """The ``bench`` subcommand of the ``sam2-fast`` parser."""
-    from sam2_fast._bench.runner import BENCHMARKS
+    from sam2_fast._bench import BENCHMARKS
 
     p = sub.add_parser("bench", help="this project vs the official sam2 package, side by side (CPU)")
     p.add_argument("--only", type=_benchmarks, default=list(BENCHMARKS),
