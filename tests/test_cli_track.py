@@ -20,7 +20,8 @@ from PIL import Image
 
 from cli_support import run_cli
 from sam2_fast.sample import sample_video_frame, sample_video_objects
-from sam2_fast.utils.rle import area, rle_to_bbox, rle_to_mask
+from sam2_fast.ops.rle import rle_area as area
+from sam2_fast.ops.rle import rle_to_bbox, rle_to_mask
 
 # pycocotools' Cython decode trips a numpy 2 deprecation of its own
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

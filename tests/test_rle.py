@@ -1,4 +1,4 @@
-"""COCO RLE (sam2_fast.utils.rle) is byte-for-byte pycocotools' format, both ways."""
+"""COCO RLE (sam2_fast.ops.rle, one mask at a time) is byte-for-byte pycocotools' format, both ways."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pycocotools.mask as coco
 import pytest
 
-from sam2_fast.utils.rle import area, mask_to_rle, mask_to_uncompressed_rle, rle_to_bbox, rle_to_mask
+from sam2_fast.ops.rle import mask_to_rle, mask_to_uncompressed_rle, rle_to_bbox, rle_to_mask
+from sam2_fast.ops.rle import rle_area as area
 
 # pycocotools' Cython decode trips a numpy 2 deprecation of its own
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -130,3 +131,13 @@ def test_rejects_masks_that_are_not_2d():
 def test_rejects_malformed_rles(rle, message):
     with pytest.raises(ValueError, match=message):
         rle_to_mask(rle)
+
+
+def test_the_old_module_path_is_the_same_api() -> None:
+    """``sam2_fast.utils.rle`` (documented in 0.1) names the functions of sam2_fast.ops.rle."""
+    import sam2_fast.ops.rle as api
+    import sam2_fast.utils.rle as old
+
+    assert old.mask_to_rle is api.mask_to_rle and old.rle_to_mask is api.rle_to_mask
+    assert old.area is api.rle_area and old.rle_to_bbox is api.rle_to_bbox
+    assert old.mask_to_uncompressed_rle is api.mask_to_uncompressed_rle

@@ -252,7 +252,7 @@ def write_annotations(
                           "segmentation": {"size": [H, W], "counts": str}, "area", "bbox"}]}
     """
     import sam2_fast
-    from sam2_fast.utils.rle import area, rle_to_bbox
+    from sam2_fast.ops.rle import rle_area, rle_to_bbox
 
     annotations = []
     for frame_idx in sorted(tracked):
@@ -264,7 +264,7 @@ def write_annotations(
                 "frame_index": frame_idx,
                 "obj_id": obj_id,
                 "segmentation": rle,
-                "area": area(rle),
+                "area": rle_area(rle),
                 "bbox": rle_to_bbox(rle).tolist(),
             })
     document = {
@@ -289,7 +289,7 @@ def write_overlay_video(
 ) -> str:
     """Encode the tracked frames, in frame order, with every object's mask in its own colour
     (and the clicks and boxes on the frames that have them); returns the codec used."""
-    from sam2_fast.utils.rle import rle_to_mask
+    from sam2_fast.ops.rle import rle_to_mask
     from sam2_fast.utils.video_writer import VideoWriter
     from sam2_fast.utils.visualize import overlay_masks
 
@@ -316,7 +316,7 @@ def _propagate(predictor, state: dict, passes: Sequence[Tuple[int, bool, int]], 
     come; a frame tracked again (by the backward pass) keeps its latest masks."""
     from tqdm import tqdm
 
-    from sam2_fast.utils.rle import mask_to_rle
+    from sam2_fast.ops.rle import mask_to_rle
     from sam2_fast.utils.visualize import save_png
 
     tracked: Tracked = {}

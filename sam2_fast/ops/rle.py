@@ -17,12 +17,15 @@ Ops, backends in order of preference:
 * ``rle_encode_compressed``: masks -> pycocotools' compressed strings (ASCII bytes), always on
   the CPU. ``cuda`` (the runs on the GPU, copied to the CPU and compressed there by the C++
   code: strings are short and end up as Python ``str``), ``cpp`` (runs and strings in one pass
-  per mask), ``reference`` (the torch runs, compressed by :mod:`sam2_fast.utils.rle`).
+  per mask), ``reference`` (the torch runs, compressed by the numpy reference).
 * ``rle_decode``: run lengths -> bool masks, on ``counts.device``. ``cpp``, ``reference``.
 
-The dict layer: :func:`masks_to_rle` (``mask_to_rle_pytorch`` / ``coco_encode_rle`` of official
-``sam2.utils.amg``), :func:`rle_to_masks` and :func:`rle_area`. The numpy reference of the format
-is :mod:`sam2_fast.utils.rle`; its helpers parse and check RLE dicts here.
+The dict layer, the one public RLE API of the package: batches with :func:`masks_to_rle`
+(``mask_to_rle_pytorch`` / ``coco_encode_rle`` of official ``sam2.utils.amg``) and
+:func:`rle_to_masks`; one mask with :func:`mask_to_rle` / :func:`mask_to_uncompressed_rle` and
+:func:`rle_to_mask` (numpy, no torch tensor needed); :func:`rle_area` and :func:`rle_to_bbox`
+(pycocotools' ``area`` / ``toBbox``). The numpy reference of the format is the private
+:mod:`sam2_fast.ops._rle_numpy`; its helpers parse and check RLE dicts here.
 """
 
 from __future__ import annotations
@@ -45,10 +48,14 @@ from sam2_fast.ops._common import (
     measured_slower_on_gpu,
 )
 from sam2_fast.ops._dispatch import Op
-from sam2_fast.utils.rle import RLE, compress_runs, rle_runs
-from sam2_fast.utils.rle import area as rle_area
+from sam2_fast.ops._rle_numpy import RLE, compress_runs, mask_to_rle, mask_to_uncompressed_rle, rle_runs
+from sam2_fast.ops._rle_numpy import area as rle_area
+from sam2_fast.ops._rle_numpy import rle_to_bbox, rle_to_mask
 
 __all__ = [
+    "RLE",
+    "mask_to_rle",
+    "mask_to_uncompressed_rle",
     "masks_to_rle",
     "rle_area",
     "rle_decode",
@@ -57,6 +64,8 @@ __all__ = [
     "rle_encode_compressed",
     "rle_encode_compressed_reference",
     "rle_encode_reference",
+    "rle_to_bbox",
+    "rle_to_mask",
     "rle_to_masks",
 ]
 
@@ -320,7 +329,7 @@ def rle_encode_reference(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 @rle_encode_compressed_op.register("reference")
 def rle_encode_compressed_reference(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`rle_encode_compressed` from :func:`rle_encode_reference`'s runs and the numpy
-    compression of :mod:`sam2_fast.utils.rle`; any device, result on the CPU."""
+    compression of the numpy reference; any device, result on the CPU."""
     counts, offsets = (t.cpu().numpy() for t in rle_encode_reference(masks))
     strings = [
         compress_runs(counts[a:b]).encode("ascii") for a, b in zip(offsets[:-1], offsets[1:])

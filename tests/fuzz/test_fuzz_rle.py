@@ -29,7 +29,7 @@ from sam2_fast.ops import (
     rle_to_masks,
     use_backend,
 )
-from sam2_fast.utils import rle as numpy_rle
+from sam2_fast.ops import _rle_numpy as numpy_rle
 from test_mask_ops import coco, official_rle, pycocotools_string, run, split
 
 # pycocotools' Cython decode trips a numpy 2 deprecation of its own
