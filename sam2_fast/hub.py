@@ -43,7 +43,7 @@ from huggingface_hub.utils import (
 )
 from huggingface_hub.utils import tqdm as hf_tqdm
 
-from sam2_fast.checkpoint import CHECKPOINT_SUFFIXES, PathLike
+from sam2_fast.state_dict_io import CHECKPOINT_SUFFIXES, PathLike
 from sam2_fast.zoo import ModelInfo, UnknownModelError, get_model_info
 from sam2_fast.errors import CheckpointNotFoundError
 
