@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from sam2_fast.errors import InvalidInputError, InvalidStateError, InvalidTypeError
-from sam2_fast.modeling.sam2_base import SAM2Base
+from sam2_fast.modeling.interface import PromptableImageModel, model_refusal
 from sam2_fast.ops._dispatch import Op
 from sam2_fast.ops._tuning import size_class
 from sam2_fast.precision import in_compute_dtype
@@ -121,7 +121,7 @@ class SAM2ImagePredictor:
 
     def __init__(
         self,
-        sam_model: SAM2Base,
+        sam_model: PromptableImageModel,
         mask_threshold: float = 0.0,
         max_hole_area: float = 0.0,
         max_sprinkle_area: float = 0.0,
@@ -129,14 +129,16 @@ class SAM2ImagePredictor:
     ) -> None:
         """
         Arguments:
-          sam_model: the SAM 2 model (from :func:`sam2_fast.build_sam2`).
+          sam_model: the SAM 2 model (from :func:`sam2_fast.build_sam2`), or any model with
+            the interface :class:`~sam2_fast.modeling.interface.PromptableImageModel`.
           mask_threshold: logits above it are foreground.
           max_hole_area: fill background regions of up to this many low-res pixels.
           max_sprinkle_area: remove foreground regions of up to this many low-res pixels.
         """
-        if not isinstance(sam_model, torch.nn.Module) or not hasattr(sam_model, "forward_image"):
+        missing = model_refusal(sam_model) if isinstance(sam_model, torch.nn.Module) else "not a torch module"
+        if missing is not None:
             raise InvalidTypeError(
-                f"sam_model: expected a SAM 2 model (from build_sam2), got {type(sam_model).__name__}"
+                f"sam_model: expected a SAM 2 model (from build_sam2), got {type(sam_model).__name__} ({missing})"
             )
         self.model = sam_model
         self._transforms = SAM2Transforms(
