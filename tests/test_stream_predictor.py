@@ -72,7 +72,7 @@ def test_stream_memory_is_constant(video_predictor):
         stream.track(sample_video_frame(f % 24, H, W))
         if f in (30, 45, 60):
             sizes[f] = stream.state_tensor_bytes()
-            held = [len(d["non_cond_frame_outputs"]) for d in stream.state["output_dict_per_obj"].values()]
+            held = [len(obj.outputs.non_cond_frame_outputs) for obj in stream.state.objects]
             assert max(held) <= video_predictor.max_obj_ptrs_in_encoder
     assert sizes[30] == sizes[45] == sizes[60], sizes
 

@@ -369,10 +369,10 @@ def profile_section(name: str) -> None:
         for _ in ours.propagate_in_video(state, max_frame_num_to_track=8):
             pass
         for _ in range(2):
-            state["cached_features"].clear()
+            state.cached_features.clear()
             for _ in ours.propagate_in_video(state, start_frame_idx=9, max_frame_num_to_track=0):
                 pass
-        state["cached_features"].clear()
+        state.cached_features.clear()
         sync()
         with profile(activities=activities) as prof:
             for _ in ours.propagate_in_video(state, start_frame_idx=9, max_frame_num_to_track=0):
@@ -423,7 +423,7 @@ def syncs_section(name: str) -> None:
                 ours.add_new_points_or_box(state, 0, k + 1, points=[(x + 7 * shift, y + 5 * shift)], labels=[1])
             for _ in ours.propagate_in_video(state, max_frame_num_to_track=8):
                 pass
-            state["cached_features"].clear()
+            state.cached_features.clear()
             sync()
             with warnings.catch_warnings():
                 warnings.simplefilter("always")
@@ -503,7 +503,7 @@ def vos_section(name: str) -> None:
                 state, masks[impl], fps[impl] = run(predictor, num_objects)
                 times = []
                 for _ in range(5):
-                    state["cached_features"].clear()
+                    state.cached_features.clear()
                     sync()
                     t0 = time.perf_counter()
                     for _ in predictor.propagate_in_video(state, start_frame_idx=8, max_frame_num_to_track=0):

@@ -22,7 +22,7 @@ latest frame and its image features, so memory use does not grow with the stream
 
 from __future__ import annotations
 
-from typing import Any, Hashable, List, Optional, Tuple
+from typing import Any, Hashable, List, Tuple
 
 import numpy as np
 import torch
@@ -30,7 +30,8 @@ import torch
 from sam2_fast.errors import InvalidInputError, InvalidStateError, InvalidTypeError
 from sam2_fast.precision import in_compute_dtype
 from sam2_fast.predictors.video_io import FrameSource, LazyVideoFrames, VideoReadError
-from sam2_fast.predictors.video_predictor import InferenceState, SAM2VideoPredictor, new_inference_state
+from sam2_fast.predictors.video_predictor import SAM2VideoPredictor
+from sam2_fast.predictors.video_state import InferenceState
 from sam2_fast.utils.validation import as_rgb_uint8
 
 # the stream's length is unknown: as long as any video the model was trained on
@@ -103,10 +104,11 @@ class SAM2StreamPredictor:
         model = self.predictor
         self._frames = StreamFrames(keep=2)
         device = model.device
-        self.state: InferenceState = new_inference_state(
+        self.state = InferenceState(
             LazyVideoFrames(self._frames, model.image_size, device=device, cache_size=1),
             num_frames=_UNBOUNDED_FRAMES,
-            video_hw=(0, 0),
+            video_height=0,
+            video_width=0,
             device=device,
             offload_state_to_cpu=self.offload_state_to_cpu,
         )
@@ -118,7 +120,7 @@ class SAM2StreamPredictor:
 
     @property
     def obj_ids(self) -> List[Hashable]:
-        return list(self.state["obj_ids"])
+        return self.state.obj_ids
 
     def _latest_frame(self) -> int:
         if self._frames.count == 0:
@@ -137,47 +139,23 @@ class SAM2StreamPredictor:
         """
         image = as_rgb_uint8(frame, "frame")
         model, state = self.predictor, self.state
-        if state["temp_output_dict_per_obj"] and any(
-            d["cond_frame_outputs"] or d["non_cond_frame_outputs"]
-            for d in state["temp_output_dict_per_obj"].values()
-        ):
+        if state.has_temp_outputs():
             # encode the memories of the prompts given on the previous frame
             model.propagate_in_video_preflight(state)
         frame_idx = self._frames.append(image)
         if frame_idx == 0:
-            state["video_height"], state["video_width"] = self._frames.height, self._frames.width
-        if model._get_obj_num(state) == 0:
-            h, w = state["video_height"], state["video_width"]
-            return [], torch.zeros(0, 1, h, w, device=state["device"])
+            state.video_height, state.video_width = self._frames.height, self._frames.width
+        if state.num_objects == 0:
+            return [], torch.zeros(0, 1, *state.video_hw, device=state.device)
         masks = model._propagate_frame(state, frame_idx, reverse=False)
-        self._forget_old_memories(frame_idx)
+        # drop what no later frame reads: memories outside the spatial window (strided
+        # num_maskmem frames) and the object-pointer window, old tracking marks and prompts
+        state.forget_old_frames(
+            frame_idx,
+            spatial_window=model.memory_temporal_stride_for_eval * model.num_maskmem + 1,
+            pointer_window=model.max_obj_ptrs_in_encoder,
+        )
         return self.obj_ids, masks
-
-    def _forget_old_memories(self, frame_idx: int) -> None:
-        """Drop what no later frame can read: spatial memories older than the memory
-        window, outputs older than the object-pointer window, old tracking marks and prompts."""
-        model = self.predictor
-        stride = model.memory_temporal_stride_for_eval
-        spatial_window = stride * model.num_maskmem + 1
-        pointer_window = model.max_obj_ptrs_in_encoder
-        for obj_idx, output_dict in self.state["output_dict_per_obj"].items():
-            non_cond = output_dict["non_cond_frame_outputs"]
-            for t in [t for t in non_cond if t <= frame_idx - pointer_window]:
-                del non_cond[t]
-            old = frame_idx - spatial_window
-            if old in non_cond and non_cond[old].get("maskmem_features") is not None:
-                # keep only the object pointer of frames outside the spatial window
-                non_cond[old] = {**non_cond[old], "maskmem_features": None, "pred_masks": None}
-            tracked = self.state["frames_tracked_per_obj"][obj_idx]
-            cond = output_dict["cond_frame_outputs"]
-            for t in [t for t in tracked if t < frame_idx - 1 and t not in cond]:
-                del tracked[t]
-            # prompts are only added on the latest frame: older clicks / masks are never read
-            # again (a 1024x1024 float mask per correction otherwise stays for good)
-            for key in ("point_inputs_per_obj", "mask_inputs_per_obj"):
-                inputs = self.state[key][obj_idx]
-                for t in [t for t in inputs if t < frame_idx - 1]:
-                    del inputs[t]
 
     # ------------------------------------------------------------------ prompts
     @in_compute_dtype
@@ -210,28 +188,10 @@ class SAM2StreamPredictor:
     @in_compute_dtype
     def remove_object(self, obj_id: Hashable) -> List[Hashable]:
         """Stop tracking ``obj_id`` (a KeyError if it is unknown); returns the remaining ids."""
-        self.predictor._existing_obj_idx(self.state, obj_id)
+        self.state.existing_index(obj_id)
         obj_ids, _ = self.predictor.remove_object(self.state, obj_id, need_output=False)
         return list(obj_ids)
 
     def state_tensor_bytes(self) -> int:
         """Bytes of all tensors held by the session (distinct storages), for monitoring."""
-        seen, total = set(), 0
-
-        def visit(value: Optional[Any]) -> None:
-            nonlocal total
-            if isinstance(value, torch.Tensor):
-                key = (value.untyped_storage().data_ptr(), value.device)
-                if key not in seen:
-                    seen.add(key)
-                    total += value.untyped_storage().nbytes()
-            elif isinstance(value, dict):
-                for v in value.values():
-                    visit(v)
-            elif isinstance(value, (list, tuple)):
-                for v in value:
-                    visit(v)
-
-        visit({k: v for k, v in self.state.items() if k != "images"})
-        visit(list(self.state["images"]._cache.values()))
-        return total
+        return self.state.tensor_bytes()
