@@ -11,8 +11,9 @@ Thresholds (issue [2/6]): per (frame, object) mask IoU, mean >= 0.99 and min >= 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Any, Dict, Iterator, Tuple
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from oracle_support import import_oracle, official_video_predictor
 from sam2_fast import build_sam2_video_predictor
 from sam2_fast.modeling.config import PRESETS
 from sam2_fast.modeling.init import random_state_dict
+from sam2_fast.predictors.video_state import OFFICIAL_KEYS
 from sam2_fast.sample import sample_video_frame, sample_video_objects
 
 NAME = "sam2.1-hiera-tiny"
@@ -274,3 +276,85 @@ def test_tracking_with_the_triton_rope_attention_matches_official(frames_dir, tr
     # float32 on both sides: the logits too (rotating the object pointers, a mistake that
     # keeps every IoU above 0.98, moves them by 1.7e-2)
     assert rel <= 1e-3, f"video-resolution logits rel L2 {rel:.2e}"
+
+
+def layout(value: Any) -> Any:
+    """The nested structure of a state value: dict keys, list lengths and tensor shapes
+    (dtypes aside: the oracle's memories are handed back as float32, see
+    ``official_video_predictor``)."""
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.shape))
+    if isinstance(value, Mapping):
+        return {k: layout(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [layout(v) for v in value]
+    return value
+
+
+def tensors(value: Any, path: str = "") -> Iterator[Tuple[str, torch.Tensor]]:
+    """Every tensor in a nested state value, with its path."""
+    if isinstance(value, torch.Tensor):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from tensors(v, f"{path}[{k!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from tensors(v, f"{path}[{i}]")
+
+
+def prompt_and_track(predictor, video):
+    """A mask prompt and a click on two frames, tracking over 5 frames, then a correction
+    click on a tracked frame and a box on a new frame (both not tracked yet)."""
+    state = predictor.init_state(str(video))
+    at0 = sample_video_objects(0, H, W)
+    yy, xx = np.mgrid[:H, :W]
+    predictor.add_new_points_or_box(state, 0, 1, points=[at0["disc"]], labels=[1])
+    predictor.add_new_mask(state, 1, 7, (xx - at0["triangle"][0]) ** 2 + (yy - at0["triangle"][1]) ** 2 <= 30**2)
+    for _ in predictor.propagate_in_video(state, max_frame_num_to_track=4):
+        pass
+    at3 = sample_video_objects(3, H, W)["disc"]
+    predictor.add_new_points_or_box(state, 3, 1, points=[(at3[0] + 4, at3[1])], labels=[1], clear_old_points=False)
+    predictor.add_new_points_or_box(state, 6, 2, box=box_around(sample_video_objects(6, H, W)["square"]))
+    return state
+
+
+def test_inference_state_keys_hold_what_the_official_ones_hold(frames_dir):
+    """Code written for the official package reads ``inference_state[key]``: every official
+    key reads on ours, in the official order, with the same structure (objects, frames,
+    output keys, tensor shapes) and the same values (prompts, images, constants exactly up to
+    float rounding; stored masks within the parity thresholds). Stored memories are bfloat16
+    as in the official package (its test shim hands them back as float32); this project
+    keeps image features of the last ``feature_cache_size`` frames where it keeps the last one."""
+    ours, official = build_pair(128, video_weights(seed=5))  # the code paths of 1024
+    with torch.inference_mode():
+        mine, ref = prompt_and_track(ours, frames_dir), prompt_and_track(official, frames_dir)
+    assert list(mine.keys()) == list(ref.keys()) == list(OFFICIAL_KEYS)
+    assert all(key in mine and mine.get(key) is not None for key in ref)
+    for key in ("num_frames", "offload_video_to_cpu", "offload_state_to_cpu", "video_height", "video_width",
+                "device", "storage_device", "obj_ids", "obj_id_to_idx", "obj_idx_to_id", "frames_tracked_per_obj"):
+        assert mine[key] == ref[key], key
+    assert mine["obj_ids"] == [1, 7, 2] and len(mine["images"]) == len(ref["images"]) == mine["num_frames"]
+    for f in range(mine["num_frames"]):
+        torch.testing.assert_close(mine["images"][f], ref["images"][f], msg=lambda m: f"images[{f}]: {m}")
+    for key in ("point_inputs_per_obj", "mask_inputs_per_obj", "constants"):
+        assert layout(mine[key]) == layout(ref[key]), key
+        for (path, a), (_, b) in zip(tensors(mine[key]), tensors(ref[key])):
+            torch.testing.assert_close(a, b, msg=lambda m: f"{key}{path}: {m}")
+    masks_mine, masks_ref = {}, {}
+    for key in ("output_dict_per_obj", "temp_output_dict_per_obj"):
+        assert layout(mine[key]) == layout(ref[key]), key
+        for obj_idx, outputs in ref[key].items():
+            for kind, by_frame in outputs.items():
+                for f, out in by_frame.items():
+                    masks_mine[key, obj_idx, kind, f] = mine[key][obj_idx][kind][f]["pred_masks"]
+                    masks_ref[key, obj_idx, kind, f] = out["pred_masks"]
+                    features = mine[key][obj_idx][kind][f]["maskmem_features"]
+                    assert features is None or features.dtype == torch.bfloat16
+    assert any(not o.temp_outputs.is_empty() for o in mine.objects), "the scenario should leave prompts to encode"
+    ious, _ = mask_ious(masks_mine, masks_ref)
+    assert ious.mean() >= IOU_MEAN and ious.min() >= IOU_MIN, (ious.mean(), ious.min())
+    assert set(ref["cached_features"]) <= set(mine["cached_features"])
+    for f, (image, backbone_out) in ref["cached_features"].items():
+        assert layout(mine["cached_features"][f][1]) == layout(backbone_out)
+        torch.testing.assert_close(mine["cached_features"][f][0], image)
