@@ -27,9 +27,8 @@ diff and the variant the checkpoint looks like.
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -45,59 +44,40 @@ from sam2_fast.state_dict_io import (  # noqa: F401  (read_state_dict, group_key
     read_state_dict,
     write_state_dict,
 )
-from sam2_fast.zoo import ModelInfo, iter_model_infos
-from sam2_fast.zoo.sam2 import detect_layout, to_transformers_key
+from sam2_fast.zoo import Family, ModelInfo, get_family, iter_model_infos, list_families
+from sam2_fast.zoo.sam2 import detect_layout
 
 logger = logging.getLogger(__name__)
-
-# Keys that identify the variant (official names; transformers names derived from them).
-_PATCH_EMBED = "image_encoder.trunk.patch_embed.proj.weight"
-_BLOCKS = "image_encoder.trunk.blocks."
-_NO_OBJ_EMBED = "no_obj_embed_spatial"
-
-
-
 
 # --------------------------------------------------------------------------------------------
 # variants
 
 
-def _variant_features(state_dict: Mapping[str, Any]) -> Optional[Tuple[int, int, bool]]:
-    """(trunk embed dim, trunk block count, has no_obj_embed_spatial), in either key layout."""
-    names = (_PATCH_EMBED, _BLOCKS, _NO_OBJ_EMBED)
-    if detect_layout(state_dict) == "transformers":
-        names = tuple(to_transformers_key(n) for n in names)
-    patch, block_prefix, no_obj = names
-    weight = state_dict.get(patch)
-    if weight is None or not hasattr(weight, "shape") or len(weight.shape) != 4:
-        return None
-    block = re.compile(re.escape(block_prefix) + r"(\d+)\.")
-    blocks = {int(m.group(1)) for m in map(block.match, state_dict) if m}
-    return int(weight.shape[0]), (max(blocks) + 1 if blocks else 0), no_obj in state_dict
-
-
-def _describe_features(features: Tuple[int, int, bool]) -> str:
-    embed_dim, blocks, no_obj = features
-    release = (
-        "SAM 2.1 (has no_obj_embed_spatial)" if no_obj else "SAM 2.0 (no no_obj_embed_spatial)"
-    )
-    return f"trunk embed_dim {embed_dim}, {blocks} trunk blocks, {release}"
-
-
 def infer_variant(state_dict: Mapping[str, Any]) -> Optional[ModelInfo]:
     """The registered variant whose architecture matches the weights, or None.
 
-    Looks at the trunk width (patch embedding), the number of trunk blocks and whether
-    ``no_obj_embed_spatial`` exists (SAM 2.1); works for the official and the transformers
-    layouts. Built-in variants win over plugin variants of the same architecture.
+    Each variant's family compares the fingerprint of the weights with its config's (SAM 2:
+    the trunk width, the number of trunk blocks and whether ``no_obj_embed_spatial`` exists
+    (SAM 2.1), in the official and the transformers layouts). Built-in variants win over
+    plugin variants of the same architecture.
     """
-    features = _variant_features(state_dict)
-    if features is None:
-        return None
+    prints: Dict[str, Any] = {}  # family name -> fingerprint of the weights
     for info in iter_model_infos():
-        cfg = info.config
-        if (cfg.trunk.embed_dim, sum(cfg.trunk.stages), cfg.no_obj_embed_spatial) == features:
+        family = get_family(info)
+        if family.name not in prints:
+            prints[family.name] = family.fingerprint(state_dict)
+        if prints[family.name] is not None and prints[family.name] == family.config_fingerprint(info.config):
             return info
+    return None
+
+
+def _fingerprint(state_dict: Mapping[str, Any]) -> Optional[Tuple[Family, Any]]:
+    """The first registered family that recognises the weights, with their fingerprint."""
+    for name in list_families():
+        family = get_family(name)
+        found = family.fingerprint(state_dict)
+        if found is not None:
+            return family, found
     return None
 
 
@@ -195,15 +175,16 @@ def _mismatch_message(
 
 
 def _variant_hint(state_dict: Mapping[str, Any], model_name: Optional[str]) -> str:
-    features = _variant_features(state_dict)
-    if features is None:
+    found = _fingerprint(state_dict)
+    if found is None:
         prefixes = sorted({k.split(".")[0] for k in state_dict})[:6]
         return (
             "no SAM 2 image-encoder weights were found in the checkpoint (its keys start with "
             f"{', '.join(prefixes) or 'nothing'}); is it a SAM 2 checkpoint?"
         )
     looks = infer_variant(state_dict)
-    described = _describe_features(features)
+    family, features = found
+    described = family.describe(features)
     if looks is None:
         return f"the checkpoint ({described}) does not look like any registered variant."
     if looks.name == model_name:

@@ -40,21 +40,23 @@ def resolve_device(device: DeviceLike) -> torch.device:
     return dev
 
 
-def _resolve_config(config_file: ConfigLike) -> Tuple[SAM2Config, Any]:
-    """(config, zoo ModelInfo or None) for a name, a SAM2Config or a ModelInfo."""
-    if isinstance(config_file, SAM2Config):
-        return config_file, None
-    if isinstance(getattr(config_file, "config", None), SAM2Config):
-        return config_file.config, config_file
-    if not isinstance(config_file, str):
+def _resolve_config(config_file: ConfigLike) -> Tuple[Any, Any, Any]:
+    """(config, zoo ModelInfo or None, its Family) for a name, a ModelInfo or the config of
+    any registered family (a SAM2Config for SAM 2)."""
+    from sam2_fast.zoo import ModelInfo, get_family, get_model_info
+
+    if isinstance(config_file, ModelInfo):
+        return config_file.config, config_file, get_family(config_file)
+    if isinstance(config_file, str):
+        info = get_model_info(config_file)
+        return info.config, info, get_family(info)
+    try:
+        return config_file, None, get_family(config_file)
+    except InvalidTypeError:
         raise InvalidTypeError(
             f"config_file: expected a config name such as 'configs/sam2.1/sam2.1_hiera_t.yaml' "
             f"or 'sam2.1-hiera-tiny', or a SAM2Config, got {type(config_file).__name__}"
-        )
-    from sam2_fast.zoo import get_model_info
-
-    info = get_model_info(config_file)
-    return info.config, info
+        ) from None
 
 
 def build(
@@ -66,10 +68,11 @@ def build(
     apply_postprocessing: bool,
     kwargs: dict,
     state_dict: Optional[dict] = None,
-    model_cls: Type[SAM2Base] = SAM2Base,
+    model_cls: Optional[Type[SAM2Base]] = None,
     video: bool = False,
 ) -> SAM2Base:
-    """``model_cls`` built from ``config_file`` with the weights of ``ckpt_path`` /
+    """The model of ``config_file`` -- built by its zoo family, or ``model_cls.from_config``
+    (a subclass such as the video predictor) -- with the weights of ``ckpt_path`` /
     ``state_dict`` (random weights when both are None). ``kwargs``: ``compute_dtype``,
     ``tune`` (others are logged and ignored, as the official builders do with unknown
     arguments). ``video``: ``apply_postprocessing`` also sets the video post-processing
@@ -84,10 +87,16 @@ def build(
         _parse_mode(tune, "tune")  # a bad value fails here, naming the argument
     if kwargs:
         logger.warning("build_sam2: ignoring unknown arguments %s", sorted(kwargs))
-    cfg, info = _resolve_config(config_file)
-    if apply_postprocessing:
+    cfg, info, family = _resolve_config(config_file)
+    construct = family.build if model_cls is None else model_cls.from_config
+    if apply_postprocessing and hasattr(cfg, "with_postprocessing"):  # a family may have none
         cfg = cfg.with_postprocessing(video=video)
     if hydra_overrides_extra:
+        if not hasattr(cfg, "with_overrides"):
+            raise InvalidInputError(
+                f"hydra_overrides_extra: the {family.name!r} family's config "
+                f"({type(cfg).__name__}) takes no override strings"
+            )
         cfg = cfg.with_overrides(hydra_overrides_extra)
     dev = resolve_device(device)
     if dev.type == "cpu":
@@ -96,7 +105,7 @@ def build(
         keep_large_blocks()
 
     if ckpt_path is None and state_dict is None:
-        model = model_cls.from_config(cfg).to(dev)
+        model = construct(cfg).to(dev)
     else:
         from sam2_fast.checkpoint import load_model_weights, read_state_dict
 
@@ -105,7 +114,7 @@ def build(
         from sam2_fast.modeling.common import meta_device
 
         with meta_device():
-            model = model_cls.from_config(cfg)
+            model = construct(cfg)
         load_model_weights(model, state_dict, info=info, assign=True, source=ckpt_path)
         model = model.to(device=dev, dtype=torch.float32)
     model.train(mode == "train")
@@ -125,7 +134,7 @@ def compile_for_vos(model: SAM2Base) -> SAM2Base:
 
 
 def build_from_hub(
-    model_id: str, kwargs: dict, model_cls: Type[SAM2Base] = SAM2Base, video: bool = False
+    model_id: str, kwargs: dict, model_cls: Optional[Type[SAM2Base]] = None, video: bool = False
 ) -> SAM2Base:
     """:func:`build` for a Hub id, zoo name or checkpoint path; ``kwargs`` holds
     :func:`build`'s options by name (``device``, ``mode``, ``apply_postprocessing``...)."""

@@ -145,8 +145,14 @@ def test_register_refuses_a_name_or_alias_of_another_model() -> None:
 def test_model_info_checks_its_fields() -> None:
     with pytest.raises(ValueError, match="both hub_repo_id and filename"):
         ModelInfo(name="x", family="f", config=PRESETS["sam2.1-hiera-tiny"], hub_repo_id="a/b")
-    with pytest.raises(TypeError, match="SAM2Config"):
-        ModelInfo(name="x", family="f", config={"embed_dim": 96})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="config is required"):
+        ModelInfo(name="x", family="f", config=None)
+    # registering checks the config against the family (the family may register first)
+    with pytest.raises(TypeError, match=r"config must be a SAM2Config \(family 'sam2'\), got dict"):
+        register(ModelInfo(name="x", family="sam2", config={"embed_dim": 96}))
+    with pytest.raises(TypeError, match="config must be a SAM2Config"):
+        register(ModelInfo(name="x", family="f", config={"embed_dim": 96}))
+    assert "x" not in list_models()
 
 
 def test_hub_filenames_put_safetensors_first() -> None:
@@ -262,3 +268,92 @@ def test_entry_point_plugins_register_lazily_and_a_broken_one_only_warns(tmp_pat
     warning = probe["warnings"][0]
     assert "broken = broken_zoo:register_models" in warning and "beta_zoo 1.0" in warning
     assert "this plugin needs a package that is not installed" in warning
+
+
+_FAMILY_PLUGIN = """
+    from dataclasses import dataclass, replace
+
+    from sam2_fast.modeling.config import PRESETS, SAM2Config
+    from sam2_fast.zoo import Family, ModelInfo
+
+
+    @dataclass(frozen=True)
+    class TinyNetConfig:
+        # a family's own config type: not a SAM2Config
+        base: SAM2Config
+        memory_frames: int
+
+
+    def build(config):
+        from sam2_fast.modeling.sam2_base import SAM2Base
+
+        model = SAM2Base.from_config(replace(config.base, num_maskmem=config.memory_frames))
+        model.built_by = "tinynet"
+        return model
+
+
+    def fingerprint(state_dict):
+        # this family's checkpoints name their width in a key of their own
+        marker = state_dict.get("tinynet.width")
+        return None if marker is None else int(marker.shape[0])
+
+
+    def models():
+        config = TinyNetConfig(PRESETS["sam2.1-hiera-tiny"], memory_frames=3)
+        return [
+            Family(name="tinynet", config_type=TinyNetConfig, build=build, fingerprint=fingerprint,
+                   config_fingerprint=lambda c: c.base.trunk.embed_dim,
+                   describe=lambda width: f"tinynet of width {width}"),
+            ModelInfo(name="tinynet-3", family="tinynet", config=config),
+        ]
+"""
+
+_PROBE_FAMILY = """
+    import json
+    import numpy as np
+    import torch
+    from sam2_fast import SAM2ImagePredictor, build_sam2
+    from sam2_fast.checkpoint import infer_variant
+    from sam2_fast.errors import InvalidTypeError
+    from sam2_fast.modeling.config import PRESETS
+    from sam2_fast.zoo import ModelInfo, list_families, list_models, register
+
+    model = build_sam2("tinynet-3", device="cpu")
+    predictor = SAM2ImagePredictor(model)
+    predictor.set_image(np.zeros((64, 80, 3), np.uint8))
+    masks, scores, _ = predictor.predict(point_coords=np.array([[10.0, 20.0]]), point_labels=np.array([1]))
+    sd = {"tinynet.width": torch.zeros(96)}
+    try:  # a variant of the family must carry the family's config type
+        register(ModelInfo(name="tinynet-bad", family="tinynet", config=PRESETS["sam2.1-hiera-tiny"]))
+        refused = ""
+    except InvalidTypeError as exc:
+        refused = str(exc)
+    print(json.dumps({
+        "families": list_families(),
+        "built_by": getattr(model, "built_by", None),
+        "num_maskmem": model.num_maskmem,
+        "masks": list(masks.shape),
+        "inferred": infer_variant(sd).name,
+        "plain": infer_variant(model.state_dict()).name,
+        "refused": refused,
+        "in_list": "tinynet-3" in list_models(),
+        "bad_in_list": "tinynet-bad" in list_models(),
+    }))
+"""
+
+
+def test_a_third_party_family_registers_through_an_entry_point_and_builds(tmp_path: Path) -> None:
+    """A plugin family with its own config type: the factory builds it with the family's
+    builder, the image predictor runs on it, and checkpoints are recognised by its fingerprint."""
+    _install_plugin(tmp_path, "tinynet_zoo", """
+        [sam2_fast.zoo]
+        tinynet = tinynet_zoo:models
+        """, {"tinynet_zoo": _FAMILY_PLUGIN})
+    probe = _run_python(_PROBE_FAMILY, pythonpath=tmp_path)
+    assert probe["families"] == ["sam2", "tinynet"]
+    assert probe["built_by"] == "tinynet" and probe["num_maskmem"] == 3
+    assert probe["masks"] == [3, 64, 80]
+    assert probe["inferred"] == "tinynet-3"  # recognised by the plugin family's fingerprint
+    assert probe["plain"] == "sam2.1-hiera-tiny"  # without it: the built-in family's
+    assert "config must be a TinyNetConfig (family 'tinynet')" in probe["refused"]
+    assert probe["in_list"] and not probe["bad_in_list"]

@@ -8,33 +8,44 @@ Usage::
     info = get_model_info("configs/sam2.1/sam2.1_hiera_t.yaml")   # or "facebook/sam2.1-hiera-tiny"
     info.name, info.hub_repo_id, info.filename, info.config.trunk.embed_dim
 
-A third-party package adds a family with an entry point in the ``sam2_fast.zoo`` group that
-names a module or a callable registering its :class:`ModelInfo` objects (see
-:mod:`sam2_fast.zoo.registry`). Importing this package does not import torch.
+A family (:class:`Family`) owns its config type, its model builder and the fingerprint that
+recognises its checkpoints; the built-in one is ``"sam2"`` (:mod:`sam2_fast.zoo.sam2`). A
+third-party package adds a family, or variants of an existing one, with an entry point in the
+``sam2_fast.zoo`` group that names a module or a callable registering its :class:`Family` and
+:class:`ModelInfo` objects (see :mod:`sam2_fast.zoo.registry`). Importing this package does not
+import torch.
 """
 
 from sam2_fast.zoo.registry import (
     ENTRY_POINT_GROUP,
+    Family,
     ModelInfo,
     StateDictConverter,
     UnknownModelError,
+    get_family,
     get_model_info,
     identity_state_dict,
     iter_model_infos,
+    list_families,
     list_models,
     register,
+    register_family,
 )
 from sam2_fast.zoo import sam2  # the built-in family: registers it
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "Family",
     "ModelInfo",
     "StateDictConverter",
     "UnknownModelError",
+    "get_family",
     "get_model_info",
     "identity_state_dict",
     "iter_model_infos",
+    "list_families",
     "list_models",
     "register",
+    "register_family",
     "sam2",
 ]

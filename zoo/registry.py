@@ -1,9 +1,11 @@
-"""The model registry: named variants, their aliases, and third-party families.
+"""The model registry: model families, their named variants and aliases, third-party plugins.
 
-A variant is a :class:`ModelInfo`: its architecture config, where its weights live on the
-Hugging Face Hub, and a function that converts a foreign state-dict layout to the official
-keys. Built-in variants are registered by :mod:`sam2_fast.zoo.sam2`; third-party packages add
-their own with an entry point in the ``sam2_fast.zoo`` group::
+A family (:class:`Family`) owns its config type, the builder of its model and the fingerprint
+that tells its variants apart from their weights. A variant is a :class:`ModelInfo`: its
+architecture config, where its weights live on the Hugging Face Hub, and a function that
+converts a foreign state-dict layout to the official keys. The built-in family and variants
+are registered by :mod:`sam2_fast.zoo.sam2`; third-party packages add their own with an entry
+point in the ``sam2_fast.zoo`` group::
 
     # pyproject.toml of a plugin package
     [project.entry-points."sam2_fast.zoo"]
@@ -11,7 +13,8 @@ their own with an entry point in the ``sam2_fast.zoo`` group::
 
 The entry point is loaded on the first lookup (never at import time). A module registers its
 variants when it is imported; a callable is called with no arguments and may either call
-:func:`register` itself or return the :class:`ModelInfo` objects to register. A plugin that
+:func:`register_family` / :func:`register` itself or return the :class:`Family` and
+:class:`ModelInfo` objects to register (families first). A plugin that
 fails to load is reported with a warning naming it; the other models stay available.
 
 This module does not import torch.
@@ -26,10 +29,9 @@ import threading
 import types
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optional, Tuple
 
 from sam2_fast.errors import ZOO_ENTRY_POINT_GROUP, InvalidInputError, InvalidTypeError, UnknownModelError
-from sam2_fast.modeling.config import SAM2Config
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +46,50 @@ def identity_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Family:
+    """A model family: what its variants are made of and how to recognise its weights.
+
+    Attributes:
+        name: e.g. ``"sam2"``; a :class:`ModelInfo` names its family by this.
+        config_type: the class of its variants' configs (a frozen dataclass, e.g.
+            :class:`~sam2_fast.modeling.config.SAM2Config`).
+        build: config -> the model (``nn.Module``, random weights), with the predictors'
+            interface (:mod:`sam2_fast.modeling.interface`).
+        fingerprint: state dict -> what tells its variants apart (any hashable), or None when
+            the weights are not of this family; in every key layout the family reads.
+        config_fingerprint: config -> the same value for the config's weights.
+        describe: a fingerprint -> words for messages ("trunk embed_dim 96, 12 blocks, ...").
+    """
+
+    name: str
+    config_type: type
+    build: Callable[[Any], Any]
+    fingerprint: Callable[[Mapping[str, Any]], Optional[Hashable]]
+    config_fingerprint: Callable[[Any], Hashable]
+    describe: Callable[[Hashable], str] = repr
+
+    def __post_init__(self) -> None:
+        if not self.name or self.name != self.name.strip():
+            raise InvalidInputError(f"Family.name must be a non-empty name, got {self.name!r}")
+        if not isinstance(self.config_type, type):
+            raise InvalidTypeError(
+                f"Family {self.name!r}: config_type must be a class, got {type(self.config_type).__name__}"
+            )
+        for field in ("build", "fingerprint", "config_fingerprint", "describe"):
+            if not callable(getattr(self, field)):
+                raise InvalidTypeError(f"Family {self.name!r}: {field} must be callable")
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """One model variant: architecture, Hub location and key-layout converter.
 
     Attributes:
         name: zoo name, e.g. ``"sam2.1-hiera-tiny"``.
-        family: family that registered it, e.g. ``"sam2"``.
-        config: the architecture.
+        family: family that registered it, e.g. ``"sam2"``: a registered :class:`Family`, or
+            the name of a plugin's group of variants whose config is another family's (a
+            fine-tuned SAM 2 registers a ``SAM2Config`` under its own name).
+        config: the architecture, an instance of its family's ``config_type``.
         hub_repo_id: Hugging Face Hub repository, e.g. ``"facebook/sam2.1-hiera-tiny"``.
         filename: the official checkpoint file in that repository.
         aliases: other names that resolve to this variant (Hub id, official config names).
@@ -63,7 +102,7 @@ class ModelInfo:
 
     name: str
     family: str
-    config: SAM2Config
+    config: Any
     hub_repo_id: Optional[str] = None
     filename: Optional[str] = None
     aliases: Tuple[str, ...] = ()
@@ -79,11 +118,8 @@ class ModelInfo:
             )
         if not self.family:
             raise InvalidInputError(f"ModelInfo {self.name!r}: family must be a non-empty string")
-        if not isinstance(self.config, SAM2Config):
-            raise InvalidTypeError(
-                f"ModelInfo {self.name!r}: config must be a SAM2Config, "
-                f"got {type(self.config).__name__}"
-            )
+        if self.config is None:
+            raise InvalidTypeError(f"ModelInfo {self.name!r}: config is required")
         if (self.hub_repo_id is None) != (self.filename is None):
             raise InvalidInputError(
                 f"ModelInfo {self.name!r}: give both hub_repo_id and filename, or neither "
@@ -115,12 +151,28 @@ def _normalize(name: str) -> str:
 class _Registry:
     def __init__(self) -> None:
         self.models: Dict[str, ModelInfo] = {}
+        self.families: Dict[str, Family] = {}
         self.lookup: Dict[str, str] = {}  # normalised name or alias -> model name
         self.lock = threading.RLock()
         self.plugins_loaded = False
 
+    def check_config(self, info: ModelInfo) -> None:
+        """A variant's config is its family's type (a variant of an unregistered family name:
+        the type of some registered family, e.g. a fine-tuned SAM 2's SAM2Config)."""
+        family = self.families.get(info.family)
+        types_ = (family.config_type,) if family is not None else tuple(
+            f.config_type for f in self.families.values()
+        )
+        if not isinstance(info.config, types_):
+            expected = " or ".join(t.__name__ for t in types_) or "the config of a registered family"
+            raise InvalidTypeError(
+                f"ModelInfo {info.name!r}: config must be a {expected} (family {info.family!r}), "
+                f"got {type(info.config).__name__}"
+            )
+
     def register(self, info: ModelInfo, overwrite: bool) -> ModelInfo:
         with self.lock:
+            self.check_config(info)
             keys = [_normalize(n) for n in (info.name, *info.aliases)]
             replaced = self.models.get(info.name)
             for key, original in zip(keys, (info.name, *info.aliases)):
@@ -169,11 +221,14 @@ def _load_plugin(entry_point: importlib.metadata.EntryPoint) -> None:
                 [returned] if isinstance(returned, ModelInfo) else (returned or ())
             )
             for info in infos:
-                if not isinstance(info, ModelInfo):
+                if isinstance(info, Family):
+                    register_family(info)
+                elif isinstance(info, ModelInfo):
+                    register(info)
+                else:
                     raise InvalidTypeError(
-                        f"it returned a {type(info).__name__}, expected ModelInfo objects"
+                        f"it returned a {type(info).__name__}, expected Family and ModelInfo objects"
                     )
-                register(info)
     except Exception as exc:  # a broken plugin must not take the built-in models down
         warnings.warn(
             f"sam2_fast.zoo: plugin {label!r} failed to load and its models are not available: "
@@ -186,6 +241,48 @@ def _load_plugin(entry_point: importlib.metadata.EntryPoint) -> None:
 
 
 _REGISTRY = _Registry()
+
+
+def register_family(family: Family, *, overwrite: bool = False) -> Family:
+    """Add a model family (before its variants: :class:`ModelInfo` checks its config type)."""
+    if not isinstance(family, Family):
+        raise InvalidTypeError(f"register_family() expects a Family, got {type(family).__name__}")
+    with _REGISTRY.lock:
+        if family.name in _REGISTRY.families and not overwrite:
+            raise InvalidInputError(
+                f"family {family.name!r} is already registered; pass overwrite=True to replace it"
+            )
+        _REGISTRY.families[family.name] = family
+    return family
+
+
+def get_family(info_or_config: Any) -> Family:
+    """The family named so (a ``str``), or the family that builds a :class:`ModelInfo` or a
+    config: its own family when that is registered, else the family whose ``config_type`` the
+    config is."""
+    if isinstance(info_or_config, str):
+        _REGISTRY.load_plugins()
+        if info_or_config not in _REGISTRY.families:
+            raise InvalidInputError(
+                f"unknown model family {info_or_config!r}; families: {', '.join(_REGISTRY.families)}"
+            )
+        return _REGISTRY.families[info_or_config]
+    config = info_or_config.config if isinstance(info_or_config, ModelInfo) else info_or_config
+    if isinstance(info_or_config, ModelInfo) and info_or_config.family in _REGISTRY.families:
+        return _REGISTRY.families[info_or_config.family]
+    for family in _REGISTRY.families.values():
+        if isinstance(config, family.config_type):
+            return family
+    known = ", ".join(f"{f.name} ({f.config_type.__name__})" for f in _REGISTRY.families.values())
+    raise InvalidTypeError(
+        f"no registered model family has configs of type {type(config).__name__}; families: {known}"
+    )
+
+
+def list_families() -> List[str]:
+    """Names of the registered families (built-in first, then plugins')."""
+    _REGISTRY.load_plugins()
+    return list(_REGISTRY.families)
 
 
 def register(info: ModelInfo, *, overwrite: bool = False) -> ModelInfo:
@@ -242,12 +339,16 @@ def iter_model_infos() -> List[ModelInfo]:
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "Family",
     "ModelInfo",
     "StateDictConverter",
     "UnknownModelError",
+    "get_family",
     "get_model_info",
     "identity_state_dict",
     "iter_model_infos",
+    "list_families",
     "list_models",
     "register",
+    "register_family",
 ]

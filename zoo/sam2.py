@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from sam2_fast.modeling.config import PRESETS, SAM2Config
-from sam2_fast.zoo.registry import ModelInfo, register
+from sam2_fast.zoo.registry import Family, ModelInfo, register, register_family
 
 FAMILY = "sam2"
 
@@ -213,6 +213,50 @@ def convert_state_dict(state_dict: Mapping[str, Any], *, config: SAM2Config) -> 
         return from_transformers_state_dict(state_dict, config)
     return dict(state_dict)
 
+
+# Keys that tell the variants apart (official names; transformers names derived from them).
+_PATCH_EMBED = "image_encoder.trunk.patch_embed.proj.weight"
+_BLOCKS = "image_encoder.trunk.blocks."
+_NO_OBJ_EMBED = "no_obj_embed_spatial"
+
+
+def fingerprint(state_dict: Mapping[str, Any]) -> Optional[Tuple[int, int, bool]]:
+    """(trunk embed dim, trunk block count, has no_obj_embed_spatial) of SAM 2 weights in
+    either key layout; None when there is no Hiera patch embedding."""
+    names = (_PATCH_EMBED, _BLOCKS, _NO_OBJ_EMBED)
+    if detect_layout(state_dict) == "transformers":
+        names = tuple(to_transformers_key(n) for n in names)
+    patch, block_prefix, no_obj = names
+    weight = state_dict.get(patch)
+    if weight is None or not hasattr(weight, "shape") or len(weight.shape) != 4:
+        return None
+    block = re.compile(re.escape(block_prefix) + r"(\d+)\.")
+    blocks = {int(m.group(1)) for m in map(block.match, state_dict) if m}
+    return int(weight.shape[0]), (max(blocks) + 1 if blocks else 0), no_obj in state_dict
+
+
+def config_fingerprint(config: SAM2Config) -> Tuple[int, int, bool]:
+    """:func:`fingerprint` of the weights of ``config``."""
+    return config.trunk.embed_dim, sum(config.trunk.stages), config.no_obj_embed_spatial
+
+
+def describe_fingerprint(features: Tuple[int, int, bool]) -> str:
+    embed_dim, blocks, no_obj = features
+    release = "SAM 2.1 (has no_obj_embed_spatial)" if no_obj else "SAM 2.0 (no no_obj_embed_spatial)"
+    return f"trunk embed_dim {embed_dim}, {blocks} trunk blocks, {release}"
+
+
+def build(config: SAM2Config):
+    """The SAM 2 model of ``config`` (random weights)."""
+    from sam2_fast.modeling.sam2_base import SAM2Base
+
+    return SAM2Base.from_config(config)
+
+
+SAM2_FAMILY = register_family(Family(
+    name=FAMILY, config_type=SAM2Config, build=build, fingerprint=fingerprint,
+    config_fingerprint=config_fingerprint, describe=describe_fingerprint,
+))
 
 _SIZES = {"tiny": ("t", "T"), "small": ("s", "S"), "base-plus": ("b+", "B+"), "large": ("l", "L")}
 
