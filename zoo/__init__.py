@@ -16,36 +16,8 @@ third-party package adds a family, or variants of an existing one, with an entry
 import torch.
 """
 
-from sam2_fast.zoo.registry import (
-    ENTRY_POINT_GROUP,
-    Family,
-    ModelInfo,
-    StateDictConverter,
-    UnknownModelError,
-    get_family,
-    get_model_info,
-    identity_state_dict,
-    iter_model_infos,
-    list_families,
-    list_models,
-    register,
-    register_family,
-)
+from sam2_fast.zoo import registry
+from sam2_fast.zoo.registry import *  # noqa: F403  (the registry's public names: registry.__all__)
 from sam2_fast.zoo import sam2  # the built-in family: registers it
 
-__all__ = [
-    "ENTRY_POINT_GROUP",
-    "Family",
-    "ModelInfo",
-    "StateDictConverter",
-    "UnknownModelError",
-    "get_family",
-    "get_model_info",
-    "identity_state_dict",
-    "iter_model_infos",
-    "list_families",
-    "list_models",
-    "register",
-    "register_family",
-    "sam2",
-]
+__all__ = [*registry.__all__, "sam2"]
