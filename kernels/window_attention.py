@@ -16,6 +16,9 @@ produce cropped outputs and are skipped.
 Head dims that are not powers of two (Hiera's 56, 72 and 96) are computed as a power-of-two
 chunk plus a power-of-two tail (72 = 64 + 16 with 8 masked, 96 = 64 + 32), or padded to the next
 power of two with masks where that wastes at most 1/8 (56 -> 64). Window size 0 means global attention (the whole image is one window).
+
+One file of ~530 lines: the kernel, its launcher, its tile table and its ahead-of-time
+specs are one kernel family (the layout of kernels/).
 """
 
 from __future__ import annotations
