@@ -293,3 +293,33 @@ def test_unknown_name_is_not_found_with_suggestions(fake_hub: FakeHub) -> None:
     with pytest.raises(CheckpointNotFoundError, match="not a model name either"):
         resolve_checkpoint("./checkpoints/sam2.1_hiera_tiny.pt")
     assert fake_hub.requests == []
+
+
+def test_predictors_from_pretrained_load_a_checkpoint_through_the_factory(
+    tiny_pt_file: Path, tiny_state_dict: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``from_pretrained`` of the image and video predictors (and a subclass of the video
+    predictor) reads the weights, recognises the variant, and builds the caller's class."""
+    from sam2_fast import SAM2ImagePredictor, SAM2VideoPredictor
+    from sam2_fast.modeling.sam2_base import SAM2Base
+
+    image = SAM2ImagePredictor.from_pretrained(str(tiny_pt_file), device="cpu", mask_threshold=0.5)
+    assert type(image.model) is SAM2Base and image.mask_threshold == 0.5
+    _load_matches(image.model, tiny_state_dict)
+
+    class MyTracker(SAM2VideoPredictor):
+        pass
+
+    compiled = []
+    monkeypatch.setattr(SAM2Base, "compile_components", lambda self, mode=None: compiled.append(self) or [])
+    video = MyTracker.from_pretrained(str(tiny_pt_file), device="cpu", vos_optimized=True)
+    assert type(video) is MyTracker and compiled == [video]
+    assert video.fill_hole_area == 8  # the official video builder's post-processing
+    _load_matches(video, tiny_state_dict)
+    assert type(SAM2VideoPredictor.from_pretrained(str(tiny_pt_file), device="cpu")) is SAM2VideoPredictor
+
+
+def _load_matches(model, state_dict: dict) -> None:
+    own = model.state_dict()
+    for key in ("image_encoder.trunk.patch_embed.proj.weight", "sam_mask_decoder.iou_token.weight"):
+        assert torch.equal(own[key], state_dict[key]), key

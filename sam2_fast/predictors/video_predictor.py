@@ -88,9 +88,11 @@ class SAM2VideoPredictor(SAM2Base):
     @classmethod
     def from_pretrained(cls, model_id: str, **kwargs: Any) -> "SAM2VideoPredictor":
         """Load by Hub id, zoo name or checkpoint path (see :func:`build_sam2_video_predictor_hf`)."""
-        from sam2_fast.build_sam import build_sam2_video_predictor_hf
+        from sam2_fast.factory import build_from_hub, compile_for_vos
 
-        return build_sam2_video_predictor_hf(model_id, **kwargs)
+        vos = kwargs.pop("vos_optimized", False)
+        model = build_from_hub(model_id, kwargs, model_cls=cls, video=True)
+        return compile_for_vos(model) if vos else model
 
     # ------------------------------------------------------------------ session
     @torch.inference_mode()
