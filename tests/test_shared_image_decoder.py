@@ -112,7 +112,7 @@ def test_prepare_shared_image_rejects_a_batch_of_images(model):
 
 @pytest.mark.parametrize("kind,n", [("click", 5), ("box", 2)])
 @pytest.mark.parametrize("cpp", list(shared_image_decoder.UPSCALE_TILES))
-def test_compiled_upscaler_equals_the_python_loop(model, monkeypatch, kind, n, cpp, extension):
+def test_cpp_upscaler_equals_the_python_loop(model, monkeypatch, kind, n, cpp, extension):
     """torch.ops.sam2_fast.upscale_masks (C++, (prompt, tile) tasks on torch's threads) at each
     tile size the tuner compares and the per-prompt torch tiles give the same masks to float32
     rounding, also with tiles that do not divide the 64x64 image tokens (256 and 1024 do)."""
@@ -129,15 +129,15 @@ def test_compiled_upscaler_equals_the_python_loop(model, monkeypatch, kind, n, c
     with torch.no_grad():
         shared = decoder.prepare_shared_image(image, pe, dense[:1], high_res)
         with use_backend(cpp, op="upscale_masks"):
-            compiled = decoder.forward_shared_image(shared, sparse, True)[0]
-        assert calls == [shared_image_decoder.UPSCALE_TILES[cpp]], "the compiled upscaler did not run"
+            cpp_out = decoder.forward_shared_image(shared, sparse, True)[0]
+        assert calls == [shared_image_decoder.UPSCALE_TILES[cpp]], "the C++ upscaler did not run"
         monkeypatch.setattr(shared_image_decoder, "UPSCALE_TILE", 700)
         with use_backend("reference", op="upscale_masks"):
             loop = decoder.forward_shared_image(shared, sparse, True)[0]
-    torch.testing.assert_close(compiled, loop, rtol=1e-5, atol=1e-5 * loop.abs().max().item())
+    torch.testing.assert_close(cpp_out, loop, rtol=1e-5, atol=1e-5 * loop.abs().max().item())
 
 
-def test_compiled_upscaler_checks_its_inputs(extension):
+def test_cpp_upscaler_checks_its_inputs(extension):
     f = torch.zeros(4, 8)
     args = dict(
         base=f, left=torch.zeros(1, 0, 4), right=torch.zeros(1, 0, 8), shared=torch.zeros(0, 4, 8),
@@ -158,7 +158,7 @@ def test_compiled_upscaler_checks_its_inputs(extension):
         torch.ops.sam2_fast.upscale_masks(*(args | dict(tile=0)).values())
 
 
-def test_compiled_upscaler_under_inference_mode(model, monkeypatch, extension):
+def test_cpp_upscaler_under_inference_mode(model, monkeypatch, extension):
     """The predictors run under torch.inference_mode: the op's worker threads take the
     caller's mode (writing an inference tensor from a thread outside it is an error)."""
     image, pe, sparse, dense, high_res = _inputs(model, 3, "click", seed=22)
@@ -172,7 +172,7 @@ def test_compiled_upscaler_under_inference_mode(model, monkeypatch, extension):
     assert torch.equal(masks, expected)
 
 
-def test_compiled_upscaler_flop_formula_counts_the_loops_work(model, monkeypatch, extension):
+def test_cpp_upscaler_flop_formula_counts_the_loops_work(model, monkeypatch, extension):
     """sam2-fast bench counts FLOPs with FlopCounterMode, which sees the C++ op as one call:
     its registered formula gives what the Python loop's GEMMs count (within 1 %)."""
     from sam2_fast._bench.runner import count_gflop
@@ -183,7 +183,7 @@ def test_compiled_upscaler_flop_formula_counts_the_loops_work(model, monkeypatch
         shared = decoder.prepare_shared_image(image, pe, dense[:1], high_res)
         decoder.forward_shared_image(shared, sparse, True)  # the image's share, counted once
         with use_backend("cpp", op="upscale_masks"):
-            compiled = count_gflop(lambda: decoder.forward_shared_image(shared, sparse, True))
+            cpp_gflop = count_gflop(lambda: decoder.forward_shared_image(shared, sparse, True))
         with use_backend("reference", op="upscale_masks"):
             loop = count_gflop(lambda: decoder.forward_shared_image(shared, sparse, True))
-    assert loop > 0.5 and abs(compiled - loop) <= 0.01 * loop, (compiled, loop)
+    assert loop > 0.5 and abs(cpp_gflop - loop) <= 0.01 * loop, (cpp_gflop, loop)
