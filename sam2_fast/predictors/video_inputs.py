@@ -83,7 +83,9 @@ def click_inputs(
     return (pts * image_size).to(device), lbl.to(device)
 
 
-def concat_points(old_point_inputs: Optional[PointInputs], new_points: torch.Tensor, new_labels: torch.Tensor) -> PointInputs:
+def concat_points(
+    old_point_inputs: Optional[PointInputs], new_points: torch.Tensor, new_labels: torch.Tensor
+) -> PointInputs:
     """Append new clicks ``[1, N, 2]`` / ``[1, N]`` to previous point inputs."""
     if old_point_inputs is None:
         return {"point_coords": new_points, "point_labels": new_labels}
@@ -104,9 +106,12 @@ def mask_input(mask: Any, video_hw: Tuple[int, int], image_size: int, device: to
         except (TypeError, ValueError):
             raise InvalidTypeError(f"mask: expected a [H, W] array, got {type(mask).__name__}") from None
     if mask_t.dim() != 2 or tuple(mask_t.shape) != video_hw:
-        raise InvalidInputError(f"mask: expected shape {video_hw} (the video's height, width), got {tuple(mask_t.shape)}")
+        raise InvalidInputError(
+            f"mask: expected shape {video_hw} (the video's height, width), got {tuple(mask_t.shape)}"
+        )
     mask_inputs = mask_t.to(torch.bool)[None, None].float().to(device)
     if video_hw == (image_size, image_size):
         return mask_inputs
-    mask_inputs = F.interpolate(mask_inputs, size=(image_size, image_size), align_corners=False, mode="bilinear", antialias=True)
+    size = (image_size, image_size)
+    mask_inputs = F.interpolate(mask_inputs, size=size, align_corners=False, mode="bilinear", antialias=True)
     return (mask_inputs >= 0.5).float()

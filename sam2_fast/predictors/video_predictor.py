@@ -33,7 +33,9 @@ from sam2_fast.modeling.common import host_tensor_to
 from sam2_fast.modeling.config import SAM2Config
 from sam2_fast.modeling.sam2_base import MemoryPlan, SAM2Base
 from sam2_fast.precision import in_compute_dtype
-from sam2_fast.predictors.video_inputs import check_frame_budget, check_frame_idx, click_inputs, concat_points, mask_input
+from sam2_fast.predictors.video_inputs import (
+    check_frame_budget, check_frame_idx, click_inputs, concat_points, mask_input,
+)
 from sam2_fast.predictors.video_io import LazyVideoFrames, open_video
 from sam2_fast.predictors.video_outputs import consolidate_masks, resize_to_video, split_objects, stored_output
 from sam2_fast.predictors.video_state import FrameOutput, InferenceState, ObjectState
@@ -253,14 +255,7 @@ class SAM2VideoPredictor(SAM2Base):
                 pending = obj.temp_outputs.frames(cond)
                 for frame_idx, out in pending.items():
                     if out["maskmem_features"] is None:
-                        size = (self.image_size, self.image_size)
-                        high_res_masks = F.interpolate(
-                            out["pred_masks"].to(state.device), size=size, mode="bilinear", align_corners=False
-                        )
-                        # the frames the user interacted with: is_mask_from_pts
-                        out["maskmem_features"], out["maskmem_pos_enc"] = self._run_memory_encoder(
-                            state, frame_idx, 1, high_res_masks, out["object_score_logits"], is_mask_from_pts=True
-                        )
+                        self._encode_prompt_memory(state, frame_idx, out)
                     obj.outputs.frames(cond)[frame_idx] = out
                     if self.clear_non_cond_mem_around_input:
                         self._clear_obj_non_cond_mem_around_input(obj, frame_idx)
@@ -363,18 +358,11 @@ class SAM2VideoPredictor(SAM2Base):
             for x, s in zip(vision_feats[:-1], feat_sizes[:-1])
         ]
         (_, _, _, low_res_masks, high_res_masks, obj_ptr, object_score_logits) = self._forward_sam_heads(
-            backbone_features=pix_feat,
-            point_inputs=None,
-            mask_inputs=None,
-            high_res_features=high_res_features,
-            multimask_output=self._use_multimask(False, None),
-            high_res_multimasks=False,
+            backbone_features=pix_feat, point_inputs=None, mask_inputs=None, high_res_features=high_res_features,
+            multimask_output=self._use_multimask(False, None), high_res_multimasks=False,
         )
         maskmem_features, maskmem_pos_enc = self._encode_new_memory(
-            current_vision_feats=[vision_feats[-1].expand(-1, n, -1)],
-            feat_sizes=feat_sizes[-1:],
-            pred_masks_high_res=high_res_masks,
-            object_score_logits=object_score_logits,
+            [vision_feats[-1].expand(-1, n, -1)], feat_sizes[-1:], high_res_masks, object_score_logits,
             is_mask_from_pts=False,
             across_batch_constraints=False,  # each object is tracked on its own, as officially
         )
@@ -494,17 +482,14 @@ class SAM2VideoPredictor(SAM2Base):
         }
         return (image.expand(batch_size, -1, -1, -1),) + self._prepare_backbone_features(expanded)
 
-    def _run_memory_encoder(
-        self, inference_state: InferenceState, frame_idx: int, batch_size: int, high_res_masks: torch.Tensor,
-        object_score_logits: torch.Tensor, is_mask_from_pts: bool,
-    ):
-        """Encode the memory of ``frame_idx`` for ``high_res_masks``, as it is stored."""
-        _, _, current_vision_feats, _, feat_sizes = self._get_image_feature(inference_state, frame_idx, batch_size)
-        maskmem_features, maskmem_pos_enc = self._encode_new_memory(
-            current_vision_feats=current_vision_feats,
-            feat_sizes=feat_sizes,
-            pred_masks_high_res=high_res_masks,
-            object_score_logits=object_score_logits,
-            is_mask_from_pts=is_mask_from_pts,
+    def _encode_prompt_memory(self, state: InferenceState, frame_idx: int, out: FrameOutput) -> None:
+        """Encode the memory of a prompt's output ``out`` on ``frame_idx`` (a frame the user
+        interacted with: ``is_mask_from_pts``) into ``out``, as it is stored."""
+        high_res_masks = F.interpolate(
+            out["pred_masks"].to(state.device), size=(self.image_size,) * 2, mode="bilinear", align_corners=False
         )
-        return inference_state.stored_memory(maskmem_features, maskmem_pos_enc)
+        _, _, vision_feats, _, feat_sizes = self._get_image_feature(state, frame_idx, batch_size=1)
+        maskmem_features, maskmem_pos_enc = self._encode_new_memory(
+            vision_feats, feat_sizes, high_res_masks, out["object_score_logits"], is_mask_from_pts=True
+        )
+        out["maskmem_features"], out["maskmem_pos_enc"] = state.stored_memory(maskmem_features, maskmem_pos_enc)
