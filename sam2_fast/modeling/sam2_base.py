@@ -7,8 +7,6 @@ so code written against the official model keeps working; state-dict keys are id
 from __future__ import annotations
 
 import contextlib
-
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -16,15 +14,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.init import trunc_normal_
 
-from sam2_fast.errors import InvalidInputError, InvalidStateError
-from sam2_fast.modeling.common import MLP, Conv2d, Linear, host_tensor_to
+from sam2_fast.errors import InvalidInputError
+from sam2_fast.modeling import memory_plan
+from sam2_fast.modeling.common import MLP, Conv2d, Linear
 from sam2_fast.modeling.config import SAM2Config
 from sam2_fast.modeling.hiera import Hiera
 from sam2_fast.modeling.image_encoder import FpnNeck, ImageEncoder
 from sam2_fast.modeling.mask_decoder import MaskDecoder
 from sam2_fast.modeling.memory_attention import MemoryAttention, MemoryAttentionLayer
 from sam2_fast.modeling.memory_encoder import CXBlock, Fuser, MaskDownSampler, MemoryEncoder
-from sam2_fast.modeling.position_encoding import PositionEmbeddingSine, get_1d_sine_pe
+from sam2_fast.modeling.memory_plan import MemoryPlan
+from sam2_fast.modeling.position_encoding import PositionEmbeddingSine
 from sam2_fast.modeling.prompt_encoder import PromptEncoder
 from sam2_fast.modeling.transformer import RoPEAttention, TwoWayTransformer
 
@@ -70,56 +70,6 @@ def _cloning_outputs(compiled):
     forward._torchdynamo_orig_callable = compiled._torchdynamo_orig_callable  # marks it compiled
     forward.compiled = compiled
     return forward
-
-
-@dataclass
-class MemoryPlan:
-    """The memories one object (or one batch) attends to on a frame.
-
-    ``spatial``: ``(t_pos, frame_output)`` pairs, in attention order (t_pos 0 =
-    conditioning frame); ``pointers``: ``(temporal distance, frame_output)`` pairs;
-    ``max_obj_ptrs``: the pointer window that normalises the distances.
-    """
-
-    spatial: List[Tuple[int, Dict[str, Any]]]
-    pointers: List[Tuple[int, Dict[str, Any]]]
-    max_obj_ptrs: int
-
-    @property
-    def signature(self) -> Tuple[Tuple[int, ...], Tuple[int, ...], int]:
-        """Plans with equal signatures have equal memory lengths and position encodings,
-        so their objects can run through the memory attention as one batch."""
-        return (
-            tuple(t for t, _ in self.spatial),
-            tuple(d for d, _ in self.pointers),
-            self.max_obj_ptrs,
-        )
-
-
-def select_closest_cond_frames(
-    frame_idx: int, cond_frame_outputs: Dict[int, Any], max_cond_frame_num: int
-) -> Tuple[Dict[int, Any], Dict[int, Any]]:
-    """Up to ``max_cond_frame_num`` conditioning frames closest in time to ``frame_idx``:
-    the closest before, the closest at/after, then the nearest others. Returns
-    (selected, unselected)."""
-    if max_cond_frame_num == -1 or len(cond_frame_outputs) <= max_cond_frame_num:
-        return cond_frame_outputs, {}
-    if max_cond_frame_num < 2:
-        raise InvalidInputError("max_cond_frames_in_attn must allow 2 or more conditioning frames")
-    selected: Dict[int, Any] = {}
-    idx_before = max((t for t in cond_frame_outputs if t < frame_idx), default=None)
-    if idx_before is not None:
-        selected[idx_before] = cond_frame_outputs[idx_before]
-    idx_after = min((t for t in cond_frame_outputs if t >= frame_idx), default=None)
-    if idx_after is not None:
-        selected[idx_after] = cond_frame_outputs[idx_after]
-    num_remain = max_cond_frame_num - len(selected)
-    remaining = sorted(
-        (t for t in cond_frame_outputs if t not in selected), key=lambda t: abs(t - frame_idx)
-    )[:num_remain]
-    selected.update((t, cond_frame_outputs[t]) for t in remaining)
-    unselected = {t: v for t, v in cond_frame_outputs.items() if t not in selected}
-    return selected, unselected
 
 
 def build_image_encoder(cfg: SAM2Config) -> ImageEncoder:
@@ -627,107 +577,36 @@ class SAM2Base(nn.Module):
         track_in_reverse: bool = False,
     ) -> MemoryPlan:
         """Which stored frame outputs (of one object, or one batch) the memory attention
-        reads on a non-conditioning frame ``frame_idx``, by the official selection rules:
-        the (closest) conditioning frames at t_pos 0, the last ``num_maskmem - 1`` frames
-        (every ``memory_temporal_stride_for_eval``-th), and up to ``max_obj_ptrs_in_encoder``
-        object pointers with their temporal distances."""
-        if len(output_dict["cond_frame_outputs"]) == 0:
-            raise InvalidStateError("tracking a frame needs at least one conditioning frame")
-        selected_cond, unselected_cond = select_closest_cond_frames(
-            frame_idx, output_dict["cond_frame_outputs"], self.max_cond_frames_in_attn
+        reads on a non-conditioning frame ``frame_idx``, by the official selection rules
+        (:func:`sam2_fast.modeling.memory_plan.select_memories`) with this model's settings."""
+        return memory_plan.select_memories(
+            frame_idx,
+            output_dict,
+            num_frames,
+            num_maskmem=self.num_maskmem,
+            max_cond_frames_in_attn=self.max_cond_frames_in_attn,
+            memory_temporal_stride=1 if self.training else self.memory_temporal_stride_for_eval,
+            use_obj_ptrs_in_encoder=self.use_obj_ptrs_in_encoder,
+            max_obj_ptrs_in_encoder=self.max_obj_ptrs_in_encoder,
+            only_obj_ptrs_in_the_past=not self.training and self.only_obj_ptrs_in_the_past_for_eval,
+            use_signed_tpos_enc_to_obj_ptrs=self.use_signed_tpos_enc_to_obj_ptrs,
+            track_in_reverse=track_in_reverse,
         )
-        spatial: List[Tuple[int, Dict[str, Any]]] = [(0, out) for out in selected_cond.values()]
-        stride = 1 if self.training else self.memory_temporal_stride_for_eval
-        for t_pos in range(1, self.num_maskmem):
-            t_rel = self.num_maskmem - t_pos  # frames before the current frame
-            if t_rel == 1:
-                prev_frame_idx = frame_idx + t_rel if track_in_reverse else frame_idx - t_rel
-            elif not track_in_reverse:
-                prev_frame_idx = ((frame_idx - 2) // stride) * stride
-                prev_frame_idx = prev_frame_idx - (t_rel - 2) * stride
-            else:
-                prev_frame_idx = -(-(frame_idx + 2) // stride) * stride
-                prev_frame_idx = prev_frame_idx + (t_rel - 2) * stride
-            out = output_dict["non_cond_frame_outputs"].get(prev_frame_idx, None)
-            if out is None:
-                # an unselected conditioning frame among the recent ones still counts
-                out = unselected_cond.get(prev_frame_idx, None)
-            if out is not None:
-                spatial.append((t_pos, out))
-
-        pointers: List[Tuple[int, Dict[str, Any]]] = []
-        if self.use_obj_ptrs_in_encoder:
-            max_obj_ptrs = min(num_frames, self.max_obj_ptrs_in_encoder)
-            if not self.training and self.only_obj_ptrs_in_the_past_for_eval:
-                ptr_cond = {
-                    t: out
-                    for t, out in selected_cond.items()
-                    if (t >= frame_idx if track_in_reverse else t <= frame_idx)
-                }
-            else:
-                ptr_cond = selected_cond
-            sign = -1 if track_in_reverse else 1
-            for t, out in ptr_cond.items():
-                dist = (frame_idx - t) * sign if self.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t)
-                pointers.append((dist, out))
-            for t_diff in range(1, max_obj_ptrs):
-                t = frame_idx + t_diff if track_in_reverse else frame_idx - t_diff
-                if t < 0 or (num_frames is not None and t >= num_frames):
-                    break
-                out = output_dict["non_cond_frame_outputs"].get(t, unselected_cond.get(t, None))
-                if out is not None:
-                    pointers.append((t_diff, out))
-        return MemoryPlan(spatial, pointers, min(num_frames, self.max_obj_ptrs_in_encoder))
 
     def assemble_memory(
         self, plans: Sequence[MemoryPlan], device: torch.device
     ) -> Tuple[torch.Tensor, torch.Tensor, int]:
-        """Stack the memories of ``plans`` (same :attr:`MemoryPlan.signature`; their stored
-        tensors are concatenated along the batch) into sequence-first ``memory [M, B, C_mem]``,
-        ``memory_pos [M, B, C_mem]`` and the number of trailing object-pointer tokens."""
-        first = plans[0]
-        if any(p.signature != first.signature for p in plans[1:]):
-            raise InvalidInputError("memory plans batched together must have the same signature")
-        c = self.hidden_dim
-        to_cat_memory, to_cat_pos = [], []
-        for slot, (t_pos, out) in enumerate(first.spatial):
-            # the spatial encoding is the same sine map for every frame and object
-            enc = out["maskmem_pos_enc"][-1][:1].to(device)
-            # memories may be stored in bf16; compute in the encoding's dtype
-            feats = torch.cat(
-                [
-                    p.spatial[slot][1]["maskmem_features"].to(device=device, dtype=enc.dtype, non_blocking=True)
-                    for p in plans
-                ]
-            )
-            to_cat_memory.append(feats.flatten(2).permute(2, 0, 1))
-            enc = enc.expand(feats.shape[0], -1, -1, -1).flatten(2).permute(2, 0, 1)
-            to_cat_pos.append(enc + self.maskmem_tpos_enc[self.num_maskmem - t_pos - 1])
-        num_obj_ptr_tokens = 0
-        if first.pointers:
-            # [P, B, C]: slot-major, objects concatenated along the batch
-            obj_ptrs = torch.stack(
-                [torch.cat([p.pointers[slot][1]["obj_ptr"] for p in plans]) for slot in range(len(first.pointers))]
-            )
-            b = obj_ptrs.shape[1]
-            if self.add_tpos_enc_to_obj_ptrs:
-                t_diff_max = first.max_obj_ptrs - 1
-                tpos_dim = c if self.proj_tpos_enc_in_obj_ptrs else self.mem_dim
-                obj_pos = host_tensor_to([d for d, _ in first.pointers], device, torch.int64)
-                obj_pos = get_1d_sine_pe(obj_pos / t_diff_max, dim=tpos_dim)
-                obj_pos = self.obj_ptr_tpos_proj(obj_pos)
-                obj_pos = obj_pos.unsqueeze(1).expand(-1, b, self.mem_dim)
-            else:
-                obj_pos = obj_ptrs.new_zeros(len(first.pointers), b, self.mem_dim)
-            if self.mem_dim < c:
-                # split each pointer into C // mem_dim tokens
-                obj_ptrs = obj_ptrs.reshape(-1, b, c // self.mem_dim, self.mem_dim)
-                obj_ptrs = obj_ptrs.permute(0, 2, 1, 3).flatten(0, 1)
-                obj_pos = obj_pos.repeat_interleave(c // self.mem_dim, dim=0)
-            to_cat_memory.append(obj_ptrs)
-            to_cat_pos.append(obj_pos)
-            num_obj_ptr_tokens = obj_ptrs.shape[0]
-        return torch.cat(to_cat_memory, dim=0), torch.cat(to_cat_pos, dim=0), num_obj_ptr_tokens
+        """Stack the memories of ``plans`` (same :attr:`MemoryPlan.signature`) into
+        sequence-first ``memory [M, B, C_mem]``, ``memory_pos [M, B, C_mem]`` and the number
+        of trailing object-pointer tokens (:func:`sam2_fast.modeling.memory_plan.assemble_memory`)."""
+        return memory_plan.assemble_memory(
+            plans,
+            device,
+            maskmem_tpos_enc=self.maskmem_tpos_enc,
+            add_tpos_enc_to_obj_ptrs=self.add_tpos_enc_to_obj_ptrs,
+            proj_tpos_enc_in_obj_ptrs=self.proj_tpos_enc_in_obj_ptrs,
+            obj_ptr_tpos_proj=self.obj_ptr_tpos_proj,
+        )
 
     def _prepare_memory_conditioned_features(
         self,
