@@ -180,12 +180,12 @@ def _encoder_shape_class(encoder: MemoryEncoder, pix_feat: torch.Tensor, masks: 
 
 
 def _encoder_example(device: str) -> tuple:
-    """sam2.1's memory encoder at image size 1024, one object."""
-    from sam2_fast.modeling.config import PRESETS
-    from sam2_fast.modeling.sam2_base import build_memory_encoder
-
+    """sam2.1's memory encoder (the layout of every official config, as
+    ``sam2_fast.modeling.builders.build_memory_encoder`` builds it) at image size 1024, one object."""
     with torch.device(device):
-        encoder = build_memory_encoder(PRESETS["sam2.1-hiera-tiny"]).eval()
+        fuser = Fuser(lambda: CXBlock(dim=256, kernel_size=7, padding=3), num_layers=2)
+        downsampler = MaskDownSampler(kernel_size=3, stride=2, padding=1)
+        encoder = MemoryEncoder(64, downsampler, fuser, PositionEmbeddingSine(num_pos_feats=64)).eval()
         return encoder, torch.zeros(1, 256, 64, 64), torch.zeros(1, 1, 1024, 1024)
 
 

@@ -1,7 +1,11 @@
-"""SAM 2 base model: image encoder, SAM heads, memory attention and memory encoder.
+"""SAM 2 base model: holds the image encoder, SAM heads, memory attention and memory encoder,
+and runs them on a frame: image features, memory-conditioned features, one tracking step.
 
 Method names, arguments and outputs follow the official ``sam2.modeling.sam2_base.SAM2Base``
-so code written against the official model keeps working; state-dict keys are identical.
+so code written against the official model keeps working; state-dict keys are identical. The
+parts live next door: module builders (:mod:`~sam2_fast.modeling.builders`), the SAM heads
+(:mod:`~sam2_fast.modeling.sam_heads`), memory selection and assembly
+(:mod:`~sam2_fast.modeling.memory_plan`), compile setup (:mod:`~sam2_fast.modeling.compile`).
 """
 
 from __future__ import annotations
@@ -10,29 +14,25 @@ import contextlib
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.init import trunc_normal_
 
 from sam2_fast.errors import InvalidInputError
+from sam2_fast.modeling import compile as compile_setup
 from sam2_fast.modeling import memory_plan
-from sam2_fast.modeling.common import MLP, Conv2d, Linear
+from sam2_fast.modeling.builders import build_image_encoder, build_memory_attention, build_memory_encoder
+from sam2_fast.modeling.common import Conv2d
 from sam2_fast.modeling.config import SAM2Config
-from sam2_fast.modeling.hiera import Hiera
-from sam2_fast.modeling.image_encoder import FpnNeck, ImageEncoder
-from sam2_fast.modeling.mask_decoder import MaskDecoder
-from sam2_fast.modeling.memory_attention import MemoryAttention, MemoryAttentionLayer
-from sam2_fast.modeling.memory_encoder import CXBlock, Fuser, MaskDownSampler, MemoryEncoder
+from sam2_fast.modeling.image_encoder import ImageEncoder
+from sam2_fast.modeling.memory_attention import MemoryAttention
+from sam2_fast.modeling.memory_encoder import MemoryEncoder
 from sam2_fast.modeling.memory_plan import MemoryPlan
-from sam2_fast.modeling.position_encoding import PositionEmbeddingSine
-from sam2_fast.modeling.prompt_encoder import PromptEncoder
-from sam2_fast.modeling.transformer import RoPEAttention, TwoWayTransformer
+from sam2_fast.modeling.sam_heads import NO_OBJ_SCORE, SAMHeads
 
 if TYPE_CHECKING:
     from sam2_fast.precision import ComputeDtype
 
-# a large negative value as a placeholder score for missing objects
-NO_OBJ_SCORE = -1024.0
+__all__ = ["NO_OBJ_SCORE", "MemoryPlan", "SAM2Base"]
 
 # SAM2Base constructor arguments that come from the config (everything but the modules)
 _BASE_FIELDS = (
@@ -54,79 +54,7 @@ _DECODER_EXTRA_FIELDS = (
     "dynamic_multimask_stability_thresh",
 )
 
-
-#: the ``torch.compile`` modes that replay CUDA graphs (their outputs are overwritten by the next replay)
-CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
-
-
-def _cloning_outputs(compiled):
-    """``compiled`` (a ``torch.compile``d forward) with every tensor of its output cloned: a
-    CUDA graph replay writes its outputs into the memory of the previous replay's."""
-    from torch.utils._pytree import tree_map_only
-
-    def forward(*args, **kwargs):
-        return tree_map_only(torch.Tensor, torch.clone, compiled(*args, **kwargs))
-
-    forward._torchdynamo_orig_callable = compiled._torchdynamo_orig_callable  # marks it compiled
-    forward.compiled = compiled
-    return forward
-
-
-def build_image_encoder(cfg: SAM2Config) -> ImageEncoder:
-    neck = FpnNeck(
-        position_encoding=PositionEmbeddingSine(num_pos_feats=cfg.d_model),
-        d_model=cfg.d_model,
-        backbone_channel_list=cfg.backbone_channel_list,
-        fpn_top_down_levels=cfg.fpn_top_down_levels,
-        fpn_interp_model=cfg.fpn_interp_model,
-    )
-    return ImageEncoder(trunk=Hiera(cfg.trunk), neck=neck, scalp=cfg.scalp)
-
-
-def build_memory_attention(cfg: SAM2Config) -> MemoryAttention:
-    def rope_attention(**extra) -> RoPEAttention:
-        return RoPEAttention(
-            cfg.d_model,
-            num_heads=1,
-            downsample_rate=1,
-            dropout=cfg.memory_attention_dropout,
-            rope_theta=cfg.rope_theta,
-            feat_sizes=cfg.rope_feat_sizes,
-            **extra,
-        )
-
-    def layer() -> MemoryAttentionLayer:
-        return MemoryAttentionLayer(
-            activation="relu",
-            self_attention=rope_attention(),
-            cross_attention=rope_attention(rope_k_repeat=True, kv_in_dim=cfg.mem_dim),
-            d_model=cfg.d_model,
-            dim_feedforward=cfg.memory_attention_dim_feedforward,
-            dropout=cfg.memory_attention_dropout,
-            pos_enc_at_attn=False,
-            pos_enc_at_cross_attn_keys=True,
-            pos_enc_at_cross_attn_queries=False,
-        )
-
-    return MemoryAttention(
-        d_model=cfg.d_model,
-        pos_enc_at_input=True,
-        layer_factory=layer,
-        num_layers=cfg.memory_attention_num_layers,
-    )
-
-
-def build_memory_encoder(cfg: SAM2Config) -> MemoryEncoder:
-    return MemoryEncoder(
-        out_dim=cfg.mem_dim,
-        position_encoding=PositionEmbeddingSine(num_pos_feats=cfg.mem_dim),
-        mask_downsampler=MaskDownSampler(kernel_size=3, stride=2, padding=1),
-        fuser=Fuser(lambda: CXBlock(dim=cfg.d_model, kernel_size=7, padding=3), num_layers=2),
-        in_dim=cfg.d_model,
-    )
-
-
-class SAM2Base(nn.Module):
+class SAM2Base(SAMHeads, nn.Module):
     """The SAM 2 model (official ``SAM2Base`` semantics, weights-compatible)."""
 
     def __init__(
@@ -233,9 +161,7 @@ class SAM2Base(nn.Module):
         self._init_embeddings()
 
         if compile_image_encoder:
-            self.image_encoder.forward = torch.compile(
-                self.image_encoder.forward, mode="max-autotune", fullgraph=True, dynamic=False
-            )
+            compile_setup.compile_image_encoder(self.image_encoder)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -265,43 +191,6 @@ class SAM2Base(nn.Module):
             p = getattr(self, name, None)
             if isinstance(p, nn.Parameter) and p.device.type != "meta":
                 trunc_normal_(p, std=0.02)
-
-    def _build_sam_heads(self) -> None:
-        self.sam_prompt_embed_dim = self.hidden_dim
-        self.sam_image_embedding_size = self.image_size // self.backbone_stride
-        self.sam_prompt_encoder = PromptEncoder(
-            embed_dim=self.sam_prompt_embed_dim,
-            image_embedding_size=(self.sam_image_embedding_size, self.sam_image_embedding_size),
-            input_image_size=(self.image_size, self.image_size),
-            mask_in_chans=16,
-        )
-        self.sam_mask_decoder = MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(
-                depth=2, embedding_dim=self.sam_prompt_embed_dim, mlp_dim=2048, num_heads=8
-            ),
-            transformer_dim=self.sam_prompt_embed_dim,
-            iou_head_depth=3,
-            iou_head_hidden_dim=256,
-            use_high_res_features=self.use_high_res_features_in_sam,
-            iou_prediction_use_sigmoid=self.iou_prediction_use_sigmoid,
-            pred_obj_scores=self.pred_obj_scores,
-            pred_obj_scores_mlp=self.pred_obj_scores_mlp,
-            use_multimask_token_for_obj_ptr=self.use_multimask_token_for_obj_ptr,
-            **(self.sam_mask_decoder_extra_args or {}),
-        )
-        if self.use_obj_ptrs_in_encoder:
-            self.obj_ptr_proj = (
-                MLP(self.hidden_dim, self.hidden_dim, self.hidden_dim, 3)
-                if self.use_mlp_for_obj_ptr_proj
-                else Linear(self.hidden_dim, self.hidden_dim)
-            )
-        else:
-            self.obj_ptr_proj = nn.Identity()
-        if self.proj_tpos_enc_in_obj_ptrs:
-            self.obj_ptr_tpos_proj = Linear(self.hidden_dim, self.mem_dim)
-        else:
-            self.obj_ptr_tpos_proj = nn.Identity()
 
     @property
     def device(self) -> torch.device:
@@ -361,184 +250,16 @@ class SAM2Base(nn.Module):
         time; the predictors keep outputs across frames (memories, object pointers), so in
         those modes each component's outputs are cloned as they come out, as the official
         predictor does. Already compiled components are left as they are. Returns the names
-        compiled now.
-
-        On a CPU the generated C++ is not vectorised (``cpp.simdlen=1``): torch 2.14's
-        vectorised CPU code computes NaN for ``layer_norm(x + linear(x))`` under bfloat16
-        autocast when ``x`` is a permuted view (the decoder's and memory attention's image
-        tokens are), while the same graph is right unvectorised and in float32.
+        compiled now. On a CPU the generated code is not vectorised
+        (:func:`sam2_fast.modeling.compile.compile_components` says why).
         """
-        import torch._inductor
-
-        modes = tuple(torch._inductor.list_mode_options())  # this torch's modes
-        if mode is not None and mode not in modes:
-            raise InvalidInputError(f"mode: expected None or one of {', '.join(map(repr, modes))}; got {mode!r}")
-        options = None
-        if self.device.type == "cuda":
-            mode = mode or "max-autotune-no-cudagraphs"
-        elif self.device.type == "cpu":
-            # torch.compile takes a mode or options, not both: the mode's options, unvectorised
-            options = {**torch._inductor.list_mode_options(mode or "default"), "cpp.simdlen": 1}
-        graphs = mode in CUDA_GRAPH_MODES
-        compiled = []
-        for name in self.COMPILED_COMPONENTS:
-            module = getattr(self, name)
-            if hasattr(module.forward, "_torchdynamo_orig_callable"):
-                continue
-            forward = torch.compile(module.forward, mode=None if options else mode, options=options)
-            module.forward = _cloning_outputs(forward) if graphs else forward
-            compiled.append(name)
-        return compiled
+        components = {name: getattr(self, name) for name in self.COMPILED_COMPONENTS}
+        return compile_setup.compile_components(components, self.device, mode)
 
     def forward(self, *args, **kwargs):
         raise RuntimeError(
             "SAM2Base has no forward(); use SAM2ImagePredictor or SAM2VideoPredictor "
             "(or forward_image / track_step directly)"
-        )
-
-    # ------------------------------------------------------------------ SAM heads
-    def _forward_sam_heads(
-        self,
-        backbone_features: torch.Tensor,
-        point_inputs: Optional[Dict[str, torch.Tensor]] = None,
-        mask_inputs: Optional[torch.Tensor] = None,
-        high_res_features: Optional[List[torch.Tensor]] = None,
-        multimask_output: bool = False,
-        high_res_multimasks: bool = True,
-    ):
-        """Prompt encoder + mask decoder on ``backbone_features [B, C, h, w]``.
-
-        ``point_inputs``: ``{"point_coords": [B, P, 2] pixels (x, y) in the model's input
-        frame, "point_labels": [B, P] int}``; ``mask_inputs``: ``[B, 1, H, W]``.
-
-        Returns ``(low_res_multimasks [B, M, 4h, 4w], high_res_multimasks [B, M, H, W],
-        ious [B, M], low_res_masks [B, 1, 4h, 4w], high_res_masks [B, 1, H, W],
-        obj_ptr [B, C], object_score_logits [B, 1])`` (the single masks are the best by IoU).
-        ``high_res_multimasks=False``: the second item is None and only the best mask is
-        upsampled to the input size (the same values: bilinear upsampling is per mask).
-        """
-        b = backbone_features.size(0)
-        device = backbone_features.device
-        if point_inputs is not None:
-            sam_point_coords = point_inputs["point_coords"]
-            sam_point_labels = point_inputs["point_labels"]
-        else:
-            sam_point_coords = torch.zeros(b, 1, 2, device=device)
-            sam_point_labels = -torch.ones(b, 1, dtype=torch.int32, device=device)
-
-        if mask_inputs is not None:
-            if mask_inputs.shape[-2:] != self.sam_prompt_encoder.mask_input_size:
-                sam_mask_prompt = F.interpolate(
-                    mask_inputs.float(),
-                    size=self.sam_prompt_encoder.mask_input_size,
-                    align_corners=False,
-                    mode="bilinear",
-                    antialias=True,
-                )
-            else:
-                sam_mask_prompt = mask_inputs
-        else:
-            sam_mask_prompt = None
-
-        sparse_embeddings, dense_embeddings = self.sam_prompt_encoder(
-            points=(sam_point_coords, sam_point_labels), boxes=None, masks=sam_mask_prompt
-        )
-        low_res_multimasks, ious, sam_output_tokens, object_score_logits = self.sam_mask_decoder(
-            image_embeddings=backbone_features,
-            image_pe=self.sam_prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse_embeddings,
-            dense_prompt_embeddings=dense_embeddings,
-            multimask_output=multimask_output,
-            repeat_image=False,
-            high_res_features=high_res_features,
-        )
-        if self.pred_obj_scores:
-            is_obj_appearing = object_score_logits > 0
-            # memories use a hard choice between object and no object
-            low_res_multimasks = torch.where(
-                is_obj_appearing[:, None, None], low_res_multimasks, NO_OBJ_SCORE
-            )
-        low_res_multimasks = low_res_multimasks.float()
-
-        def upsample(masks: torch.Tensor) -> torch.Tensor:
-            size = (self.image_size, self.image_size)
-            return F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
-
-        sam_output_token = sam_output_tokens[:, 0]
-        if multimask_output:
-            best_iou_inds = torch.argmax(ious, dim=-1)
-            batch_inds = torch.arange(b, device=device)
-            low_res_masks = low_res_multimasks[batch_inds, best_iou_inds].unsqueeze(1)
-            high_res_masks = upsample(low_res_masks)
-            high_res_multimasks = upsample(low_res_multimasks) if high_res_multimasks else None
-            if sam_output_tokens.size(1) > 1:
-                sam_output_token = sam_output_tokens[batch_inds, best_iou_inds]
-        else:
-            low_res_masks = low_res_multimasks
-            high_res_masks = upsample(low_res_masks)
-            high_res_multimasks = high_res_masks if high_res_multimasks else None
-
-        obj_ptr = self.obj_ptr_proj(sam_output_token)
-        if self.pred_obj_scores:
-            if self.soft_no_obj_ptr:
-                lambda_is_obj_appearing = object_score_logits.sigmoid()
-            else:
-                lambda_is_obj_appearing = is_obj_appearing.float()
-            if self.fixed_no_obj_ptr:
-                obj_ptr = lambda_is_obj_appearing * obj_ptr
-            obj_ptr = obj_ptr + (1 - lambda_is_obj_appearing) * self.no_obj_ptr
-        return (
-            low_res_multimasks,
-            high_res_multimasks,
-            ious,
-            low_res_masks,
-            high_res_masks,
-            obj_ptr,
-            object_score_logits,
-        )
-
-    def _use_mask_as_output(
-        self,
-        backbone_features: torch.Tensor,
-        high_res_features: Optional[List[torch.Tensor]],
-        mask_inputs: torch.Tensor,
-    ):
-        """Turn a binary ``mask_inputs [B, 1, H, W]`` directly into output logits (+/-10),
-        with the same outputs as :meth:`_forward_sam_heads`."""
-        out_scale, out_bias = 20.0, -10.0
-        mask_inputs_float = mask_inputs.float()
-        high_res_masks = mask_inputs_float * out_scale + out_bias
-        low_res_masks = F.interpolate(
-            high_res_masks,
-            size=(high_res_masks.size(-2) // 4, high_res_masks.size(-1) // 4),
-            align_corners=False,
-            mode="bilinear",
-            antialias=True,
-        )
-        ious = mask_inputs.new_ones(mask_inputs.size(0), 1).float()
-        if not self.use_obj_ptrs_in_encoder:
-            obj_ptr = torch.zeros(mask_inputs.size(0), self.hidden_dim, device=mask_inputs.device)
-        else:
-            _, _, _, _, _, obj_ptr, _ = self._forward_sam_heads(
-                backbone_features=backbone_features,
-                mask_inputs=self.mask_downsample(mask_inputs_float),
-                high_res_features=high_res_features,
-            )
-        is_obj_appearing = torch.any(mask_inputs.flatten(1).float() > 0.0, dim=1)[..., None]
-        lambda_is_obj_appearing = is_obj_appearing.float()
-        object_score_logits = out_scale * lambda_is_obj_appearing + out_bias
-        if self.pred_obj_scores:
-            if self.fixed_no_obj_ptr:
-                obj_ptr = lambda_is_obj_appearing * obj_ptr
-            obj_ptr = obj_ptr + (1 - lambda_is_obj_appearing) * self.no_obj_ptr
-        return (
-            low_res_masks,
-            high_res_masks,
-            ious,
-            low_res_masks,
-            high_res_masks,
-            obj_ptr,
-            object_score_logits,
         )
 
     # ------------------------------------------------------------------ image features
@@ -783,17 +504,8 @@ class SAM2Base(nn.Module):
         """One tracking step on one frame (all objects of the batch): predict masks from the
         prompts and the memory bank, then (optionally) encode the new memory."""
         current_out, sam_outputs, _, _ = self._track_step(
-            frame_idx,
-            is_init_cond_frame,
-            current_vision_feats,
-            current_vision_pos_embeds,
-            feat_sizes,
-            point_inputs,
-            mask_inputs,
-            output_dict,
-            num_frames,
-            track_in_reverse,
-            prev_sam_mask_logits,
+            frame_idx, is_init_cond_frame, current_vision_feats, current_vision_pos_embeds, feat_sizes,
+            point_inputs, mask_inputs, output_dict, num_frames, track_in_reverse, prev_sam_mask_logits,
         )
         _, _, _, low_res_masks, high_res_masks, obj_ptr, object_score_logits = sam_outputs
         current_out["pred_masks"] = low_res_masks
@@ -802,24 +514,10 @@ class SAM2Base(nn.Module):
         if not self.training:
             current_out["object_score_logits"] = object_score_logits
         self._encode_memory_in_output(
-            current_vision_feats,
-            feat_sizes,
-            point_inputs,
-            run_mem_encoder,
-            high_res_masks,
-            object_score_logits,
-            current_out,
+            current_vision_feats, feat_sizes, point_inputs, run_mem_encoder, high_res_masks,
+            object_score_logits, current_out,
         )
         return current_out
-
-    def _use_multimask(self, is_init_cond_frame: bool, point_inputs) -> bool:
-        """Multimask output on the first click(s) of a frame, as configured."""
-        num_pts = 0 if point_inputs is None else point_inputs["point_labels"].size(1)
-        return (
-            self.multimask_output_in_sam
-            and (is_init_cond_frame or self.multimask_output_for_tracking)
-            and (self.multimask_min_pt_num <= num_pts <= self.multimask_max_pt_num)
-        )
 
     def _apply_non_overlapping_constraints(self, pred_masks: torch.Tensor) -> torch.Tensor:
         """Keep only the highest-scoring object at each pixel (others clamped to <= -10)."""

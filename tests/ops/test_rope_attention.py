@@ -401,7 +401,7 @@ def test_memory_attention_stack_runs_the_triton_kernels_like_the_reference(dtype
     import dataclasses
 
     from sam2_fast.modeling.config import SAM2Config
-    from sam2_fast.modeling.sam2_base import build_memory_attention
+    from sam2_fast.modeling.builders import build_memory_attention
 
     triton_interpreter("sam2_fast.kernels.rope_attention")
     torch.manual_seed(0)

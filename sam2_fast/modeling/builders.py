@@ -1,0 +1,75 @@
+"""Module builders: the image encoder, memory attention and memory encoder of a
+:class:`~sam2_fast.modeling.config.SAM2Config`, in the official layout (state-dict keys and
+shapes match the official checkpoints). The SAM heads are built by the model itself
+(:meth:`sam2_fast.modeling.sam_heads.SAMHeads._build_sam_heads`), from its constructor's
+arguments."""
+
+from __future__ import annotations
+
+from sam2_fast.modeling.config import SAM2Config
+from sam2_fast.modeling.hiera import Hiera
+from sam2_fast.modeling.image_encoder import FpnNeck, ImageEncoder
+from sam2_fast.modeling.memory_attention import MemoryAttention, MemoryAttentionLayer
+from sam2_fast.modeling.memory_encoder import CXBlock, Fuser, MaskDownSampler, MemoryEncoder
+from sam2_fast.modeling.position_encoding import PositionEmbeddingSine
+from sam2_fast.modeling.transformer import RoPEAttention
+
+
+def build_image_encoder(cfg: SAM2Config) -> ImageEncoder:
+    """The Hiera trunk and FPN neck of ``cfg``."""
+    neck = FpnNeck(
+        position_encoding=PositionEmbeddingSine(num_pos_feats=cfg.d_model),
+        d_model=cfg.d_model,
+        backbone_channel_list=cfg.backbone_channel_list,
+        fpn_top_down_levels=cfg.fpn_top_down_levels,
+        fpn_interp_model=cfg.fpn_interp_model,
+    )
+    return ImageEncoder(trunk=Hiera(cfg.trunk), neck=neck, scalp=cfg.scalp)
+
+
+def build_memory_attention(cfg: SAM2Config) -> MemoryAttention:
+    """``cfg.memory_attention_num_layers`` layers of RoPE self-attention and RoPE cross-attention
+    to the ``cfg.mem_dim``-channel memories."""
+
+    def rope_attention(**extra) -> RoPEAttention:
+        return RoPEAttention(
+            cfg.d_model,
+            num_heads=1,
+            downsample_rate=1,
+            dropout=cfg.memory_attention_dropout,
+            rope_theta=cfg.rope_theta,
+            feat_sizes=cfg.rope_feat_sizes,
+            **extra,
+        )
+
+    def layer() -> MemoryAttentionLayer:
+        return MemoryAttentionLayer(
+            activation="relu",
+            self_attention=rope_attention(),
+            cross_attention=rope_attention(rope_k_repeat=True, kv_in_dim=cfg.mem_dim),
+            d_model=cfg.d_model,
+            dim_feedforward=cfg.memory_attention_dim_feedforward,
+            dropout=cfg.memory_attention_dropout,
+            pos_enc_at_attn=False,
+            pos_enc_at_cross_attn_keys=True,
+            pos_enc_at_cross_attn_queries=False,
+        )
+
+    return MemoryAttention(
+        d_model=cfg.d_model,
+        pos_enc_at_input=True,
+        layer_factory=layer,
+        num_layers=cfg.memory_attention_num_layers,
+    )
+
+
+def build_memory_encoder(cfg: SAM2Config) -> MemoryEncoder:
+    """The mask downsampler and fuser that turn ``cfg.d_model``-channel features and a mask into
+    a ``cfg.mem_dim``-channel memory."""
+    return MemoryEncoder(
+        out_dim=cfg.mem_dim,
+        position_encoding=PositionEmbeddingSine(num_pos_feats=cfg.mem_dim),
+        mask_downsampler=MaskDownSampler(kernel_size=3, stride=2, padding=1),
+        fuser=Fuser(lambda: CXBlock(dim=cfg.d_model, kernel_size=7, padding=3), num_layers=2),
+        in_dim=cfg.d_model,
+    )
