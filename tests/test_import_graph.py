@@ -166,3 +166,16 @@ def test_layers_import_only_downward(layer: str) -> None:
         for target in targets if (_layer(target) is not None and _layer(target) < here)
     )
     assert not upward, f"{layer} imports a layer above it:\n" + "\n".join(upward)
+
+
+def test_the_architecture_map_names_files_that_exist() -> None:
+    """ARCHITECTURE.md stays true: every file or folder it names in backticks exists (paths
+    relative to the repository or to the package)."""
+    import re
+
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    named = {m for m in re.findall(r"`([\w./-]+)`", text) if "/" in m or m.endswith(".py")}
+    named = {m.split(":")[0] for m in named}
+    missing = sorted(m for m in named if not any((base / m).exists() for base in (ROOT, ROOT / "sam2_fast")))
+    assert len(named) > 30
+    assert not missing, f"ARCHITECTURE.md names paths that do not exist: {missing}"
