@@ -71,3 +71,38 @@ def test_the_image_predictor_runs_on_another_class_with_the_interface(model) -> 
         results.append(predictor.predict(**click))
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def test_the_trunk_is_built_by_its_config_kind(monkeypatch) -> None:
+    """The image encoder's backbone comes from the registry of backbone kinds: a config with
+    another kind gets that kind's builder, an unregistered kind is refused by name."""
+    import dataclasses
+
+    from sam2_fast.errors import InvalidInputError
+    from sam2_fast.modeling import builders
+    from sam2_fast.modeling.config import PRESETS
+    from sam2_fast.modeling.hiera import Hiera
+
+    @dataclasses.dataclass(frozen=True)
+    class ToyBackbone:
+        kind = "toy"
+        hiera: object = PRESETS["sam2.1-hiera-tiny"].trunk
+
+        @property
+        def channel_list(self):
+            return self.hiera.channel_list
+
+    built = []
+
+    def build_toy(config):
+        built.append(config)
+        return Hiera(config.hiera)
+
+    config = dataclasses.replace(PRESETS["sam2.1-hiera-tiny"], trunk=ToyBackbone())
+    with pytest.raises(InvalidInputError, match="no backbone is registered for ToyBackbone \\(kind 'toy'\\); known kinds: hiera"):
+        builders.build_image_encoder(config)
+    monkeypatch.setitem(builders.BACKBONES, "toy", build_toy)
+    with torch.device("meta"):
+        encoder = builders.build_image_encoder(config)
+    assert built == [config.trunk] and isinstance(encoder.trunk, Hiera)
+    assert builders.BACKBONES["hiera"] is Hiera

@@ -1,12 +1,19 @@
 """Module builders: the image encoder, memory attention and memory encoder of a
 :class:`~sam2_fast.modeling.config.SAM2Config`, in the official layout (state-dict keys and
-shapes match the official checkpoints). The SAM heads are built by the model itself
+shapes match the official checkpoints). The trunk is picked by its config's ``kind`` tag from
+``BACKBONES`` (Hiera for SAM 2; another family registers its backbone with
+:func:`register_backbone`). The SAM heads are built by the model itself
 (:meth:`sam2_fast.modeling.sam_heads.SAMHeads._build_sam_heads`), from its constructor's
 arguments."""
 
 from __future__ import annotations
 
-from sam2_fast.modeling.config import SAM2Config
+from typing import Any, Callable, Dict
+
+from torch import nn
+
+from sam2_fast.errors import InvalidInputError
+from sam2_fast.modeling.config import HieraConfig, SAM2Config
 from sam2_fast.modeling.hiera import Hiera
 from sam2_fast.modeling.image_encoder import FpnNeck, ImageEncoder
 from sam2_fast.modeling.memory_attention import MemoryAttention, MemoryAttentionLayer
@@ -15,8 +22,32 @@ from sam2_fast.modeling.position_encoding import PositionEmbeddingSine
 from sam2_fast.modeling.transformer import RoPEAttention
 
 
+#: backbone kind (its config's ``kind`` tag) -> the trunk built from that config; a family
+#: with another backbone registers it with :func:`register_backbone`
+BACKBONES: Dict[str, Callable[[Any], nn.Module]] = {HieraConfig.kind: Hiera}
+
+
+def register_backbone(kind: str, build: Callable[[Any], nn.Module]) -> None:
+    """Make trunk configs tagged ``kind`` buildable (``build(config) -> nn.Module`` whose
+    forward returns the per-stage features the neck reads, channels ``config.channel_list``)."""
+    if not isinstance(kind, str) or not kind or not callable(build):
+        raise InvalidInputError(f"register_backbone: expected a kind name and a callable, got {kind!r}, {build!r}")
+    BACKBONES[kind] = build
+
+
+def build_trunk(trunk: Any) -> nn.Module:
+    """The backbone of a trunk config, by its ``kind`` tag."""
+    kind = getattr(trunk, "kind", None)
+    if kind not in BACKBONES:
+        raise InvalidInputError(
+            f"trunk: no backbone is registered for {type(trunk).__name__} (kind {kind!r}); "
+            f"known kinds: {', '.join(sorted(BACKBONES))}"
+        )
+    return BACKBONES[kind](trunk)
+
+
 def build_image_encoder(cfg: SAM2Config) -> ImageEncoder:
-    """The Hiera trunk and FPN neck of ``cfg``."""
+    """The trunk (by its kind: Hiera for SAM 2) and FPN neck of ``cfg``."""
     neck = FpnNeck(
         position_encoding=PositionEmbeddingSine(num_pos_feats=cfg.d_model),
         d_model=cfg.d_model,
@@ -24,7 +55,7 @@ def build_image_encoder(cfg: SAM2Config) -> ImageEncoder:
         fpn_top_down_levels=cfg.fpn_top_down_levels,
         fpn_interp_model=cfg.fpn_interp_model,
     )
-    return ImageEncoder(trunk=Hiera(cfg.trunk), neck=neck, scalp=cfg.scalp)
+    return ImageEncoder(trunk=build_trunk(cfg.trunk), neck=neck, scalp=cfg.scalp)
 
 
 def build_memory_attention(cfg: SAM2Config) -> MemoryAttention:

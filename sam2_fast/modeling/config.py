@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Tuple
+from typing import Any, ClassVar, Dict, Iterable, Tuple
 
 from sam2_fast.errors import InvalidInputError
 
 
 @dataclass(frozen=True)
 class HieraConfig:
-    """Hiera trunk (``image_encoder.trunk``)."""
+    """Hiera trunk (``image_encoder.trunk``). ``kind`` tags the backbone: the builder of each
+    kind is registered in :mod:`sam2_fast.modeling.builders` (``BACKBONES``); every backbone
+    config gives its ``channel_list``."""
+
+    kind: ClassVar[str] = "hiera"
 
     embed_dim: int = 96
     num_heads: int = 1
@@ -113,13 +117,14 @@ class SAM2Config:
         """A copy with some fields changed (``trunk.<field>`` names reach the trunk)."""
         trunk_changes = {k[len("trunk.") :]: v for k, v in changes.items() if k.startswith("trunk.")}
         top = {k: v for k, v in changes.items() if not k.startswith("trunk.")}
+        trunk_fields = {f.name for f in dataclasses.fields(self.trunk)}  # of this backbone
         unknown = [k for k in top if k not in _FIELD_NAMES] + [
-            f"trunk.{k}" for k in trunk_changes if k not in _TRUNK_FIELD_NAMES
+            f"trunk.{k}" for k in trunk_changes if k not in trunk_fields
         ]
         if unknown:
             raise InvalidInputError(
                 f"unknown SAM2Config field(s) {unknown}; valid fields are "
-                f"{sorted(_FIELD_NAMES)} and trunk.{{{', '.join(sorted(_TRUNK_FIELD_NAMES))}}}"
+                f"{sorted(_FIELD_NAMES)} and trunk.{{{', '.join(sorted(trunk_fields))}}}"
             )
         if trunk_changes:
             top["trunk"] = dataclasses.replace(self.trunk, **trunk_changes)
@@ -184,7 +189,6 @@ class SAM2Config:
 
 
 _FIELD_NAMES = {f.name for f in dataclasses.fields(SAM2Config)}
-_TRUNK_FIELD_NAMES = {f.name for f in dataclasses.fields(HieraConfig)}
 
 
 def _parse_value(raw: str) -> Any:
