@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Opti
 
 import torch
 
-from sam2_fast.errors import UnknownObjectError
+from sam2_fast.errors import InvalidTypeError, UnknownObjectError
 from sam2_fast.predictors.video_io import LazyVideoFrames
 
 #: one object's stored output on one frame: ``maskmem_features`` (bfloat16, or None before its
@@ -76,7 +76,7 @@ class FrameOutputs(MutableMapping):
         setattr(self, key, value)
 
     def __delitem__(self, key: str) -> None:
-        raise TypeError(f"an output dict always has the keys {_OUTPUT_KINDS}; clear {key!r} instead of deleting it")
+        raise InvalidTypeError(f"an output dict always has the keys {_OUTPUT_KINDS}; clear {key!r} instead of deleting it")
 
     def __iter__(self) -> Iterator[str]:
         return iter(_OUTPUT_KINDS)
@@ -210,7 +210,7 @@ class PerObjectView(MutableMapping):
         setattr(self._object(obj_idx), self._attribute, value)
 
     def __delitem__(self, obj_idx: int) -> None:
-        raise TypeError("objects are removed with the predictor's remove_object(inference_state, obj_id)")
+        raise InvalidTypeError("objects are removed with the predictor's remove_object(inference_state, obj_id)")
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(len(self._state.objects)))
@@ -410,7 +410,7 @@ class InferenceState(MutableMapping):
 
     def __setitem__(self, key: str, value: Any) -> None:
         if key in _DERIVED:
-            raise TypeError(
+            raise InvalidTypeError(
                 f"inference_state[{key!r}] is derived from the tracked objects and cannot be replaced: "
                 "objects are added by the predictor's add_new_points_or_box / add_new_mask and removed "
                 "by remove_object / reset_state"
@@ -422,7 +422,7 @@ class InferenceState(MutableMapping):
 
     def __delitem__(self, key: str) -> None:
         if key in OFFICIAL_KEYS:
-            raise TypeError(f"inference_state[{key!r}] is part of every session and cannot be deleted")
+            raise InvalidTypeError(f"inference_state[{key!r}] is part of every session and cannot be deleted")
         del self.extras[key]
 
     def __contains__(self, key: object) -> bool:
