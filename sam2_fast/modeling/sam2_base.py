@@ -6,6 +6,10 @@ so code written against the official model keeps working; state-dict keys are id
 parts live next door: module builders (:mod:`~sam2_fast.modeling.builders`), the SAM heads
 (:mod:`~sam2_fast.modeling.sam_heads`), memory selection and assembly
 (:mod:`~sam2_fast.modeling.memory_plan`), compile setup (:mod:`~sam2_fast.modeling.compile`).
+
+About 530 lines: the constructor takes the official model's ~40 arguments one per line, and
+the official method names stay (``_track_step``, ``_encode_memory_in_output``, ...) for code
+that calls them.
 """
 
 from __future__ import annotations
