@@ -428,3 +428,23 @@ def test_frame_source_error_mid_video_leaves_resumable_state(predictor, frames, 
     resumed = track(predictor, state, start_frame_idx=4)
     assert list(resumed) == list(range(4, len(frames)))
     assert_results_equal(resumed, reference)
+
+
+def test_the_official_private_helpers_work_on_the_typed_state(predictor, frames):
+    """Code written against the official predictor calls a few of its private helpers; they
+    keep their official signatures and results (sam2_fast.predictors.video_compat)."""
+    state = predictor.init_state(frames)
+    click(predictor, state, 1)
+    _, obj_ids, masks = click(predictor, state, 2)
+    assert predictor._get_obj_num(state) == 2 and predictor._obj_idx_to_id(state, 1) == 2
+    assert predictor._obj_id_to_idx(state, 2) == 1
+    low_res = torch.stack([state["temp_output_dict_per_obj"][i]["cond_frame_outputs"][0]["pred_masks"][0]
+                           for i in range(2)])
+    any_res, video_res = predictor._get_orig_video_res_output(state, low_res)
+    assert any_res.shape == low_res.shape and video_res.shape == (2, 1, H, W)
+    torch.testing.assert_close(video_res, masks)  # what the click returned for the frame
+    assert predictor._obj_id_to_idx(state, "new") == 2 and state["obj_ids"] == [1, 2, "new"]
+    predictor._reset_tracking_results(state)
+    assert state["obj_ids"] == [1, 2, "new"]  # the objects stay, their prompts and outputs go
+    assert all(not v for v in state["point_inputs_per_obj"].values())
+    assert all(not d["cond_frame_outputs"] for d in state["temp_output_dict_per_obj"].values())

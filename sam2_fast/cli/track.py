@@ -22,6 +22,7 @@ from sam2_fast.cli._shared import requested_random_weights_model
 
 if TYPE_CHECKING:  # pragma: no cover - for type hints only (imports torch)
     from sam2_fast.predictors.video_io import FrameSource
+    from sam2_fast.predictors.video_state import InferenceState
 
 #: ``track`` results: frame index -> object id -> compressed COCO RLE of the mask
 Tracked = Dict[int, Dict[int, dict]]
@@ -197,7 +198,7 @@ def _video_predictor(model: str, device, random_weights: bool, image_size: Optio
     return predictor
 
 
-def _add_prompts(predictor, state: dict, prompts: Sequence[FramePrompt]) -> None:
+def _add_prompts(predictor, state: "InferenceState", prompts: Sequence[FramePrompt]) -> None:
     for p in prompts:
         try:
             if p.mask is not None:
@@ -311,7 +312,7 @@ def write_overlay_video(
     return writer.codec
 
 
-def _propagate(predictor, state: dict, passes: Sequence[Tuple[int, bool, int]], mask_dir: Path, quiet: bool) -> Tracked:
+def _propagate(predictor, state: "InferenceState", passes: Sequence[Tuple[int, bool, int]], mask_dir: Path, quiet: bool) -> Tracked:
     """Run the tracking passes with one progress bar, writing each frame's mask PNGs as they
     come; a frame tracked again (by the backward pass) keeps its latest masks."""
     from tqdm import tqdm

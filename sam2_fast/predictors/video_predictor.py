@@ -33,6 +33,7 @@ from sam2_fast.modeling.common import host_tensor_to
 from sam2_fast.modeling.config import SAM2Config
 from sam2_fast.modeling.sam2_base import MemoryPlan, SAM2Base
 from sam2_fast.precision import in_compute_dtype
+from sam2_fast.predictors.video_compat import OfficialVideoHelpers
 from sam2_fast.predictors.video_inputs import (
     check_frame_budget, check_frame_idx, click_inputs, concat_points, mask_input,
 )
@@ -43,7 +44,7 @@ from sam2_fast.predictors.video_state import FrameOutput, InferenceState, Object
 __all__ = ["InferenceState", "SAM2VideoPredictor"]
 
 
-class SAM2VideoPredictor(SAM2Base):
+class SAM2VideoPredictor(OfficialVideoHelpers, SAM2Base):
     """The SAM 2 model with the interactive video-tracking API."""
 
     def __init__(
