@@ -23,6 +23,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 from typing import NamedTuple
 
 import pytest
@@ -90,6 +91,9 @@ def run_in_child(selection: str, **env: str) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", selection],
         env={**os.environ, **env},
+        # outside the repository: `python -m` puts the cwd on sys.path, and the source tree
+        # must not shadow the installed package (tests/conftest.py refuses that)
+        cwd=tempfile.gettempdir(),
         capture_output=True,
         text=True,
         timeout=600,
