@@ -74,9 +74,9 @@ class SAM2VideoPredictor(OfficialVideoHelpers, SAM2Base):
         self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
         self.feature_cache_size = max(1, int(feature_cache_size))
         self.show_progress = True
-        #: objects per memory-attention call; None: one at a time on CPU (measured faster there:
-        #: batched attention temporaries no longer fit in cache), all objects with the same
-        #: memory layout at once on GPU
+        #: objects per memory-attention call; None: one at a time on CPU (with the C++ flash
+        #: kernel one or all 8 at once measured the same on the AMX Xeon: bench/README.md),
+        #: all objects with the same memory layout at once on GPU
         self.memory_attention_batch_size: Optional[int] = None
 
     @classmethod
