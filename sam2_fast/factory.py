@@ -13,9 +13,14 @@ from typing import Any, Optional, Sequence, Tuple, Type, Union
 
 import torch
 
+from sam2_fast.allocator import keep_large_blocks
+from sam2_fast.checkpoint import infer_variant, load_model_weights, read_state_dict
 from sam2_fast.errors import InvalidInputError, InvalidTypeError
+from sam2_fast.modeling.common import meta_device
 from sam2_fast.modeling.config import SAM2Config
 from sam2_fast.modeling.sam2_base import SAM2Base
+from sam2_fast.ops._tuning import _parse_mode
+from sam2_fast.zoo import ModelInfo, get_family, get_model_info
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +48,6 @@ def resolve_device(device: DeviceLike) -> torch.device:
 def _resolve_config(config_file: ConfigLike) -> Tuple[Any, Any, Any]:
     """(config, zoo ModelInfo or None, its Family) for a name, a ModelInfo or the config of
     any registered family (a SAM2Config for SAM 2)."""
-    from sam2_fast.zoo import ModelInfo, get_family, get_model_info
-
     if isinstance(config_file, ModelInfo):
         return config_file.config, config_file, get_family(config_file)
     if isinstance(config_file, str):
@@ -82,8 +85,6 @@ def build(
     compute_dtype = kwargs.pop("compute_dtype", None)
     tune = kwargs.pop("tune", None)
     if tune is not None:
-        from sam2_fast.ops._tuning import _parse_mode
-
         _parse_mode(tune, "tune")  # a bad value fails here, naming the argument
     if kwargs:
         logger.warning("build_sam2: ignoring unknown arguments %s", sorted(kwargs))
@@ -100,19 +101,13 @@ def build(
         cfg = cfg.with_overrides(hydra_overrides_extra)
     dev = resolve_device(device)
     if dev.type == "cpu":
-        from sam2_fast.allocator import keep_large_blocks
-
         keep_large_blocks()
 
     if ckpt_path is None and state_dict is None:
         model = construct(cfg).to(dev)
     else:
-        from sam2_fast.checkpoint import load_model_weights, read_state_dict
-
         if state_dict is None:
             state_dict = read_state_dict(ckpt_path)
-        from sam2_fast.modeling.common import meta_device
-
         with meta_device():
             model = construct(cfg)
         load_model_weights(model, state_dict, info=info, assign=True, source=ckpt_path)
@@ -138,13 +133,11 @@ def build_from_hub(
 ) -> SAM2Base:
     """:func:`build` for a Hub id, zoo name or checkpoint path; ``kwargs`` holds
     :func:`build`'s options by name (``device``, ``mode``, ``apply_postprocessing``...)."""
-    from sam2_fast.hub import resolve_checkpoint
+    from sam2_fast.hub import resolve_checkpoint  # lazy: imports huggingface_hub
 
     ckpt_path, info = resolve_checkpoint(model_id)
     state_dict = None
     if info is None:
-        from sam2_fast.checkpoint import infer_variant, read_state_dict
-
         state_dict = read_state_dict(ckpt_path)
         info = infer_variant(state_dict)
         if info is None:
