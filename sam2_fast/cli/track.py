@@ -11,7 +11,6 @@ import importlib.util
 import json
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
@@ -19,13 +18,19 @@ import numpy as np
 
 from sam2_fast.cli._args import DEFAULT_MODEL, _int_at_least, _numbers, positive_int
 from sam2_fast.cli._shared import requested_random_weights_model
+from sam2_fast.predictors.tracking import (
+    FramePrompt,
+    Tracked,
+    add_prompts,
+    check_prompt_frames,
+    propagate,
+    track_passes,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - for type hints only (imports torch)
     from sam2_fast.predictors.video_io import FrameSource
     from sam2_fast.predictors.video_state import InferenceState
 
-#: ``track`` results: frame index -> object id -> compressed COCO RLE of the mask
-Tracked = Dict[int, Dict[int, dict]]
 
 
 # ---------------------------------------------------------------- argument types
@@ -90,24 +95,6 @@ def positive_float(text: str) -> float:
 
 
 # ---------------------------------------------------------------- track
-@dataclass
-class FramePrompt:
-    """Everything given for one object on one frame: clicks ``(x, y)`` in pixels with labels,
-    a box ``(x0, y0, x1, y1)`` in pixels, or a mask PNG (read into ``mask``, bool ``[H, W]``,
-    once the video's size is known)."""
-
-    frame: int
-    obj: int
-    points: List[Tuple[float, float]] = field(default_factory=list)
-    labels: List[int] = field(default_factory=list)
-    box: Optional[Tuple[float, float, float, float]] = None
-    mask_path: Optional[str] = None
-    mask: Optional[np.ndarray] = None
-
-    def describe(self) -> str:
-        return f"the prompt for object {self.obj} on frame {self.frame}"
-
-
 def collect_prompts(
     points: Sequence[Tuple[int, float, float, int, int]],
     boxes: Sequence[Tuple[int, Tuple[float, float, float, float], int]],
@@ -198,40 +185,6 @@ def _video_predictor(model: str, device, random_weights: bool, image_size: Optio
     return predictor
 
 
-def _add_prompts(predictor, state: "InferenceState", prompts: Sequence[FramePrompt]) -> None:
-    for p in prompts:
-        try:
-            if p.mask is not None:
-                predictor.add_new_mask(state, p.frame, p.obj, p.mask)
-            else:
-                predictor.add_new_points_or_box(
-                    state,
-                    p.frame,
-                    p.obj,
-                    points=np.array(p.points, np.float32) if p.points else None,
-                    labels=np.array(p.labels, np.int32) if p.points else None,
-                    box=np.array(p.box, np.float32) if p.box is not None else None,
-                )
-        except (ValueError, TypeError) as exc:
-            raise SystemExit(f"error: {p.describe()}: {exc}") from None
-
-
-def _track_passes(
-    prompts: Sequence[FramePrompt], start: Optional[int], reverse: bool, max_frames: Optional[int], num_frames: int
-) -> List[Tuple[int, bool, int]]:
-    """``(start frame, reverse, number of frames)`` of each propagation: forward from
-    ``start`` (default: the first prompted frame), then with ``reverse`` backward from the
-    later of that frame and the last prompted frame."""
-    limit = num_frames if max_frames is None else max_frames
-    first = min(p.frame for p in prompts) if start is None else start
-    passes = [(first, False, min(limit, num_frames - first))]
-    if reverse:
-        back = max(first, max(p.frame for p in prompts))
-        # the predictor tracks nothing backward from frame 0 (the forward pass covered it)
-        passes.append((back, True, min(limit, back + 1) if back > 0 else 0))
-    return passes
-
-
 def write_annotations(
     path: Path,
     tracked: Tracked,
@@ -241,46 +194,11 @@ def write_annotations(
     model: str,
     random_weights: bool,
 ) -> None:
-    """Write the tracked masks as COCO-style JSON.
+    """Write the tracked masks as COCO-style JSON (format:
+    :func:`sam2_fast.predictors.tracking.annotations_document`)."""
+    from sam2_fast.predictors.tracking import annotations_document
 
-    Format (``segmentation`` is a compressed COCO RLE as pycocotools writes it, ``bbox`` is
-    ``[x, y, w, h]`` in pixels, ``area`` in pixels; one annotation per object and tracked
-    frame, empty masks included)::
-
-        {"info": {"description", "version", "model", "random_weights"},
-         "videos": [{"id": 1, "file_name", "height", "width", "length", "fps"}],
-         "annotations": [{"id", "video_id": 1, "frame_index", "obj_id",
-                          "segmentation": {"size": [H, W], "counts": str}, "area", "bbox"}]}
-    """
-    import sam2_fast
-    from sam2_fast.ops.rle import rle_area, rle_to_bbox
-
-    annotations = []
-    for frame_idx in sorted(tracked):
-        for obj_id in sorted(tracked[frame_idx]):
-            rle = tracked[frame_idx][obj_id]
-            annotations.append({
-                "id": len(annotations) + 1,
-                "video_id": 1,
-                "frame_index": frame_idx,
-                "obj_id": obj_id,
-                "segmentation": rle,
-                "area": rle_area(rle),
-                "bbox": rle_to_bbox(rle).tolist(),
-            })
-    document = {
-        "info": {
-            "description": "sam2-fast track",
-            "version": sam2_fast.__version__,
-            "model": model,
-            "random_weights": random_weights,
-        },
-        "videos": [
-            {"id": 1, "file_name": video, "height": source.height, "width": source.width,
-             "length": len(source), "fps": fps}
-        ],
-        "annotations": annotations,
-    }
+    document = annotations_document(tracked, video, source.height, source.width, len(source), fps, model, random_weights)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document))
 
@@ -317,30 +235,25 @@ def _propagate(predictor, state: "InferenceState", passes: Sequence[Tuple[int, b
     come; a frame tracked again (by the backward pass) keeps its latest masks."""
     from tqdm import tqdm
 
-    from sam2_fast.ops.rle import mask_to_rle
     from sam2_fast.utils.visualize import save_png
 
-    tracked: Tracked = {}
     total = sum(count for _, _, count in passes)
     with tqdm(total=total, desc="track", unit="frame", file=sys.stderr, disable=quiet) as bar:
-        for start, reverse, count in passes:
-            frames = predictor.propagate_in_video(
-                state, start_frame_idx=start, max_frame_num_to_track=max(count - 1, 0), reverse=reverse
-            )
-            for frame_idx, obj_ids, logits in frames:  # logits [num_objects, 1, H, W]
-                masks = (logits[:, 0] > 0).cpu().numpy()
-                for obj_id, mask in zip(obj_ids, masks):
-                    save_png(mask, mask_dir / f"{frame_idx:05d}_obj{obj_id}.png")
-                    tracked.setdefault(frame_idx, {})[obj_id] = mask_to_rle(mask)
-                bar.update()
-    return tracked
+
+        def on_frame(frame_idx: int, obj_ids: Sequence[int], masks: np.ndarray) -> None:
+            for obj_id, mask in zip(obj_ids, masks):
+                save_png(mask, mask_dir / f"{frame_idx:05d}_obj{obj_id}.png")
+            bar.update()
+
+        return propagate(predictor, state, passes, on_frame)
 
 
 def _track(args: argparse.Namespace, prompts: List[FramePrompt], source: FrameSource) -> int:
     n = len(source)
-    for p in prompts:
-        if p.frame >= n:
-            raise SystemExit(f"error: {p.describe()} is outside VIDEO, which has {n} frames (0..{n - 1})")
+    try:
+        check_prompt_frames(prompts, n, "VIDEO")
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     if args.start is not None and args.start >= n:
         raise SystemExit(f"error: --start {args.start} is outside VIDEO, which has {n} frames (0..{n - 1})")
     for p in prompts:  # a bad mask file fails before the model loads
@@ -351,8 +264,11 @@ def _track(args: argparse.Namespace, prompts: List[FramePrompt], source: FrameSo
 
     t0 = time.perf_counter()
     state = predictor.init_state(source)
-    _add_prompts(predictor, state, prompts)
-    passes = _track_passes(prompts, args.start, args.reverse, args.max_frames, n)
+    try:
+        add_prompts(predictor, state, prompts)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    passes = track_passes(prompts, args.start, args.reverse, args.max_frames, n)
     out_dir = Path(args.out)
     tracked = _propagate(predictor, state, passes, out_dir / "masks", args.quiet)
     seconds = time.perf_counter() - t0

@@ -49,7 +49,6 @@ import logging
 import os
 import platform
 import statistics
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -61,6 +60,7 @@ from typing import Any
 import torch
 
 from sam2_fast.errors import InvalidInputError
+from sam2_fast.utils.files import atomic_write_text
 
 __all__ = [
     "ENV_CACHE_DIR",
@@ -375,21 +375,6 @@ class TuningCache:
                 atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
             except OSError as exc:
                 log.warning("tuning cache %s cannot be written (%s)", path, exc)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename:
-    a reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 #: the process's cache (``sam2_fast.ops._tuning.cache``); tests point it at a temporary file
