@@ -16,7 +16,7 @@ from sam2_fast.predictors.video_predictor import SAM2VideoPredictor
 
 __all__ = [
     "build_sam2", "build_sam2_hf", "build_sam2_video_predictor", "build_sam2_video_predictor_hf",
-    "resolve_device",
+    "build_sam2_random", "random_weights_warning", "resolve_device",
 ]
 
 
@@ -80,3 +80,32 @@ def build_sam2_video_predictor_hf(model_id: str, **kwargs: Any):
     vos = kwargs.pop("vos_optimized", False)
     model = build_from_hub(model_id, kwargs, model_cls=SAM2VideoPredictor, video=True)
     return compile_for_vos(model) if vos else model
+
+
+def build_sam2_random(
+    name: str,
+    device: DeviceLike = None,
+    video: bool = False,
+    hydra_overrides_extra: Sequence[str] = (),
+    seed: int = 0,
+    **kwargs: Any,
+):
+    """The ``name`` variant (zoo name or Hub id) with random weights drawn from ``seed``: the
+    same weights in every process (``sam2-fast ... --random-weights``, tests, batch workers).
+    ``video=True`` builds a video predictor. ``kwargs`` as :func:`build_sam2` (``compute_dtype``...)."""
+    from sam2_fast.modeling.init import random_state_dict
+    from sam2_fast.zoo import get_model_info
+
+    builder = build_sam2_video_predictor if video else build_sam2
+    model = builder(name, device=device, hydra_overrides_extra=list(hydra_overrides_extra), **kwargs)
+    model.load_state_dict(random_state_dict(get_model_info(name).config, seed=seed))
+    return model
+
+
+def random_weights_warning(name: str) -> str:
+    """The banner that says loudly that ``name`` runs with random weights."""
+    banner = "!" * 78
+    return (
+        f"{banner}\nWARNING: --random-weights: {name!r} runs with RANDOM WEIGHTS, no checkpoint is\n"
+        f"loaded: the masks are meaningless (this only tries out the pipeline).\n{banner}"
+    )

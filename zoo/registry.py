@@ -35,6 +35,9 @@ from sam2_fast.errors import ZOO_ENTRY_POINT_GROUP, InvalidInputError, InvalidTy
 
 logger = logging.getLogger(__name__)
 
+#: the variant the command line and batch jobs use when none is named
+DEFAULT_MODEL = "sam2.1-hiera-tiny"
+
 ENTRY_POINT_GROUP = ZOO_ENTRY_POINT_GROUP
 
 StateDictConverter = Callable[[Mapping[str, Any]], Dict[str, Any]]
@@ -338,6 +341,7 @@ def iter_model_infos() -> List[ModelInfo]:
 
 
 __all__ = [
+    "DEFAULT_MODEL",
     "ENTRY_POINT_GROUP",
     "Family",
     "ModelInfo",

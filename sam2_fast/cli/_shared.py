@@ -55,34 +55,15 @@ def write_outputs(image, mask, points, labels, box, mask_path: Path, overlay_pat
         save_png(overlay_masks(image, [mask], points=points, labels=labels, boxes=box), overlay_path)
 
 
-def _random_weights_model(name: str, device, video: bool = False, overrides: Sequence[str] = ()):
-    """The ``name`` variant (zoo name or Hub id) with random weights (seed 0); ``overrides``
-    are official hydra-style config overrides."""
-    from sam2_fast import build_sam2, build_sam2_video_predictor
-    from sam2_fast.modeling.init import random_state_dict
-    from sam2_fast.zoo import get_model_info
-
-    build = build_sam2_video_predictor if video else build_sam2
-    model = build(name, device=device, hydra_overrides_extra=list(overrides))
-    model.load_state_dict(random_state_dict(get_model_info(name).config, seed=0))
-    return model
-
-
 def requested_random_weights_model(name: str, device, video: bool = False, overrides: Sequence[str] = ()):
-    """:func:`_random_weights_model` for a command's ``--random-weights``: refuses a checkpoint
-    file as ``--model`` and warns loudly that the masks are meaningless."""
+    """:func:`sam2_fast.build_sam.build_sam2_random` for a command's ``--random-weights``:
+    refuses a checkpoint file as ``--model`` and warns loudly that the masks are meaningless."""
+    from sam2_fast.build_sam import build_sam2_random, random_weights_warning
+
     if Path(name).exists():
         raise SystemExit(
             "error: --random-weights builds the variant named by --model with random weights: "
             f"give a zoo name or Hub id (e.g. {DEFAULT_MODEL}), not the file {name!r}"
         )
-    _warn_random_weights(
-        f"WARNING: --random-weights: {name!r} runs with RANDOM WEIGHTS, no checkpoint is\n"
-        "loaded: the masks are meaningless (this only tries out the pipeline)."
-    )
-    return _random_weights_model(name, device, video=video, overrides=overrides)
-
-
-def _warn_random_weights(message: str) -> None:
-    banner = "!" * 78
-    print(f"{banner}\n{message}\n{banner}", file=sys.stderr)
+    print(random_weights_warning(name), file=sys.stderr)
+    return build_sam2_random(name, device, video=video, hydra_overrides_extra=overrides)

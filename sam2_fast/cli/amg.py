@@ -18,22 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2_fast.cli._args import DEFAULT_MODEL, _int_at_least, positive_int
+from sam2_fast.cli._args import DEFAULT_MODEL, non_negative_int, positive_int, unit_float
 from sam2_fast.cli._shared import load_image, requested_random_weights_model
-
-
-def _unit_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    return _int_at_least(text, 0, "a count")
 
 
 def _generator(args: argparse.Namespace):
@@ -99,13 +85,13 @@ def add_parser(sub) -> None:
                    help="clicks per side of the grid (default 32)")
     p.add_argument("--points-per-batch", type=positive_int, default=64, metavar="N",
                    help="clicks decoded together (default 64)")
-    p.add_argument("--pred-iou-thresh", type=_unit_float, default=0.8, metavar="T",
+    p.add_argument("--pred-iou-thresh", type=unit_float, default=0.8, metavar="T",
                    help="keep masks with a predicted IoU above T (default 0.8)")
-    p.add_argument("--stability-score-thresh", type=_unit_float, default=0.95, metavar="T",
+    p.add_argument("--stability-score-thresh", type=unit_float, default=0.95, metavar="T",
                    help="keep masks with a stability score of at least T (default 0.95)")
-    p.add_argument("--crop-n-layers", type=_non_negative_int, default=0, metavar="N",
+    p.add_argument("--crop-n-layers", type=non_negative_int, default=0, metavar="N",
                    help="also segment 4, 16, ... crops for N layers (default 0)")
-    p.add_argument("--min-mask-region-area", type=_non_negative_int, default=0, metavar="PX",
+    p.add_argument("--min-mask-region-area", type=non_negative_int, default=0, metavar="PX",
                    help="fill holes / remove islands of up to PX low-res pixels (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--random-weights", action="store_true",

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from sam2_fast.cli._args import DEFAULT_MODEL
-from sam2_fast.cli._shared import _random_weights_model, _warn_random_weights, segment, write_outputs
+from sam2_fast.cli._shared import segment, write_outputs
 
 
 def _demo_model(name: str, device):
     """Real weights when found (local cache or Hub), else random weights (with a warning)."""
-    from sam2_fast.build_sam import build_sam2_hf
+    from sam2_fast.build_sam import build_sam2_hf, build_sam2_random
     from sam2_fast.hub import CheckpointNotFoundError
 
     try:
         return build_sam2_hf(name, device=device), True, ""
     except CheckpointNotFoundError as exc:
         reason = str(exc)
-    return _random_weights_model(name, device), False, reason
+    return build_sam2_random(name, device), False, reason
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -31,10 +32,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     image = sample_image()
     model, real, reason = _demo_model(args.model, args.device)
     if not real:
-        _warn_random_weights(
-            f"WARNING: no checkpoint for {args.model!r} was found locally or on the Hub,\n"
+        banner = "!" * 78
+        print(
+            f"{banner}\nWARNING: no checkpoint for {args.model!r} was found locally or on the Hub,\n"
             f"so the demo runs with RANDOM WEIGHTS: the masks below are meaningless.\n\n"
-            f"{reason}\n\nThen run `sam2-fast demo` again."
+            f"{reason}\n\nThen run `sam2-fast demo` again.\n{banner}",
+            file=sys.stderr,
         )
     predictor = SAM2ImagePredictor(model)
     name, (x, y) = next(iter(SAMPLE_OBJECTS.items()))

@@ -4,27 +4,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Tuple
 
 import numpy as np
 
-from sam2_fast.cli._args import DEFAULT_MODEL, _numbers
+from sam2_fast.cli._args import DEFAULT_MODEL, box_arg, point_arg
 from sam2_fast.cli._shared import load_image, segment, write_outputs
-
-
-def point_arg(text: str) -> Tuple[float, float, int]:
-    """``X,Y`` or ``X,Y,LABEL`` (label 1 = foreground, 0 = background)."""
-    values = _numbers(text, "--point X,Y[,LABEL]", (2, 3))
-    label = int(values[2]) if len(values) == 3 else 1
-    if label not in (0, 1):
-        raise argparse.ArgumentTypeError(f"--point label must be 1 (foreground) or 0 (background), got {text!r}")
-    return values[0], values[1], label
-
-
-def box_arg(text: str) -> Tuple[float, float, float, float]:
-    """``X0,Y0,X1,Y1`` in pixels."""
-    x0, y0, x1, y1 = _numbers(text, "--box X0,Y0,X1,Y1", (4,))
-    return x0, y0, x1, y1
 
 
 def cmd_segment(args: argparse.Namespace) -> int:

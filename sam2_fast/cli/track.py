@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from sam2_fast.cli._args import DEFAULT_MODEL, _int_at_least, _numbers, positive_int
+from sam2_fast.cli._args import (
+    DEFAULT_MODEL,
+    frame_index_arg,
+    image_size_arg,
+    positive_float,
+    positive_int,
+    track_box_arg,
+    track_point_arg,
+)
 from sam2_fast.cli._shared import requested_random_weights_model
 from sam2_fast.predictors.tracking import (
     FramePrompt,
@@ -34,31 +42,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type hints only (imports torch)
 
 
 # ---------------------------------------------------------------- argument types
-def _index(value: float, what: str, option: str, text: str) -> int:
-    if not value.is_integer() or value < 0:
-        raise argparse.ArgumentTypeError(f"{option}: {what} must be an integer >= 0, got {text!r}")
-    return int(value)
-
-
-def track_point_arg(text: str) -> Tuple[int, float, float, int, int]:
-    """``FRAME,X,Y[,LABEL][,OBJ]`` -> (frame, x, y, label, obj); LABEL defaults to 1, OBJ to 1."""
-    option = "--point FRAME,X,Y[,LABEL][,OBJ]"
-    values = _numbers(text, option, (3, 4, 5))
-    label = values[3] if len(values) >= 4 else 1
-    if label not in (0, 1):
-        raise argparse.ArgumentTypeError(f"--point label must be 1 (foreground) or 0 (background), got {text!r}")
-    obj = _index(values[4], "OBJ", option, text) if len(values) == 5 else 1
-    return _index(values[0], "FRAME", option, text), values[1], values[2], int(label), obj
-
-
-def track_box_arg(text: str) -> Tuple[int, Tuple[float, float, float, float], int]:
-    """``FRAME,X0,Y0,X1,Y1[,OBJ]`` -> (frame, box, obj); OBJ defaults to 1."""
-    option = "--box FRAME,X0,Y0,X1,Y1[,OBJ]"
-    values = _numbers(text, option, (5, 6))
-    obj = _index(values[5], "OBJ", option, text) if len(values) == 6 else 1
-    return _index(values[0], "FRAME", option, text), tuple(values[1:5]), obj
-
-
 def track_mask_arg(text: str) -> Tuple[int, str, int]:
     """``FRAME,PNG[,OBJ]`` -> (frame, png path, obj); a last field of digits only is OBJ
     (default 1), anything else belongs to the path."""
@@ -71,27 +54,6 @@ def track_mask_arg(text: str) -> Tuple[int, str, int]:
     if not sep or not path or not frame.strip().isdigit():
         raise argparse.ArgumentTypeError(f"{option} expects an integer frame, a PNG path and an optional object id, got {text!r}")
     return int(frame), path, int(obj)
-
-
-def frame_index_arg(text: str) -> int:
-    return _int_at_least(text, 0, "a frame index")
-
-
-def image_size_arg(text: str) -> int:
-    value = _int_at_least(text, 32, "a size in pixels")
-    if value % 32:
-        raise argparse.ArgumentTypeError(f"expected a multiple of 32 (e.g. 512 or 1024), got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
 
 
 # ---------------------------------------------------------------- track
@@ -157,20 +119,6 @@ def _open_video(path: str):
         return open_video(path)
     except VideoReadError as exc:
         raise SystemExit(f"error: VIDEO {path!r} could not be read: {exc}") from None
-
-
-def _source_fps(source: FrameSource) -> Optional[float]:
-    """The frame rate of a video file, ``None`` for a folder of frames."""
-    from sam2_fast.predictors.video_io import VideoFileFrames
-
-    if not isinstance(source, VideoFileFrames):
-        return None
-    import av
-
-    with av.open(str(source.path)) as container:
-        stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate
-    return float(rate) if rate else None
 
 
 def _video_predictor(model: str, device, random_weights: bool, image_size: Optional[int]):
@@ -259,7 +207,7 @@ def _track(args: argparse.Namespace, prompts: List[FramePrompt], source: FrameSo
     for p in prompts:  # a bad mask file fails before the model loads
         if p.mask_path is not None:
             p.mask = load_mask(p.mask_path, source.height, source.width)
-    fps = args.fps or _source_fps(source) or 24.0
+    fps = args.fps or source.fps or 24.0
     predictor = _video_predictor(args.model, args.device, args.random_weights, args.image_size)
 
     t0 = time.perf_counter()

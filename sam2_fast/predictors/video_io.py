@@ -38,6 +38,8 @@ class FrameSource(abc.ABC):
     num_frames: int
     height: int
     width: int
+    #: frames per second of a video file (None where unknown: frames from a folder or arrays)
+    fps: Optional[float] = None
 
     def __len__(self) -> int:
         return self.num_frames
@@ -149,6 +151,8 @@ class VideoFileFrames(FrameSource):
                     {(pts, dts) for i, (pts, dts, key) in enumerate(packets) if key or i == 0}
                 )
                 self.width, self.height = stream.codec_context.width, stream.codec_context.height
+                rate = stream.average_rate or stream.guessed_rate
+                self.fps = float(rate) if rate else None
         except VideoReadError:
             raise
         except Exception as exc:  # PyAV raises many error types for corrupt input
