@@ -138,6 +138,8 @@ def run(
 
         print(random_weights_warning(config.model), file=sys.stderr)
 
+    for stale in out_path.rglob(".*.tmp"):  # left by a killed job (see sam2_fast.utils.files)
+        stale.unlink(missing_ok=True)
     sink = make_sink(format, out_path, task, shard_size)
     done = set() if overwrite else sink.done(items)
     summary = Summary(out_path)
