@@ -16,7 +16,7 @@ import numpy as np
 
 def tensor_bytes(obj: Any, _seen: Optional[set] = None) -> int:
     """Bytes held by the tensors and arrays reachable from ``obj`` through dicts, lists,
-    tuples and object attributes (each counted once)."""
+    tuples and the attributes of this package's objects (each counted once; models excluded)."""
     import torch
 
     seen = set() if _seen is None else _seen
@@ -31,7 +31,7 @@ def tensor_bytes(obj: Any, _seen: Optional[set] = None) -> int:
         return sum(tensor_bytes(v, seen) for v in obj.values())
     if isinstance(obj, (list, tuple)):
         return sum(tensor_bytes(v, seen) for v in obj)
-    if hasattr(obj, "__dict__") and not isinstance(obj, (type, torch.nn.Module)):
+    if type(obj).__module__.startswith("sam2_fast.") and hasattr(obj, "__dict__") and not isinstance(obj, torch.nn.Module):
         return sum(tensor_bytes(v, seen) for v in vars(obj).values())
     return 0
 
