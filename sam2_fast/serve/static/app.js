@@ -313,6 +313,7 @@ function reset(kind, info) {
   S.numFrames = info.num_frames || 1; S.fps = info.fps || 24; S.frame = 0;
   S.objects = []; S.selected = null; S.nextObj = 1; S.masks = {}; S.tracked = false;
   for (const c of [view, overlay]) { c.width = S.width; c.height = S.height; }
+  fit();
   $("video-controls").hidden = kind !== "video";
   $("image-controls").hidden = kind !== "image";
   $("frame").max = S.numFrames - 1;
@@ -320,6 +321,17 @@ function reset(kind, info) {
   $("frame-label").textContent = "0";
   addObject();
 }
+
+function fit() {  // show the image as large as the window allows (small images scaled up)
+  if (!S.width) return;
+  const stage = $("stage").getBoundingClientRect();
+  const scale = Math.min(stage.width / S.width, (window.innerHeight - stage.top - 40) / S.height);
+  for (const c of [view, overlay]) {
+    c.style.width = `${Math.floor(S.width * scale)}px`;
+    c.style.height = `${Math.floor(S.height * scale)}px`;
+  }
+}
+window.addEventListener("resize", fit);
 
 async function showFrame(index) {
   const response = await api("GET", `/api/videos/${S.id}/frames/${index}`);
