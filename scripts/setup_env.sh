@@ -55,6 +55,18 @@ else
 fi
 echo "    built and installed in $(( $(date +%s) - start ))s"
 
+# the browser test of `sam2-fast serve` drives Debian's Chromium through Playwright (which
+# cannot download its own browser build on these machines)
+if [[ $WITH_TEST == 1 && ! -x /usr/bin/chromium && $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  echo "==> chromium (Debian's, for tests/test_serve_browser.py)"
+  log=$(mktemp)
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >"$log" 2>&1; then
+    tail -n 20 "$log" >&2
+    echo "warning: chromium could not be installed; tests/test_serve_browser.py will fail in CI" >&2
+  fi
+  rm -f "$log"
+fi
+
 if [[ $WITH_TEST == 1 ]] && ! "$PY" -c "import sam2" >/dev/null 2>&1; then
   echo "==> official sam2 1.1.0 (the test oracle, CPU build)"
   tmp=$(mktemp -d)
