@@ -41,6 +41,10 @@ DEFAULT_MODEL = "sam2.1-hiera-tiny"
 ENTRY_POINT_GROUP = ZOO_ENTRY_POINT_GROUP
 
 StateDictConverter = Callable[[Mapping[str, Any]], Dict[str, Any]]
+#: (config.json dict, transformers state dict) -> (the family's config, official-layout state dict)
+FromTransformers = Callable[[Dict[str, Any], Mapping[str, Any]], Tuple[Any, Dict[str, Any]]]
+#: (config, official-layout state dict, video) -> (config.json dict, transformers state dict)
+ToTransformers = Callable[[Any, Mapping[str, Any], bool], Tuple[Dict[str, Any], Dict[str, Any]]]
 
 
 def identity_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
@@ -62,6 +66,14 @@ class Family:
             the weights are not of this family; in every key layout the family reads.
         config_fingerprint: config -> the same value for the config's weights.
         describe: a fingerprint -> words for messages ("trunk embed_dim 96, 12 blocks, ...").
+        transformers_model_types: the ``model_type`` values of a Hugging Face transformers
+            ``config.json`` whose folders this family reads (e.g. ``("sam2", "sam2_video")``);
+            empty when it reads none.
+        from_transformers: ``(config.json dict, transformers state dict) -> (config, state
+            dict with the family's official keys)``; required with ``transformers_model_types``.
+        to_transformers: ``(config, official-layout state dict, video) -> (config.json dict,
+            transformers state dict)`` of transformers' image model, or of its video model when
+            ``video`` is true; None when the family cannot be written in that format.
     """
 
     name: str
@@ -70,6 +82,9 @@ class Family:
     fingerprint: Callable[[Mapping[str, Any]], Optional[Hashable]]
     config_fingerprint: Callable[[Any], Hashable]
     describe: Callable[[Hashable], str] = repr
+    transformers_model_types: Tuple[str, ...] = ()
+    from_transformers: Optional[FromTransformers] = None
+    to_transformers: Optional[ToTransformers] = None
 
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.strip():
@@ -81,6 +96,20 @@ class Family:
         for field in ("build", "fingerprint", "config_fingerprint", "describe"):
             if not callable(getattr(self, field)):
                 raise InvalidTypeError(f"Family {self.name!r}: {field} must be callable")
+        for field in ("from_transformers", "to_transformers"):
+            if getattr(self, field) is not None and not callable(getattr(self, field)):
+                raise InvalidTypeError(f"Family {self.name!r}: {field} must be callable or None")
+        if isinstance(self.transformers_model_types, str):
+            raise InvalidTypeError(
+                f"Family {self.name!r}: transformers_model_types must be a tuple of strings, "
+                f"got the string {self.transformers_model_types!r}"
+            )
+        object.__setattr__(self, "transformers_model_types", tuple(self.transformers_model_types))
+        if self.transformers_model_types and self.from_transformers is None:
+            raise InvalidInputError(
+                f"Family {self.name!r}: transformers_model_types "
+                f"{list(self.transformers_model_types)} needs from_transformers"
+            )
 
 
 @dataclass(frozen=True)
@@ -282,6 +311,22 @@ def get_family(info_or_config: Any) -> Family:
     )
 
 
+def get_family_for_transformers(model_type: str) -> Family:
+    """The family that reads transformers folders whose ``config.json`` has this
+    ``model_type`` (e.g. ``"sam2_video"``)."""
+    if not isinstance(model_type, str):
+        raise InvalidTypeError(f"model_type must be a str, got {type(model_type).__name__}")
+    _REGISTRY.load_plugins()
+    for family in _REGISTRY.families.values():
+        if model_type in family.transformers_model_types:
+            return family
+    known = sorted(t for f in _REGISTRY.families.values() for t in f.transformers_model_types)
+    raise InvalidInputError(
+        f"model_type {model_type!r}: no registered model family reads transformers checkpoints "
+        f"of this type; known types: {', '.join(known) or 'none'}"
+    )
+
+
 def list_families() -> List[str]:
     """Names of the registered families (built-in first, then plugins')."""
     _REGISTRY.load_plugins()
@@ -344,10 +389,12 @@ __all__ = [
     "DEFAULT_MODEL",
     "ENTRY_POINT_GROUP",
     "Family",
+    "FromTransformers",
     "ModelInfo",
     "StateDictConverter",
     "UnknownModelError",
     "get_family",
+    "get_family_for_transformers",
     "get_model_info",
     "identity_state_dict",
     "iter_model_infos",
@@ -355,4 +402,5 @@ __all__ = [
     "list_models",
     "register",
     "register_family",
+    "ToTransformers",
 ]
