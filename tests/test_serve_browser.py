@@ -9,6 +9,7 @@ test; elsewhere it is skipped with the reason. The page's screenshot is saved in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Iterator, List
 
 import numpy as np
 import pytest
@@ -46,23 +48,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``sam2-fast serve`` in a child process; yields its base URL."""
-    missing = _missing()
-    if missing:
-        if REQUIRED:
-            pytest.fail(f"the browser test must run in CI but cannot: {missing}")
-        pytest.skip(missing)
+@contextlib.contextmanager
+def serve_process(folder: Path, image_size: int = IMAGE_SIZE) -> Iterator[str]:
+    """``sam2-fast serve --random-weights`` in a child process on a free localhost port;
+    yields its base URL once ``/healthz`` answers. The server's output goes to
+    ``folder/server.log``."""
     import httpx
 
     port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
+    log = folder / "server.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "sam2_fast.cli", "serve", "--model", MODEL, "--random-weights",
-             "--image-size", str(IMAGE_SIZE), "--device", "cpu", "--port", str(port), "--max-frames", "20"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=log.parent,
+             "--image-size", str(image_size), "--device", "cpu", "--port", str(port), "--max-frames", "20",
+             "--quiet"],
+            stdout=out, stderr=subprocess.STDOUT, cwd=folder,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -85,21 +85,45 @@ def server(tmp_path_factory):
             proc.kill()
 
 
-@pytest.fixture(scope="module")
-def page(server):
+def require_browser() -> None:
+    """Skip (fail in CI) when Chromium, Playwright or the serve extra is missing."""
+    missing = _missing()
+    if missing:
+        if REQUIRED:
+            pytest.fail(f"the browser test must run in CI but cannot: {missing}")
+        pytest.skip(missing)
+
+
+@contextlib.contextmanager
+def browser_page(url: str) -> Iterator[Any]:
+    """A headless Chromium page on ``url``, once the page says it is ready; fails if the page
+    raised a JavaScript error."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         context = browser.new_context(viewport={"width": 1100, "height": 700}, accept_downloads=True)
         page = context.new_page()
-        errors = []
+        errors: List[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(server)
+        page.goto(url)
         page.wait_for_selector("body[data-state=ready]")
         yield page
         assert not errors, errors
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    require_browser()
+    with serve_process(tmp_path_factory.mktemp("server")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with browser_page(server) as page:
+        yield page
 
 
 def click_at(page, x: float, y: float, button: str = "left") -> None:
