@@ -67,3 +67,18 @@ def requested_random_weights_model(name: str, device, video: bool = False, overr
         )
     print(random_weights_warning(name), file=sys.stderr)
     return build_sam2_random(name, device, video=video, hydra_overrides_extra=overrides)
+
+
+def video_predictor(model: str, device, random_weights: bool, image_size: Optional[int]):
+    """The :class:`~sam2_fast.SAM2VideoPredictor` of ``--model`` (``--random-weights``:
+    :func:`requested_random_weights_model`) at ``--image-size`` (``None``: the variant's),
+    without its progress bar."""
+    from sam2_fast import SAM2VideoPredictor
+
+    overrides = [] if image_size is None else [f"++model.image_size={image_size}"]
+    if not random_weights:
+        predictor = SAM2VideoPredictor.from_pretrained(model, device=device, hydra_overrides_extra=overrides)
+    else:
+        predictor = requested_random_weights_model(model, device, video=True, overrides=overrides)
+    predictor.show_progress = False
+    return predictor

@@ -10,7 +10,7 @@ import ipaddress
 import sys
 
 from sam2_fast.cli._args import DEFAULT_MODEL, image_size_arg, positive_float, positive_int
-from sam2_fast.cli._shared import requested_random_weights_model
+from sam2_fast.cli._shared import video_predictor
 
 
 def is_loopback(host: str) -> bool:
@@ -21,19 +21,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def _model(args: argparse.Namespace):
-    """The video predictor the app serves (image sessions use it as their model)."""
-    from sam2_fast import SAM2VideoPredictor
-
-    overrides = [] if args.image_size is None else [f"++model.image_size={args.image_size}"]
-    if args.random_weights:
-        model = requested_random_weights_model(args.model, args.device, video=True, overrides=overrides)
-    else:
-        model = SAM2VideoPredictor.from_pretrained(args.model, device=args.device, hydra_overrides_extra=overrides)
-    model.show_progress = False
-    return model
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -59,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_memory_mb=args.max_memory_mb,
         session_ttl_s=args.session_ttl,
     )
-    model = _model(args)
+    model = video_predictor(args.model, args.device, args.random_weights, args.image_size)
     app = create_app(model, limits, token=args.token, model_name=args.model, random_weights=args.random_weights)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"sam2-fast serve: {args.model} on {model.device}; open http://{shown}:{args.port}/ "

@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from sam2_fast.cli._args import (
     track_box_arg,
     track_point_arg,
 )
-from sam2_fast.cli._shared import requested_random_weights_model
+from sam2_fast.cli._shared import video_predictor
 from sam2_fast.predictors.tracking import (
     FramePrompt,
     Tracked,
@@ -121,18 +121,6 @@ def _open_video(path: str):
         raise SystemExit(f"error: VIDEO {path!r} could not be read: {exc}") from None
 
 
-def _video_predictor(model: str, device, random_weights: bool, image_size: Optional[int]):
-    from sam2_fast import SAM2VideoPredictor
-
-    overrides = [] if image_size is None else [f"++model.image_size={image_size}"]
-    if not random_weights:
-        predictor = SAM2VideoPredictor.from_pretrained(model, device=device, hydra_overrides_extra=overrides)
-    else:
-        predictor = requested_random_weights_model(model, device, video=True, overrides=overrides)
-    predictor.show_progress = False
-    return predictor
-
-
 def write_annotations(
     path: Path,
     tracked: Tracked,
@@ -208,7 +196,7 @@ def _track(args: argparse.Namespace, prompts: List[FramePrompt], source: FrameSo
         if p.mask_path is not None:
             p.mask = load_mask(p.mask_path, source.height, source.width)
     fps = args.fps or source.fps or 24.0
-    predictor = _video_predictor(args.model, args.device, args.random_weights, args.image_size)
+    predictor = video_predictor(args.model, args.device, args.random_weights, args.image_size)
 
     t0 = time.perf_counter()
     state = predictor.init_state(source)
