@@ -33,6 +33,7 @@ from sam2_fast.predictors.tracking import (
     check_prompt_frames,
     propagate,
     track_passes,
+    write_overlay_video,
 )
 
 if TYPE_CHECKING:  # pragma: no cover - for type hints only (imports torch)
@@ -137,33 +138,6 @@ def write_annotations(
     document = annotations_document(tracked, video, source.height, source.width, len(source), fps, model, random_weights)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document))
-
-
-def write_overlay_video(
-    path: Path, source: FrameSource, tracked: Tracked, prompts: Sequence[FramePrompt], fps: float
-) -> str:
-    """Encode the tracked frames, in frame order, with every object's mask in its own colour
-    (and the clicks and boxes on the frames that have them); returns the codec used."""
-    from sam2_fast.ops.rle import rle_to_mask
-    from sam2_fast.utils.video_writer import VideoWriter
-    from sam2_fast.utils.visualize import overlay_masks
-
-    obj_ids = sorted({obj_id for masks in tracked.values() for obj_id in masks})
-    with VideoWriter(path, source.height, source.width, fps) as writer:
-        for frame_idx in sorted(tracked):
-            masks = [rle_to_mask(tracked[frame_idx][obj_id]) for obj_id in obj_ids]
-            on_frame = [p for p in prompts if p.frame == frame_idx]
-            points = [xy for p in on_frame for xy in p.points]
-            labels = [label for p in on_frame for label in p.labels]
-            boxes = [p.box for p in on_frame if p.box is not None]
-            writer.write(overlay_masks(
-                source.read(frame_idx),
-                masks,
-                points=np.array(points) if points else None,
-                labels=np.array(labels) if points else None,
-                boxes=np.array(boxes) if boxes else None,
-            ))
-    return writer.codec
 
 
 def _propagate(predictor, state: "InferenceState", passes: Sequence[Tuple[int, bool, int]], mask_dir: Path, quiet: bool) -> Tracked:

@@ -1,13 +1,18 @@
 """Offline tracking of prompted objects through a whole video, as ``sam2-fast track`` and
 ``sam2-fast batch track`` run it: prompts per (frame, object), the propagation passes, the
-masks as COCO RLE and the COCO-style annotations document."""
+masks as COCO RLE, the COCO-style annotations document and the overlay video (also for
+``sam2-fast serve``'s exports)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover - for type hints only (imports torch)
+    from sam2_fast.predictors.video_io import FrameSource
 
 #: tracking results: frame index -> object id -> compressed COCO RLE of the mask
 Tracked = Dict[int, Dict[int, dict]]
@@ -141,3 +146,30 @@ def annotations_document(
         ],
         "annotations": annotations,
     }
+
+
+def write_overlay_video(
+    path: Path, source: FrameSource, tracked: Tracked, prompts: Sequence[FramePrompt], fps: float
+) -> str:
+    """Encode the tracked frames, in frame order, with every object's mask in its own colour
+    (and the clicks and boxes on the frames that have them); returns the codec used."""
+    from sam2_fast.ops.rle import rle_to_mask
+    from sam2_fast.utils.video_writer import VideoWriter
+    from sam2_fast.utils.visualize import overlay_masks
+
+    obj_ids = sorted({obj_id for masks in tracked.values() for obj_id in masks})
+    with VideoWriter(path, source.height, source.width, fps) as writer:
+        for frame_idx in sorted(tracked):
+            masks = [rle_to_mask(tracked[frame_idx][obj_id]) for obj_id in obj_ids]
+            on_frame = [p for p in prompts if p.frame == frame_idx]
+            points = [xy for p in on_frame for xy in p.points]
+            labels = [label for p in on_frame for label in p.labels]
+            boxes = [p.box for p in on_frame if p.box is not None]
+            writer.write(overlay_masks(
+                source.read(frame_idx),
+                masks,
+                points=np.array(points) if points else None,
+                labels=np.array(labels) if points else None,
+                boxes=np.array(boxes) if boxes else None,
+            ))
+    return writer.codec

@@ -44,10 +44,16 @@ def _frame_masks(frame_idx: int, obj_ids: Sequence[int], masks: np.ndarray) -> F
 
 
 def router(ctx: "ServeContext") -> APIRouter:
-    from sam2_fast.cli.track import write_overlay_video
     from sam2_fast.errors import VideoReadError
-    from sam2_fast.predictors.tracking import FramePrompt, annotations_document, propagate, track_passes
+    from sam2_fast.predictors.tracking import (
+        FramePrompt,
+        annotations_document,
+        propagate,
+        track_passes,
+        write_overlay_video,
+    )
     from sam2_fast.predictors.video_io import open_video
+
     model = ctx.model
     r = APIRouter(prefix="/api/videos", tags=["videos"])
 
