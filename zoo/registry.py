@@ -290,8 +290,8 @@ def register_family(family: Family, *, overwrite: bool = False) -> Family:
 
 def get_family(info_or_config: Any) -> Family:
     """The family named so (a ``str``), or the family that builds a :class:`ModelInfo` or a
-    config: its own family when that is registered, else the family whose ``config_type`` the
-    config is."""
+    config: its own family when that is registered, else the family whose ``config_type`` is
+    the config's type, else one whose ``config_type`` the config is an instance of."""
     if isinstance(info_or_config, str):
         _REGISTRY.load_plugins()
         if info_or_config not in _REGISTRY.families:
@@ -302,7 +302,9 @@ def get_family(info_or_config: Any) -> Family:
     config = info_or_config.config if isinstance(info_or_config, ModelInfo) else info_or_config
     if isinstance(info_or_config, ModelInfo) and info_or_config.family in _REGISTRY.families:
         return _REGISTRY.families[info_or_config.family]
-    for family in _REGISTRY.families.values():
+    # the family of the config's own type first: a family's config may subclass another's
+    # (EdgeTAMConfig extends SAM2Config)
+    for family in sorted(_REGISTRY.families.values(), key=lambda f: type(config) is not f.config_type):
         if isinstance(config, family.config_type):
             return family
     known = ", ".join(f"{f.name} ({f.config_type.__name__})" for f in _REGISTRY.families.values())
