@@ -295,6 +295,16 @@ def test_bad_arguments_exit_2_with_a_message(argv, match, photos, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_model_that_cannot_load_leaves_the_last_summary_alone(amg_run, photos):
+    out, _ = amg_run
+    summary = (out / "_summary.jsonl").read_text()
+    rc, _, stderr = run_cli(["batch", "amg", str(photos), "--out", str(out), "--overwrite", "--model", "sam3-nope"])
+    assert rc == 2 and "unknown model 'sam3-nope'" in stderr
+    rc, _, stderr = run_cli(["batch", "amg", str(photos), "--out", str(out), "--overwrite", "--model", str(photos / "a.png")])
+    assert rc == 2 and "a.png" in stderr, stderr
+    assert (out / "_summary.jsonl").read_text() == summary
+
+
 def test_exit_0_when_everything_is_done(photos, tmp_path):
     rc, stdout, stderr = run_cli(["batch", "amg", str(photos / "a.png"), "--out", str(tmp_path), *AMG_ARGS])
     assert rc == 0 and "1 ok, 0 failed" in stdout and "RANDOM WEIGHTS" in stderr

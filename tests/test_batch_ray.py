@@ -97,3 +97,16 @@ def test_ray_from_the_command_line_to_parquet(cluster, images, local, tmp_path):
         key = path.relative_to(local).with_suffix("").as_posix()
         got = [{k: v for k, v in r.items() if k not in ("path", "key")} for r in rows if r["key"] == key]
         _same_records(got, json.loads(path.read_text()))
+
+
+def test_actors_no_node_can_hold_and_unknown_models_are_refused_before_running(cluster, images, tmp_path):
+    from sam2_fast.batch import BatchUsageError
+    from sam2_fast.errors import UnknownModelError
+
+    with pytest.raises(BatchUsageError, match="num_cpus: each Ray actor asks for 4 CPU"):
+        batch.run("amg", [str(images)], tmp_path / "a", engine="ray", num_cpus=4, progress=False, **AMG)
+    with pytest.raises(BatchUsageError, match="num_gpus: each Ray actor asks for 1 GPU"):
+        batch.run("amg", [str(images)], tmp_path / "b", engine="ray", num_gpus=1, progress=False, **AMG)
+    with pytest.raises(UnknownModelError, match="unknown model 'sam3-nope'"):
+        batch.run("amg", [str(images)], tmp_path / "c", engine="ray", progress=False, **dict(AMG, model="sam3-nope"))
+    assert not (tmp_path / "c").exists()

@@ -59,6 +59,21 @@ class BatchResult:
         return 1 if self.failed else 0
 
 
+def _check_model(config: BatchConfig) -> None:
+    """Refuse an unknown ``model`` before Ray actors try (and retry) to load it: a zoo name, a
+    Hub id (``owner/name``) or an existing checkpoint path."""
+    from sam2_fast.errors import UnknownModelError
+    from sam2_fast.zoo import get_model_info
+
+    if Path(config.model).exists():
+        return
+    try:
+        get_model_info(config.model)
+    except UnknownModelError:
+        if config.random_weights or config.model.count("/") != 1:
+            raise
+
+
 def plan(task: str, inputs: Sequence[Union[str, Path]], out: Union[str, Path]) -> List[Item]:
     """The inputs a job over ``inputs`` would run, with their output keys (nothing runs)."""
     out_path = Path(out)
@@ -119,6 +134,7 @@ def run(
             "random_weights builds the variant named by model with random weights: give a zoo "
             f"name or Hub id, not the file {config.model!r}"
         )
+    _check_model(config)
     out_path = Path(out)
     if out_path.exists() and not out_path.is_dir():
         raise BatchUsageError(f"out: {str(out_path)!r} exists and is not a folder")
@@ -142,6 +158,13 @@ def run(
         stale.unlink(missing_ok=True)
     sink = make_sink(format, out_path, task, shard_size)
     done = set() if overwrite else sink.done(items)
+    runner = None
+    if engine == "local" and len(done) < len(items):
+        # the model loads before the summary is started: a model that cannot load leaves the
+        # previous run's summary as it was
+        from sam2_fast.batch.tasks import make_runner
+
+        runner = make_runner(config)
     summary = Summary(out_path)
     result = BatchResult(out_path, total=len(items))
     start = time.perf_counter()
@@ -165,12 +188,12 @@ def run(
             if todo and engine == "local":
                 from sam2_fast.batch.engines import run_local
 
-                run_local(config, todo, format, deliver, progress=progress)
+                run_local(config, todo, format, deliver, progress=progress, runner=runner)
             elif todo:
                 from sam2_fast.batch.engines import run_ray
 
                 run_ray(config, todo, format, deliver, num_workers=num_workers, num_cpus=num_cpus,
-                        num_gpus=num_gpus, address=ray_address)
+                        num_gpus=num_gpus, address=ray_address, progress=progress)
         except KeyboardInterrupt:
             result.interrupted = True
         sink.flush()

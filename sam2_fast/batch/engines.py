@@ -109,9 +109,30 @@ def ray_cpus_per_worker(num_workers: int, address: Optional[str]) -> int:
     return max(1, (os.cpu_count() or 1) // num_workers)
 
 
+def _check_fits(ray, num_cpus: float, num_gpus: float) -> None:
+    """Refuse actors that no node of the cluster can hold (Ray would wait for them forever)."""
+    from sam2_fast.batch.inputs import BatchUsageError
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if not nodes:
+        return
+    cpus = max(n.get("CPU", 0) for n in nodes)
+    gpus = max(n.get("GPU", 0) for n in nodes)
+    if num_gpus > gpus:
+        raise BatchUsageError(
+            f"num_gpus: each Ray actor asks for {num_gpus:g} GPU(s) but the largest node of the cluster has "
+            f"{gpus:g}; use --device cpu, or join a cluster with GPUs (--ray-address)"
+        )
+    if num_cpus > cpus:
+        raise BatchUsageError(
+            f"num_cpus: each Ray actor asks for {num_cpus:g} CPU(s) but the largest node of the cluster has {cpus:g}"
+        )
+
+
 def run_ray(
     config: BatchConfig, items: Sequence[Item], fmt: str, deliver: Deliver, *, num_workers: int = 1,
     num_cpus: Optional[float] = None, num_gpus: Optional[float] = None, address: Optional[str] = None,
+    progress: bool = True,
 ) -> None:
     """Run ``items`` on Ray Data: ``from_items`` over the input list, ``map_batches`` with
     :class:`RayWorker` on an actor pool of ``num_workers`` actors (each loads the model once;
@@ -138,6 +159,8 @@ def run_ray(
         ray.init(**init)
         started = True
     try:
+        _check_fits(ray, num_cpus, num_gpus)
+        ray.data.DataContext.get_current().enable_progress_bars = progress
         rows = [{"item": json.dumps(item.to_json())} for item in items]
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 10_000)))
         results = dataset.map_batches(
