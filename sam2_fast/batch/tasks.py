@@ -18,6 +18,9 @@ from sam2_fast.batch.inputs import TASKS, BatchUsageError, Item, Prompt
 from sam2_fast.zoo.registry import DEFAULT_MODEL
 
 PRECISIONS = ("float32", "bfloat16", "float16", "auto")
+#: the generator options that ``sam2-fast amg`` and ``batch amg`` take
+AMG_OPTIONS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
+               "crop_n_layers", "min_mask_region_area")
 
 
 @dataclass(frozen=True)
@@ -167,20 +170,11 @@ class AmgRunner(Runner):
         super().__init__(config)
         from sam2_fast.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
-        c = config
-        options = dict(
-            points_per_side=c.points_per_side,
-            points_per_batch=c.points_per_batch,
-            pred_iou_thresh=c.pred_iou_thresh,
-            stability_score_thresh=c.stability_score_thresh,
-            crop_n_layers=c.crop_n_layers,
-            min_mask_region_area=c.min_mask_region_area,
-            output_mode="coco_rle",
-            progress=False,
-        )
+        options = {name: getattr(config, name) for name in AMG_OPTIONS}
+        options.update(output_mode="coco_rle", progress=False)
         model = self._model()
         if model is None:
-            self.generator = SAM2AutomaticMaskGenerator.from_pretrained(c.model, **self._pretrained_kwargs(), **options)
+            self.generator = SAM2AutomaticMaskGenerator.from_pretrained(config.model, **self._pretrained_kwargs(), **options)
         else:
             self.generator = SAM2AutomaticMaskGenerator(model, **options)
 

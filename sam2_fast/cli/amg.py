@@ -24,17 +24,10 @@ from sam2_fast.cli._shared import load_image, requested_random_weights_model
 
 def _generator(args: argparse.Namespace):
     from sam2_fast.automatic_mask_generator import SAM2AutomaticMaskGenerator
+    from sam2_fast.batch.tasks import AMG_OPTIONS
 
-    options = dict(
-        points_per_side=args.points_per_side,
-        points_per_batch=args.points_per_batch,
-        pred_iou_thresh=args.pred_iou_thresh,
-        stability_score_thresh=args.stability_score_thresh,
-        crop_n_layers=args.crop_n_layers,
-        min_mask_region_area=args.min_mask_region_area,
-        output_mode="coco_rle",
-        progress=not args.quiet,
-    )
+    options = {name: getattr(args, name) for name in AMG_OPTIONS}
+    options.update(output_mode="coco_rle", progress=not args.quiet)
     if not args.random_weights:
         return SAM2AutomaticMaskGenerator.from_pretrained(args.model, device=args.device, **options)
     return SAM2AutomaticMaskGenerator(requested_random_weights_model(args.model, args.device), **options)
