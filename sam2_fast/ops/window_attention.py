@@ -418,8 +418,10 @@ def _pad_to_windows(qkv: torch.Tensor, window_size: int, fill: Optional[torch.Te
     """``qkv`` padded at the bottom / right to a multiple of ``window_size``, with the vector
     ``fill`` (zeros when None) in every padded token."""
     b, h, w, c3 = qkv.shape
-    hp = -(-h // window_size) * window_size
-    wp = -(-w // window_size) * window_size
+    # rounded up with a floor division of non-negative numbers: a traced (ONNX) graph divides
+    # sizes with truncation, which rounds -h // window_size the wrong way
+    hp = (h + window_size - 1) // window_size * window_size
+    wp = (w + window_size - 1) // window_size * window_size
     if (hp, wp) == (h, w):
         return qkv
     if fill is None:

@@ -1,0 +1,316 @@
+"""ONNX export of the image path of SAM 2: the image encoder and the prompt decoder.
+
+``image_encoder.onnx``
+  ``image [1, 3, S, S]`` float32, normalised (resize to ``S x S``, ``/ 255``, ImageNet mean /
+  std) -> ``image_embed [1, 256, S/16, S/16]`` (``no_mem_embed`` already added, as
+  :class:`~sam2_fast.SAM2ImagePredictor` does), ``high_res_feats_0 [1, 32, S/4, S/4]``,
+  ``high_res_feats_1 [1, 64, S/8, S/8]``.
+
+``prompt_decoder.onnx``
+  the three encoder outputs, ``point_coords [B, N, 2]`` (x, y pixels of the ``S x S`` input
+  frame; a box is two corner points with labels 2 and 3, first), ``point_labels [B, N]``
+  (1 foreground, 0 background, 2 / 3 box corners, -1 padding), ``mask_input [B, 1, S/4, S/4]``
+  (low-res logits of an earlier prediction), ``has_mask_input [B]`` (1 uses ``mask_input``,
+  0 ignores it) -> ``masks [B, 3, S/4, S/4]`` (low-res logits clamped to +/-32, as the
+  predictor returns them) and ``iou_predictions [B, 3]``. ``B`` and ``N`` are dynamic. The
+  decoder appends the padding point that the official predictor adds to every prompt.
+
+``S`` is the model's ``image_size`` (1024 for every released variant). The graphs are traced
+with the ``reference`` backend of every op (:func:`sam2_fast.ops.use_backend`): plain torch,
+no C++ / Triton custom ops, RoPE and everything else in real arithmetic. Tracing uses the
+TorchScript exporter (``torch.onnx.export(..., dynamo=False)``): it needs no ``onnxscript``
+and keeps ``B`` and ``N`` dynamic through ``dynamic_axes``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from sam2_fast.errors import InvalidInputError, InvalidTypeError, SAM2FastError
+from sam2_fast.utils.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+logger = logging.getLogger(__name__)
+
+ENCODER_FILE = "image_encoder.onnx"
+DECODER_FILE = "prompt_decoder.onnx"
+DESCRIPTION_FILE = "export.json"
+
+#: supported ``dtype`` values; fp16 is not exported yet
+DTYPES = ("fp32",)
+#: supported opsets: 17 has LayerNormalization; older ones are untested
+MIN_OPSET = 17
+#: low-res logits are clamped as SAM2ImagePredictor clamps the logits it returns
+LOGIT_CLAMP = 32.0
+NUM_MULTIMASK_OUTPUTS = 3
+
+_COMPLEX_TYPES = (14, 15)  # onnx.TensorProto.COMPLEX64 / COMPLEX128
+
+
+class ExportError(SAM2FastError, RuntimeError):
+    """The exported graph broke the contract (a complex tensor, a custom op...)."""
+
+
+class ImageEncoderGraph(nn.Module):
+    """``image [1, 3, S, S]`` -> ``(image_embed, high_res_feats_0, high_res_feats_1)``, as
+    :meth:`SAM2ImagePredictor.set_image` computes them."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        model = self.model
+        backbone_out = model.forward_image(image)
+        _, vision_feats, _, feat_sizes = model._prepare_backbone_features(backbone_out)
+        if model.directly_add_no_mem_embed:
+            vision_feats[-1] = vision_feats[-1] + model.no_mem_embed
+        feats = [
+            feat.permute(1, 2, 0).reshape(1, -1, *size) for feat, size in zip(vision_feats, feat_sizes)
+        ]
+        return feats[-1], feats[0], feats[1]
+
+
+class PromptDecoderGraph(nn.Module):
+    """The prompt encoder and mask decoder for ``B`` prompts of one image (the module docstring
+    has the inputs and outputs), as :meth:`SAM2ImagePredictor._predict` with
+    ``multimask_output=True``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        image_embed: torch.Tensor,
+        high_res_feats_0: torch.Tensor,
+        high_res_feats_1: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        prompt_encoder = self.model.sam_prompt_encoder
+        decoder = self.model.sam_mask_decoder
+        sparse = prompt_encoder._embed_points(point_coords, point_labels, pad=True)
+        # has_mask_input is 0 or 1 per prompt: exactly one of the two terms survives
+        has_mask = has_mask_input.reshape(-1, 1, 1, 1)
+        no_mask = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        dense = has_mask * prompt_encoder.mask_downscaling(mask_input) + (1 - has_mask) * no_mask
+        masks, iou_pred, _, _ = decoder.predict_masks(
+            image_embeddings=image_embed,
+            image_pe=prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            repeat_image=True,
+            high_res_features=[high_res_feats_0, high_res_feats_1],
+        )
+        # multimask output: the masks of tokens 1..3, as MaskDecoder._select_outputs
+        masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]
+        return torch.clamp(masks, -LOGIT_CLAMP, LOGIT_CLAMP), iou_pred
+
+
+def _check_model(model: Any) -> None:
+    from sam2_fast.modeling.hiera import Hiera
+    from sam2_fast.modeling.sam2_base import SAM2Base
+
+    if not isinstance(model, SAM2Base):
+        raise InvalidTypeError(
+            f"model: expected a SAM 2 model (from sam2_fast.build_sam2), got {type(model).__name__}"
+        )
+    trunk = getattr(model.image_encoder, "trunk", None)
+    if not isinstance(trunk, Hiera):
+        raise InvalidInputError(
+            f"model: ONNX export supports the SAM 2 family (Hiera image encoder); this model's trunk "
+            f"is {type(trunk).__name__}"
+        )
+    if not model.use_high_res_features_in_sam:
+        raise InvalidInputError(
+            "model: ONNX export needs a model whose decoder uses the high-res features "
+            "(use_high_res_features_in_sam=True, as every released SAM 2 variant)"
+        )
+    if model.sam_mask_decoder.num_multimask_outputs != NUM_MULTIMASK_OUTPUTS:
+        raise InvalidInputError(
+            f"model: the exported decoder returns {NUM_MULTIMASK_OUTPUTS} masks; this model has "
+            f"{model.sam_mask_decoder.num_multimask_outputs} multimask outputs"
+        )
+
+
+def _check_options(opset: int, dtype: str) -> None:
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
+        raise InvalidInputError(f"opset: expected an int >= {MIN_OPSET}, got {opset!r}")
+    if dtype not in DTYPES:
+        raise InvalidInputError(
+            f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r} (fp16 export is not "
+            "supported yet: export fp32 and convert the graphs, e.g. with onnxconverter-common)"
+        )
+
+
+def _tensor_spec(name: str, shape: List[Union[int, str]], doc: str) -> Dict[str, Any]:
+    return {"name": name, "shape": shape, "dtype": "float32", "doc": doc}
+
+
+def describe(model: nn.Module, opset: int, dtype: str, variant: Optional[str]) -> Dict[str, Any]:
+    """The ``export.json`` of ``model``: files, inputs, outputs, preprocessing."""
+    s = int(model.image_size)
+    c = int(model.sam_mask_decoder.transformer_dim)
+    e, h0, h1, m = s // 16, s // 4, s // 8, s // 4
+    embed = _tensor_spec("image_embed", [1, c, e, e], "lowest-res image features, no_mem_embed added")
+    hr0 = _tensor_spec("high_res_feats_0", [1, c // 8, h0, h0], "stride-4 features (after conv_s0)")
+    hr1 = _tensor_spec("high_res_feats_1", [1, c // 4, h1, h1], "stride-8 features (after conv_s1)")
+    return {
+        "format": "sam2-fast onnx",
+        "format_version": 1,
+        "model": {
+            "family": "sam2",
+            "variant": variant,
+            "image_size": s,
+            "num_multimask_outputs": NUM_MULTIMASK_OUTPUTS,
+        },
+        "opset": opset,
+        "dtype": dtype,
+        "preprocessing": {
+            "input": "RGB uint8 [H, W, 3]",
+            "resize": [s, s],
+            "resize_mode": "bilinear, antialias, align_corners=False; the aspect ratio is not kept",
+            "scale": 1.0 / 255.0,
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+            "layout": "NCHW",
+            "formula": "image = ((resize(rgb) / 255 - mean) / std).transpose(2, 0, 1)[None]",
+        },
+        "prompts": {
+            "coordinates": f"(x, y) pixels of the {s} x {s} input frame: x * {s} / W, y * {s} / H",
+            "labels": {"1": "foreground click", "0": "background click", "2": "box top-left corner",
+                       "3": "box bottom-right corner", "-1": "padding (ignored point)"},
+            "order": "box corners first, then clicks; the decoder appends the official padding point",
+            "padding": "rows of a batch with fewer points are padded with label -1",
+        },
+        "postprocessing": {
+            "masks": f"low-res logits clamped to +/-{LOGIT_CLAMP:g}; upsample bilinearly "
+                     "(align_corners=False) to the original H x W and threshold at 0",
+            "mask_input": "feed an earlier 'masks' channel back as mask_input with has_mask_input = 1",
+        },
+        "files": {
+            ENCODER_FILE: {
+                "inputs": [_tensor_spec("image", [1, 3, s, s], "normalised image (preprocessing)")],
+                "outputs": [embed, hr0, hr1],
+            },
+            DECODER_FILE: {
+                "inputs": [
+                    embed, hr0, hr1,
+                    _tensor_spec("point_coords", ["B", "N", 2], "points in the input frame"),
+                    _tensor_spec("point_labels", ["B", "N"], "labels, see prompts"),
+                    _tensor_spec("mask_input", ["B", 1, m, m], "low-res logits of an earlier prediction"),
+                    _tensor_spec("has_mask_input", ["B"], "1: use mask_input, 0: ignore it"),
+                ],
+                "outputs": [
+                    _tensor_spec("masks", ["B", NUM_MULTIMASK_OUTPUTS, m, m], "low-res mask logits"),
+                    _tensor_spec("iou_predictions", ["B", NUM_MULTIMASK_OUTPUTS], "predicted IoU per mask"),
+                ],
+            },
+        },
+    }
+
+
+def _check_graph(path: Path) -> None:
+    """onnx.checker, and the contract: no complex tensors, only standard ONNX ops."""
+    import onnx
+
+    onnx.checker.check_model(str(path))
+    graph = onnx.load(str(path), load_external_data=False).graph
+    custom = sorted({f"{n.domain}::{n.op_type}" for n in graph.node if n.domain not in ("", "ai.onnx")})
+    if custom:
+        raise ExportError(f"{path.name}: custom ops in the graph: {', '.join(custom)}")
+    typed = list(graph.input) + list(graph.output) + list(graph.value_info)
+    complex_values = [v.name for v in typed if v.type.tensor_type.elem_type in _COMPLEX_TYPES]
+    complex_values += [t.name for t in graph.initializer if t.data_type in _COMPLEX_TYPES]
+    if complex_values:
+        raise ExportError(f"{path.name}: complex tensors in the graph: {', '.join(complex_values[:5])}")
+
+
+def _export(module: nn.Module, args: Tuple[torch.Tensor, ...], path: Path, input_names: List[str],
+            output_names: List[str], dynamic_axes: Dict[str, Dict[int, str]], opset: int) -> None:
+    torch.onnx.export(
+        module,
+        args,
+        str(path),
+        input_names=input_names,
+        output_names=output_names,
+        dynamic_axes=dynamic_axes,
+        opset_version=opset,
+        do_constant_folding=True,
+        dynamo=False,
+    )
+
+
+def export_onnx(
+    model: nn.Module,
+    out_dir: Union[str, Path],
+    opset: int = 17,
+    dtype: str = "fp32",
+    variant: Optional[str] = None,
+) -> Dict[str, Path]:
+    """Write ``image_encoder.onnx``, ``prompt_decoder.onnx`` and ``export.json`` of ``model``
+    (a SAM 2 model from :func:`sam2_fast.build_sam2`) into ``out_dir``.
+
+    Arguments:
+      model: the model to export (any device; traced where it is, in float32).
+      out_dir: the folder to write (created if needed; existing files are replaced).
+      opset: the ONNX opset (>= 17).
+      dtype: ``"fp32"`` (the only one so far).
+      variant: the model's name, recorded in ``export.json``.
+
+    Returns the paths of the written files by name (``"image_encoder"``, ``"prompt_decoder"``,
+    ``"export.json"``). Raises :class:`~sam2_fast.errors.InvalidInputError` for an option or
+    model the export does not support, naming the argument.
+    """
+    from sam2_fast.ops import use_backend
+
+    _check_options(opset, dtype)
+    _check_model(model)
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    s = int(model.image_size)
+    paths = {"image_encoder": out / ENCODER_FILE, "prompt_decoder": out / DECODER_FILE}
+    try:
+        with use_backend("reference"), torch.no_grad(), torch.autocast(device.type, enabled=False):
+            image = torch.zeros(1, 3, s, s, device=device)
+            encoder = ImageEncoderGraph(model)
+            feats = encoder(image)
+            logger.info("exporting %s", paths["image_encoder"])
+            _export(encoder, (image,), paths["image_encoder"], ["image"],
+                    ["image_embed", "high_res_feats_0", "high_res_feats_1"], {}, opset)
+            b, n = 2, 3
+            prompts = (
+                torch.full((b, n, 2), s / 2, device=device),
+                torch.ones(b, n, device=device),
+                torch.zeros(b, 1, s // 4, s // 4, device=device),
+                torch.zeros(b, device=device),
+            )
+            logger.info("exporting %s", paths["prompt_decoder"])
+            _export(
+                PromptDecoderGraph(model), (*feats, *prompts), paths["prompt_decoder"],
+                ["image_embed", "high_res_feats_0", "high_res_feats_1", "point_coords",
+                 "point_labels", "mask_input", "has_mask_input"],
+                ["masks", "iou_predictions"],
+                {"point_coords": {0: "B", 1: "N"}, "point_labels": {0: "B", 1: "N"},
+                 "mask_input": {0: "B"}, "has_mask_input": {0: "B"},
+                 "masks": {0: "B"}, "iou_predictions": {0: "B"}},
+                opset,
+            )
+    finally:
+        model.train(was_training)
+    for path in paths.values():
+        _check_graph(path)
+    paths["export.json"] = out / DESCRIPTION_FILE
+    paths["export.json"].write_text(json.dumps(describe(model, opset, dtype, variant), indent=2) + "\n")
+    return paths
