@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # import name -> source folder (setup.py maps kernels/ and zoo/ into the package)
 PACKAGES = {"sam2_fast": ROOT / "sam2_fast", "sam2_fast.kernels": ROOT / "kernels", "sam2_fast.zoo": ROOT / "zoo"}
 # a module may import from its own layer and the ones after it, never from one before it
-LAYERS = ["sam2_fast.predictors", "sam2_fast.modeling", "sam2_fast.ops", "sam2_fast.kernels"]
+LAYERS = ["sam2_fast.export", "sam2_fast.predictors", "sam2_fast.modeling", "sam2_fast.ops", "sam2_fast.kernels"]
 
 
 def _modules() -> Dict[str, Path]:

@@ -1,4 +1,4 @@
-"""``sam2-fast`` command line: info, tune, segment, track, amg, batch, serve, convert, demo, bench.
+"""``sam2-fast`` command line: info, tune, segment, track, amg, batch, serve, convert, export, demo, bench.
 
 Examples::
 
@@ -11,6 +11,7 @@ Examples::
     sam2-fast batch amg photos/ --out masks/
     sam2-fast serve --model sam2.1-hiera-tiny --port 8000
     sam2-fast convert sam2.1_hiera_tiny.pt sam2.1_hiera_tiny.safetensors
+    sam2-fast export onnx --model sam2.1-hiera-tiny --out onnx/
     sam2-fast demo --out demo_out
     sam2-fast bench --out bench_results
 
@@ -27,7 +28,7 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from sam2_fast.cli import amg, batch, bench, convert, demo, info, segment, serve, track, tune
+from sam2_fast.cli import amg, batch, bench, convert, demo, export, info, segment, serve, track, tune
 
 # exit status: 0 success; 2 usage (argparse errors, rejected inputs, unknown or unusable
 # models and checkpoints); 1 a runtime failure (unreadable files, errors while running), with
@@ -36,7 +37,7 @@ EXIT_USAGE = 2
 EXIT_RUNTIME = 1
 
 #: the subcommands, in the order ``sam2-fast --help`` lists them
-COMMANDS = (info, tune, segment, track, amg, batch, serve, convert, demo, bench)
+COMMANDS = (info, tune, segment, track, amg, batch, serve, convert, export, demo, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
