@@ -121,20 +121,33 @@ def load_model_weights(
     converted = (
         converter.convert_state_dict(state_dict) if converter is not None else dict(state_dict)
     )
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in converted]
-    unexpected = [k for k in converted if k not in expected]
-    mismatched = [
-        (k, tuple(converted[k].shape), tuple(expected[k].shape))
-        for k in expected
-        if k in converted and tuple(converted[k].shape) != tuple(expected[k].shape)
-    ]
-    if missing or unexpected or mismatched:
-        raise CheckpointError(
-            _mismatch_message(model, state_dict, missing, unexpected, mismatched, source)
-        )
+    check_state_dict(model, converted, original=state_dict, source=source)
     model.load_state_dict(converted, strict=True, assign=assign)
     return model
+
+
+def check_state_dict(
+    model: nn.Module,
+    state_dict: Mapping[str, Any],
+    *,
+    original: Optional[Mapping[str, Any]] = None,
+    source: Optional[PathLike] = None,
+) -> None:
+    """Raise :class:`CheckpointError` with the readable diff unless ``state_dict`` (official
+    keys) has exactly ``model``'s keys and shapes. ``original``: the weights as stored, before
+    any key conversion, for the hint on which variant they look like."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        (k, tuple(state_dict[k].shape), tuple(expected[k].shape))
+        for k in expected
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        raise CheckpointError(_mismatch_message(
+            model, state_dict if original is None else original, missing, unexpected, mismatched, source
+        ))
 
 
 def _mismatch_message(
@@ -235,6 +248,21 @@ def convert_checkpoint(
         )
     if dst_path.exists() and src_path.exists() and dst_path.resolve() == src_path.resolve():
         raise InvalidInputError(f"dst is the same file as src ({src_path}); pass another output path")
+    state_dict, info = read_official_state_dict(src_path, trust_pickle=trust_pickle)
+    return write_official_checkpoint(state_dict, dst_path, info)
+
+
+def read_official_state_dict(
+    src: PathLike, *, trust_pickle: bool = False
+) -> Tuple[Dict[str, torch.Tensor], Optional[ModelInfo]]:
+    """The weights of a checkpoint file with the official keys (a transformers-layout file is
+    converted), and the variant they look like (None when none does).
+
+    Args:
+        src: a ``.pt`` / ``.safetensors`` file.
+        trust_pickle: read a ``.pt`` that needs full unpickling (see :func:`convert_checkpoint`).
+    """
+    src_path = Path(src).expanduser()
     try:
         state_dict = read_state_dict(src_path)
     except UnsafeCheckpointError:
@@ -244,19 +272,28 @@ def convert_checkpoint(
         state_dict = _extract_state_dict(
             torch.load(src_path, map_location="cpu", weights_only=False), src_path
         )
-
-    layout = detect_layout(state_dict)
     info = infer_variant(state_dict)
-    if layout == "transformers":
+    if detect_layout(state_dict) == "transformers":
         if info is None:
             raise CheckpointError(
                 f"{src_path} has transformers-layout keys but does not look like any registered "
                 "variant, so its keys cannot be converted to the official layout"
             )
         state_dict = info.convert_state_dict(state_dict)
-        layout = detect_layout(state_dict)
+    return state_dict, info
 
-    metadata = {"format": "pt", "layout": layout, "variant": info.name if info else "unknown"}
+
+def write_official_checkpoint(
+    state_dict: Mapping[str, torch.Tensor], dst: PathLike, info: Optional[ModelInfo]
+) -> Path:
+    """Write official-layout weights to ``dst`` (``.pt`` or ``.safetensors``, atomic and
+    verified; safetensors metadata ``format``, ``layout`` and ``variant``)."""
+    dst_path = Path(dst).expanduser()
+    metadata = {
+        "format": "pt",
+        "layout": detect_layout(state_dict),
+        "variant": info.name if info else "unknown",
+    }
     count = write_state_dict(state_dict, dst_path, metadata)
     logger.info("wrote %s (%d tensors, variant %s)", dst_path, count, metadata["variant"])
     return dst_path

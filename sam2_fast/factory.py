@@ -1,30 +1,36 @@
 """The model factory: a SAM 2 model (or a subclass such as the video predictor) from a config,
-a zoo name, a Hub id or a checkpoint, on a device, in a compute precision. A leaf of the
-package: it imports the model, the zoo and checkpoint I/O, never a predictor, so predictors
-(``from_pretrained``) and the official-signature builders (:mod:`sam2_fast.build_sam`) both
-build on it.
+a zoo name, a Hub id or a checkpoint (a file, or a folder: Meta's ``.pt``, our
+``.safetensors`` or a transformers-format folder, see :func:`read_weights`), on a device, in a
+compute precision. A leaf of the package: it imports the model, the zoo and checkpoint I/O,
+never a predictor, so predictors (``from_pretrained``) and the official-signature builders
+(:mod:`sam2_fast.build_sam`) both build on it.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional, Sequence, Tuple, Type, Union
+import re
+from typing import Any, Dict, Optional, Sequence, Tuple, Type, Union
 
 import torch
 
 from sam2_fast.allocator import keep_large_blocks
 from sam2_fast.checkpoint import infer_variant, load_model_weights, read_state_dict
-from sam2_fast.errors import InvalidInputError, InvalidTypeError
+from sam2_fast.errors import CheckpointError, InvalidInputError, InvalidTypeError
 from sam2_fast.modeling.common import meta_device
 from sam2_fast.modeling.config import SAM2Config
 from sam2_fast.modeling.sam2_base import SAM2Base
 from sam2_fast.ops._tuning import _parse_mode
+from sam2_fast.state_dict_io import CHECKPOINT_SUFFIXES
+from sam2_fast.transformers_format import is_transformers_folder, read_transformers_folder
 from sam2_fast.zoo import ModelInfo, get_family, get_model_info
 
 logger = logging.getLogger(__name__)
 
 ConfigLike = Union[str, SAM2Config]
+# transformers' weights in a transformers folder (one file, or shards)
+_TRANSFORMERS_WEIGHTS = re.compile(r"model(-\d+-of-\d+)?\.safetensors")
 DeviceLike = Union[str, torch.device, None]
 
 
@@ -107,7 +113,7 @@ def build(
         model = construct(cfg).to(dev)
     else:
         if state_dict is None:
-            state_dict = read_state_dict(ckpt_path)
+            state_dict, _ = read_weights(ckpt_path)  # the caller's config wins over a folder's
         with meta_device():
             model = construct(cfg)
         load_model_weights(model, state_dict, info=info, assign=True, source=ckpt_path)
@@ -116,6 +122,37 @@ def build(
     model.set_compute_dtype(compute_dtype)
     model.tune = tune
     return model
+
+
+def read_weights(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Any]:
+    """``(state_dict, config)`` of a checkpoint file or folder; ``config`` is None unless the
+    weights come with one (a transformers folder).
+
+    A folder is read in this order: the one official ``.pt`` or official-key ``.safetensors``
+    file in it (Meta's checkpoint, or ours), else its transformers files (``config.json`` +
+    ``model.safetensors``, keys mapped by the zoo family of its ``model_type``). A folder with
+    several checkpoint files is refused with their names.
+    """
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        return read_state_dict(folder), None
+    transformers = is_transformers_folder(folder)
+    files = sorted(
+        p for p in folder.iterdir()
+        if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES and not p.name.startswith(".")
+        and not (transformers and _TRANSFORMERS_WEIGHTS.fullmatch(p.name))
+    )
+    if len(files) > 1:
+        raise CheckpointError(
+            f"{folder} holds several checkpoints ({', '.join(p.name for p in files)}); pass the "
+            "path of the one to load"
+        )
+    if files:
+        return read_state_dict(files[0]), None
+    if transformers:
+        _, config, state_dict = read_transformers_folder(folder)
+        return state_dict, config
+    return read_state_dict(folder), None  # says what the folder holds
 
 
 def compile_for_vos(model: SAM2Base) -> SAM2Base:
@@ -137,16 +174,18 @@ def build_from_hub(
 
     ckpt_path, info = resolve_checkpoint(model_id)
     state_dict = None
+    config: Any = info
     if info is None:
-        state_dict = read_state_dict(ckpt_path)
-        info = infer_variant(state_dict)
-        if info is None:
+        state_dict, config = read_weights(ckpt_path)
+        if config is None:
+            config = infer_variant(state_dict)
+        if config is None:
             raise InvalidInputError(
                 f"model_id: could not tell which SAM 2 variant {str(ckpt_path)!r} is; pass the "
                 "config explicitly, e.g. build_sam2('sam2.1-hiera-tiny', ckpt_path=...)"
             )
     return build(
-        info,
+        config,
         ckpt_path,
         kwargs.pop("device", None),
         kwargs.pop("mode", "eval"),

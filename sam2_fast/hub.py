@@ -8,11 +8,15 @@ Usage::
     path, info = resolve_checkpoint("./sam2.1_hiera_tiny.pt")   # a local file: info is None
     path, info = resolve_checkpoint("facebook/sam2.1-hiera-large", local_files_only=True)
 
-Order: an existing local path; the Hugging Face cache (safetensors files first, then the
-official ``.pt``); a download with ``huggingface_hub`` (same preference: the first of the
-variant's files that the repository has), unless offline (``HF_HUB_OFFLINE=1`` or
-``local_files_only=True``). When everything fails, :class:`CheckpointNotFoundError` names every
-place that was tried and how to fix it.
+Order: an existing local path (a file, or a folder: see
+:func:`sam2_fast.factory.read_weights`); the Hugging Face cache (the variant's
+:attr:`~sam2_fast.zoo.ModelInfo.hub_filenames`, best first: an official-key safetensors copy,
+Meta's ``.pt``, then transformers' ``model.safetensors``); a download with ``huggingface_hub``
+(same preference: the first of the variant's files that the repository has), unless offline
+(``HF_HUB_OFFLINE=1`` or ``local_files_only=True``). A Hub id that is not in the zoo
+(``"org/name"``) is read as a transformers-format repository: its ``config.json`` and
+``model.safetensors``, from the cache or downloaded, in one snapshot folder. When everything
+fails, :class:`CheckpointNotFoundError` names every place that was tried and how to fix it.
 
 ``HF_ENDPOINT``, ``HF_HOME``, ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` are read when the function
 is called, so setting them after import works. Download progress bars come from
@@ -44,12 +48,16 @@ from huggingface_hub.utils import (
 from huggingface_hub.utils import tqdm as hf_tqdm
 
 from sam2_fast.state_dict_io import CHECKPOINT_SUFFIXES, PathLike
-from sam2_fast.zoo import ModelInfo, UnknownModelError, get_model_info
+from sam2_fast.zoo import (
+    TRANSFORMERS_CONFIG_NAME,
+    TRANSFORMERS_WEIGHTS_NAME,
+    ModelInfo,
+    UnknownModelError,
+    get_model_info,
+)
 from sam2_fast.errors import CheckpointNotFoundError
 
 logger = logging.getLogger(__name__)
-
-
 
 
 def hub_endpoint() -> str:
@@ -111,18 +119,27 @@ def resolve_checkpoint(
         logger.debug("using local checkpoint %s", local)
         return local, None
     tried = [f"local path {local.resolve()}: does not exist"]
+    cache = hub_cache_dir(cache_dir)
+    offline = hub_offline() if local_files_only is None else bool(local_files_only)
     try:
         info = get_model_info(raw)
     except UnknownModelError as exc:
-        reason = "not a model name either" if _looks_like_path(raw) else str(exc)
-        tried.append(f"model name: {reason}")
-        raise CheckpointNotFoundError(_not_found_message(raw, tried, None, offline=False)) from exc
+        if _looks_like_path(raw) or raw.count("/") != 1:
+            reason = "not a model name either" if _looks_like_path(raw) else str(exc)
+            tried.append(f"model name: {reason}")
+            raise CheckpointNotFoundError(_not_found_message(raw, tried, None, offline=False)) from exc
+        close = f" (the closest zoo name: {exc.suggestions[0]!r})" if exc.suggestions else ""
+        tried.append(
+            f"model name: {raw!r} is not in the zoo; read as a transformers-format Hub repository{close}"
+        )
+        folder = _transformers_repo(raw, revision, cache, offline, progress, tried)
+        if folder is None:
+            raise CheckpointNotFoundError(_not_found_message(raw, tried, None, offline=offline)) from exc
+        return folder, None
     if info.hub_repo_id is None:
         tried.append(f"model {info.name!r}: it has no Hugging Face Hub repository")
         raise CheckpointNotFoundError(_not_found_message(raw, tried, info, offline=False))
 
-    cache = hub_cache_dir(cache_dir)
-    offline = hub_offline() if local_files_only is None else bool(local_files_only)
     cached = _from_cache(info, revision, cache)
     if cached is not None:
         logger.info("using cached %s", cached)
@@ -197,6 +214,45 @@ def _download(
         logger.info("downloaded %s from %s", filename, url)
         return Path(path)
     return None
+
+
+def _transformers_repo(
+    repo_id: str, revision: Optional[str], cache: Path, offline: bool, progress: bool, tried: List[str]
+) -> Optional[Path]:
+    """The snapshot folder holding ``config.json`` and ``model.safetensors`` of a Hub
+    repository outside the zoo (from the cache, else downloaded); None, with the reasons
+    appended to ``tried``, when they cannot be had."""
+    names = (TRANSFORMERS_CONFIG_NAME, TRANSFORMERS_WEIGHTS_NAME)
+    found = [
+        try_to_load_from_cache(repo_id, name, cache_dir=str(cache), revision=revision)
+        for name in names
+    ]
+    if all(isinstance(f, str) for f in found):
+        logger.info("using cached transformers-format %s", repo_id)
+        return Path(found[0]).parent
+    repo_cache = cache / repo_folder_name(repo_id=repo_id, repo_type="model")
+    tried.append(f"Hugging Face cache {repo_cache}: not both of {', '.join(names)} (revision {revision or 'main'})")
+    if offline:
+        tried.append("Hugging Face Hub: not contacted (offline)")
+        return None
+    endpoint = hub_endpoint()
+    paths = []
+    for name in names:
+        url = hf_hub_url(repo_id, name, revision=revision, endpoint=endpoint)
+        try:
+            get_hf_file_metadata(url, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+            paths.append(Path(hf_hub_download(
+                repo_id, name, revision=revision, cache_dir=str(cache), endpoint=endpoint,
+                tqdm_class=None if progress else _SilentTqdm,
+            )))
+        except EntryNotFoundError:
+            tried.append(f"Hugging Face Hub {url}: the repository has no such file")
+            return None
+        except Exception as exc:  # network, HTTP and repository errors all end the search
+            tried.append(f"Hugging Face Hub {url}: {_explain(exc)}")
+            return None
+    logger.info("downloaded transformers-format %s", repo_id)
+    return paths[0].parent
 
 
 def _explain(exc: BaseException) -> str:

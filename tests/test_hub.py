@@ -179,9 +179,9 @@ def test_downloads_the_official_pt_into_the_hf_cache(
         tmp_path / "hf_home" / "hub" / "models--facebook--sam2.1-hiera-tiny" / "snapshots"
     )
     heads = [p for m, p in fake_hub.requests if m == "HEAD"]
-    assert heads[:2] == [  # safetensors first: both absent
+    assert heads[:2] == [  # our safetensors copy first (absent), then the official file
         "/facebook/sam2.1-hiera-tiny/resolve/main/sam2.1_hiera_tiny.safetensors",
-        "/facebook/sam2.1-hiera-tiny/resolve/main/model.safetensors",
+        "/facebook/sam2.1-hiera-tiny/resolve/main/sam2.1_hiera_tiny.pt",
     ]
     assert len(_cdn_downloads(fake_hub)) == 1
     _load(path, tiny_state_dict)
@@ -201,18 +201,24 @@ def test_safetensors_is_preferred_when_the_repo_has_both(
     _load(path, tiny_state_dict)
 
 
-def test_transformers_model_safetensors_is_downloaded_and_converted(
+def test_transformers_model_safetensors_is_the_fallback_and_is_converted(
     fake_hub: FakeHub, tmp_path: Path, tiny_pt_bytes: bytes, tiny_state_dict: dict
 ) -> None:
     hf_file = tmp_path / "model.safetensors"
     save_file(to_transformers_state_dict(tiny_state_dict), str(hf_file))
-    fake_hub.repos[REPO] = {
-        "sam2.1_hiera_tiny.pt": tiny_pt_bytes,
-        "model.safetensors": hf_file.read_bytes(),
-    }
+    fake_hub.repos[REPO] = {"model.safetensors": hf_file.read_bytes(), "config.json": b"{}"}
     path, _ = resolve_checkpoint(TINY, progress=False)
     assert path.name == "model.safetensors"
     _load(path, tiny_state_dict)
+
+
+def test_the_official_file_is_taken_before_the_transformers_weights(
+    fake_hub: FakeHub, tmp_path: Path, tiny_pt_bytes: bytes
+) -> None:
+    fake_hub.repos[REPO] = {"sam2.1_hiera_tiny.pt": tiny_pt_bytes, "model.safetensors": b"unused"}
+    path, _ = resolve_checkpoint(TINY, progress=False)
+    assert path.name == "sam2.1_hiera_tiny.pt"
+    assert not any(p.endswith("model.safetensors") for _, p in fake_hub.requests)
 
 
 def test_second_call_is_served_from_the_cache_without_the_server(
@@ -243,7 +249,7 @@ def test_offline_with_an_empty_cache_names_every_place_tried(
     cache = tmp_path / "hf_home" / "hub" / "models--facebook--sam2.1-hiera-tiny"
     assert (
         f"Hugging Face cache {cache}: none of "
-        "sam2.1_hiera_tiny.safetensors, model.safetensors, sam2.1_hiera_tiny.pt" in message
+        "sam2.1_hiera_tiny.safetensors, sam2.1_hiera_tiny.pt, model.safetensors" in message
     )
     assert "Hugging Face Hub: not contacted (HF_HUB_OFFLINE is set)" in message
     assert (
@@ -323,3 +329,29 @@ def _load_matches(model, state_dict: dict) -> None:
     own = model.state_dict()
     for key in ("image_encoder.trunk.patch_embed.proj.weight", "sam_mask_decoder.iou_token.weight"):
         assert torch.equal(own[key], state_dict[key]), key
+
+
+def test_a_hub_repo_outside_the_zoo_is_read_as_a_transformers_folder(
+    fake_hub: FakeHub, tmp_path: Path, tiny_state_dict: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``from_pretrained("org/name")`` of a repository that only has transformers' files:
+    config.json and model.safetensors land in one snapshot folder, which the factory reads
+    with the config it holds; a second call needs no server."""
+    from sam2_fast import SAM2ImagePredictor
+    from sam2_fast.transformers_format import write_transformers_folder
+    from sam2_fast.zoo import get_family
+
+    config = PRESETS[TINY].replace(image_size=512)
+    folder = write_transformers_folder(tmp_path / "hf", get_family(config), config, tiny_state_dict, video=True)
+    fake_hub.repos["acme/sam2-med"] = {p.name: p.read_bytes() for p in folder.iterdir()}
+    path, info = resolve_checkpoint("acme/sam2-med", progress=False)
+    assert info is None and sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
+    predictor = SAM2ImagePredictor.from_pretrained("acme/sam2-med", device="cpu")
+    assert predictor.model.image_size == 512
+    _load_matches(predictor.model, tiny_state_dict)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve_checkpoint("acme/sam2-med")[0] == path
+    with pytest.raises(CheckpointNotFoundError) as err:
+        resolve_checkpoint("acme/sam2-other")
+    assert "not in the zoo; read as a transformers-format Hub repository" in str(err.value)
+    assert "Hugging Face Hub: not contacted" in str(err.value)

@@ -155,12 +155,12 @@ def test_model_info_checks_its_fields() -> None:
     assert "x" not in list_models()
 
 
-def test_hub_filenames_put_safetensors_first() -> None:
+def test_hub_filenames_put_official_keys_first_and_transformers_last() -> None:
     info = get_model_info("sam2.1-hiera-tiny")
     assert info.hub_filenames == (
         "sam2.1_hiera_tiny.safetensors",
-        "model.safetensors",
         "sam2.1_hiera_tiny.pt",
+        "model.safetensors",
     )
 
 
@@ -298,12 +298,19 @@ _FAMILY_PLUGIN = """
         return None if marker is None else int(marker.shape[0])
 
 
+    def from_transformers(config_json, state_dict):
+        # its transformers folders: config.json names the memory size, keys carry a prefix
+        config = TinyNetConfig(PRESETS["sam2.1-hiera-tiny"], memory_frames=config_json["memory_frames"])
+        return config, {k[len("tinynet."):]: v for k, v in state_dict.items()}
+
+
     def models():
         config = TinyNetConfig(PRESETS["sam2.1-hiera-tiny"], memory_frames=3)
         return [
             Family(name="tinynet", config_type=TinyNetConfig, build=build, fingerprint=fingerprint,
                    config_fingerprint=lambda c: c.base.trunk.embed_dim,
-                   describe=lambda width: f"tinynet of width {width}"),
+                   describe=lambda width: f"tinynet of width {width}",
+                   transformers_model_types=("tinynet",), from_transformers=from_transformers),
             ModelInfo(name="tinynet-3", family="tinynet", config=config),
         ]
 """
@@ -328,7 +335,19 @@ _PROBE_FAMILY = """
         refused = ""
     except InvalidTypeError as exc:
         refused = str(exc)
+    import pathlib, tempfile
+    from safetensors.torch import save_file
+    from sam2_fast.transformers_format import read_transformers_folder
+    from sam2_fast.zoo import get_family_for_transformers
+
+    folder = pathlib.Path(tempfile.mkdtemp())
+    (folder / "config.json").write_text(json.dumps({"model_type": "tinynet", "memory_frames": 3}))
+    save_file({f"tinynet.{k}": v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    family, config, read = read_transformers_folder(folder)
     print(json.dumps({
+        "transformers_family": [get_family_for_transformers("tinynet").name, family.name],
+        "transformers_config": config.memory_frames,
+        "transformers_same": all(torch.equal(read[k], v) for k, v in model.state_dict().items()),
         "families": list_families(),
         "built_by": getattr(model, "built_by", None),
         "num_maskmem": model.num_maskmem,
@@ -350,10 +369,13 @@ def test_a_third_party_family_registers_through_an_entry_point_and_builds(tmp_pa
         tinynet = tinynet_zoo:models
         """, {"tinynet_zoo": _FAMILY_PLUGIN})
     probe = _run_python(_PROBE_FAMILY, pythonpath=tmp_path)
-    assert probe["families"] == ["sam2", "tinynet"]
+    assert probe["families"][0] == "sam2" and probe["families"][-1] == "tinynet"  # after the built-in ones
     assert probe["built_by"] == "tinynet" and probe["num_maskmem"] == 3
     assert probe["masks"] == [3, 64, 80]
     assert probe["inferred"] == "tinynet-3"  # recognised by the plugin family's fingerprint
     assert probe["plain"] == "sam2.1-hiera-tiny"  # without it: the built-in family's
     assert "config must be a TinyNetConfig (family 'tinynet')" in probe["refused"]
     assert probe["in_list"] and not probe["bad_in_list"]
+    # its transformers folders are read through the seam: model_type -> family -> config, keys
+    assert probe["transformers_family"] == ["tinynet", "tinynet"]
+    assert probe["transformers_config"] == 3 and probe["transformers_same"]

@@ -40,6 +40,10 @@ DEFAULT_MODEL = "sam2.1-hiera-tiny"
 
 ENTRY_POINT_GROUP = ZOO_ENTRY_POINT_GROUP
 
+#: the files of a transformers-format folder / Hub repository (``save_pretrained``'s names)
+TRANSFORMERS_CONFIG_NAME = "config.json"
+TRANSFORMERS_WEIGHTS_NAME = "model.safetensors"
+
 StateDictConverter = Callable[[Mapping[str, Any]], Dict[str, Any]]
 #: (config.json dict, transformers state dict) -> (the family's config, official-layout state dict)
 FromTransformers = Callable[[Dict[str, Any], Mapping[str, Any]], Tuple[Any, Dict[str, Any]]]
@@ -129,7 +133,8 @@ class ModelInfo:
             official keys (identity for official checkpoints).
         description: one line for listings.
         alt_filenames: other files in the repository that hold the same weights, e.g.
-            safetensors copies; tried before ``filename``.
+            safetensors copies (tried before ``filename``) or transformers'
+            ``model.safetensors`` (tried after it); see :attr:`hub_filenames`.
     """
 
     name: str
@@ -166,9 +171,17 @@ class ModelInfo:
 
     @property
     def hub_filenames(self) -> Tuple[str, ...]:
-        """Files to look for in the Hub repository, best first: safetensors, then the rest."""
+        """Files to look for in the Hub repository, best first: official-key safetensors
+        copies, then the official file and the rest, then transformers' weights
+        (:data:`TRANSFORMERS_WEIGHTS_NAME`, keys converted on load)."""
         files = [*self.alt_filenames, *([self.filename] if self.filename else [])]
-        return tuple(sorted(dict.fromkeys(files), key=lambda f: not f.endswith(".safetensors")))
+
+        def rank(name: str) -> int:
+            if name == TRANSFORMERS_WEIGHTS_NAME:
+                return 2
+            return 0 if name.endswith(".safetensors") else 1
+
+        return tuple(sorted(dict.fromkeys(files), key=rank))
 
 
 def _normalize(name: str) -> str:
@@ -394,6 +407,8 @@ __all__ = [
     "FromTransformers",
     "ModelInfo",
     "StateDictConverter",
+    "TRANSFORMERS_CONFIG_NAME",
+    "TRANSFORMERS_WEIGHTS_NAME",
     "UnknownModelError",
     "get_family",
     "get_family_for_transformers",

@@ -214,6 +214,188 @@ def convert_state_dict(state_dict: Mapping[str, Any], *, config: SAM2Config) -> 
     return dict(state_dict)
 
 
+# --------------------------------------------------------------------------------------------
+# transformers folders: config.json <-> SAM2Config
+
+#: ``model_type`` of transformers' image model (``Sam2Model``) and video model (``Sam2VideoModel``)
+TRANSFORMERS_IMAGE_TYPE = "sam2"
+TRANSFORMERS_VIDEO_TYPE = "sam2_video"
+_OCCLUSION_KEY = "occlusion_spatial_embedding_parameter"
+
+
+def _pairs(value: Any) -> Tuple[int, int]:
+    """``[h, w]`` or ``h`` (a square) of a transformers config -> ``(h, w)``."""
+    if isinstance(value, (list, tuple)):
+        return int(value[0]), int(value[-1])
+    return int(value), int(value)
+
+
+def config_from_transformers(config_json: Mapping[str, Any], state_dict: Mapping[str, Any]) -> SAM2Config:
+    """The :class:`SAM2Config` of a transformers ``Sam2Model`` / ``Sam2VideoModel``
+    ``config.json``. The preset with the same Hiera trunk and release (SAM 2.1: an occlusion
+    embedding) is the start; the fields transformers stores replace its values. An image-model
+    config says nothing about the memory, so its release is read from the weights."""
+    from sam2_fast.errors import InvalidInputError
+
+    model_type = config_json.get("model_type")
+    if model_type not in (TRANSFORMERS_IMAGE_TYPE, TRANSFORMERS_VIDEO_TYPE):
+        raise InvalidInputError(
+            f"config.json: model_type must be {TRANSFORMERS_IMAGE_TYPE!r} or "
+            f"{TRANSFORMERS_VIDEO_TYPE!r} for the SAM 2 family, got {model_type!r}"
+        )
+    vision = config_json.get("vision_config") or {}
+    backbone = vision.get("backbone_config") or {}
+    if model_type == TRANSFORMERS_VIDEO_TYPE:
+        sam2_1 = bool(config_json.get("enable_occlusion_spatial_embedding", True))
+    else:
+        sam2_1 = _OCCLUSION_KEY in state_dict
+    trunk = dict(
+        embed_dim=int(backbone.get("hidden_size", 96)),
+        num_heads=int(backbone.get("num_attention_heads", 1)),
+        stages=tuple(backbone.get("blocks_per_stage", (1, 2, 7, 2))),
+        global_att_blocks=tuple(backbone.get("global_attention_blocks", (5, 7, 9))),
+        window_pos_embed_bkg_spatial_size=_pairs(
+            backbone.get("window_positional_embedding_background_size", (7, 7))
+        ),
+        window_spec=tuple(backbone.get("window_size_per_stage", (8, 4, 14, 7))),
+        q_pool=int(backbone.get("num_query_pool_stages", 3)),
+        q_stride=_pairs(backbone.get("query_stride", (2, 2))),
+    )
+    same_trunk = [
+        c for c in PRESETS.values()
+        if c.no_obj_embed_spatial == sam2_1
+        and all(getattr(c.trunk, k) == v for k, v in trunk.items())
+    ]
+    fallback = PRESETS["sam2.1-hiera-tiny" if sam2_1 else "sam2-hiera-tiny"]
+    config = same_trunk[0] if same_trunk else fallback.replace(
+        **{f"trunk.{k}": v for k, v in trunk.items()}, name="transformers-sam2"
+    )
+    image_size = config_json.get("image_size", _pairs(backbone.get("image_size", 1024))[0])
+    changes: Dict[str, Any] = {
+        "image_size": int(image_size[0] if isinstance(image_size, (list, tuple)) else image_size),
+        "d_model": int(vision.get("fpn_hidden_size", config.d_model)),
+        "fpn_top_down_levels": tuple(vision.get("fpn_top_down_levels", config.fpn_top_down_levels)),
+    }
+    patch = (config_json.get("prompt_encoder_config") or {}).get("patch_size")
+    if patch is not None:
+        changes["backbone_stride"] = _pairs(patch)[0]
+    if model_type == TRANSFORMERS_VIDEO_TYPE:
+        video_fields = {
+            "num_maskmem": "num_maskmem",
+            "sigmoid_scale_for_mem_enc": "sigmoid_scale_for_mem_enc",
+            "sigmoid_bias_for_mem_enc": "sigmoid_bias_for_mem_enc",
+            "multimask_output_in_sam": "multimask_output_in_sam",
+            "multimask_min_pt_num": "multimask_min_pt_num",
+            "multimask_max_pt_num": "multimask_max_pt_num",
+            "multimask_output_for_tracking": "multimask_output_for_tracking",
+            "max_obj_ptrs_in_encoder": "max_object_pointers_in_encoder",
+            "max_cond_frames_in_attn": "max_cond_frame_num",
+            "memory_attention_num_layers": "memory_attention_num_layers",
+            "memory_attention_dim_feedforward": "memory_attention_feed_forward_hidden_size",
+            "memory_attention_dropout": "memory_attention_dropout",
+            "mem_dim": "memory_encoder_output_channels",
+        }
+        for ours, theirs in video_fields.items():
+            if theirs in config_json:
+                changes[ours] = type(getattr(config, ours))(config_json[theirs])
+        theta = (config_json.get("rope_parameters") or {}).get("rope_theta")
+        if theta is not None:
+            changes["rope_theta"] = float(theta)
+        tpos = bool(config_json.get("enable_temporal_pos_encoding_for_object_pointers", sam2_1))
+        changes.update(add_tpos_enc_to_obj_ptrs=tpos, proj_tpos_enc_in_obj_ptrs=tpos)
+    return config.replace(**{k: v for k, v in changes.items() if getattr(config, k) != v})
+
+
+def config_to_transformers(config: SAM2Config, video: bool) -> Dict[str, Any]:
+    """The ``config.json`` of transformers' ``Sam2VideoModel`` (``video``) or ``Sam2Model``
+    for ``config``'s architecture."""
+    trunk = config.trunk
+    size = config.image_size
+    dims = list(reversed(trunk.channel_list))  # highest resolution first
+    heads = [int(trunk.num_heads * trunk.head_mul**i) for i in range(len(trunk.stages))]
+    strides = [4 * 2**i for i in range(len(trunk.stages) - 1)]  # of the neck's levels
+    vision = {
+        "model_type": "sam2_vision_model",
+        "backbone_config": {
+            "model_type": "sam2_hiera_det_model",
+            "hidden_size": trunk.embed_dim,
+            "num_attention_heads": trunk.num_heads,
+            "blocks_per_stage": list(trunk.stages),
+            "embed_dim_per_stage": dims,
+            "num_attention_heads_per_stage": heads,
+            "window_size_per_stage": list(trunk.window_spec),
+            "global_attention_blocks": list(trunk.global_att_blocks),
+            "window_positional_embedding_background_size": list(trunk.window_pos_embed_bkg_spatial_size),
+            "num_query_pool_stages": trunk.q_pool,
+            "query_stride": list(trunk.q_stride),
+            "image_size": [size, size],
+        },
+        "backbone_channel_list": list(trunk.channel_list),
+        "backbone_feature_sizes": [[size // s, size // s] for s in strides],
+        "fpn_hidden_size": config.d_model,
+        "fpn_top_down_levels": list(config.fpn_top_down_levels),
+    }
+    prompt = {"hidden_size": config.d_model, "image_size": size, "patch_size": config.backbone_stride}
+    decoder = {
+        "hidden_size": config.d_model,
+        "dynamic_multimask_via_stability": True,
+        "dynamic_multimask_stability_delta": config.dynamic_multimask_stability_delta,
+        "dynamic_multimask_stability_thresh": config.dynamic_multimask_stability_thresh,
+    }
+    out: Dict[str, Any] = {
+        "architectures": ["Sam2VideoModel" if video else "Sam2Model"],
+        "model_type": TRANSFORMERS_VIDEO_TYPE if video else TRANSFORMERS_IMAGE_TYPE,
+        "vision_config": vision,
+        "prompt_encoder_config": prompt,
+        "mask_decoder_config": decoder,
+        "dtype": "float32",
+    }
+    if not video:
+        return out
+    feat = size // config.backbone_stride
+    out.update(
+        image_size=size,
+        num_maskmem=config.num_maskmem,
+        sigmoid_scale_for_mem_enc=config.sigmoid_scale_for_mem_enc,
+        sigmoid_bias_for_mem_enc=config.sigmoid_bias_for_mem_enc,
+        enable_occlusion_spatial_embedding=config.no_obj_embed_spatial,
+        multimask_output_in_sam=config.multimask_output_in_sam,
+        multimask_min_pt_num=config.multimask_min_pt_num,
+        multimask_max_pt_num=config.multimask_max_pt_num,
+        multimask_output_for_tracking=config.multimask_output_for_tracking,
+        max_object_pointers_in_encoder=config.max_obj_ptrs_in_encoder,
+        max_cond_frame_num=config.max_cond_frames_in_attn,
+        enable_temporal_pos_encoding_for_object_pointers=config.add_tpos_enc_to_obj_ptrs,
+        memory_attention_hidden_size=config.d_model,
+        memory_attention_num_layers=config.memory_attention_num_layers,
+        memory_attention_feed_forward_hidden_size=config.memory_attention_dim_feedforward,
+        memory_attention_dropout=config.memory_attention_dropout,
+        memory_attention_rope_feat_sizes=[feat, feat],
+        rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta},
+        memory_encoder_hidden_size=config.d_model,
+        memory_encoder_output_channels=config.mem_dim,
+    )
+    return out
+
+
+def from_transformers(
+    config_json: Dict[str, Any], state_dict: Mapping[str, Any]
+) -> Tuple[SAM2Config, Dict[str, Any]]:
+    """:attr:`Family.from_transformers` of SAM 2: (config, official-layout state dict)."""
+    config = config_from_transformers(config_json, state_dict)
+    return config, from_transformers_state_dict(state_dict, config)
+
+
+def to_transformers(
+    config: SAM2Config, state_dict: Mapping[str, Any], video: bool
+) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """:attr:`Family.to_transformers` of SAM 2. The weights are all of them in both cases:
+    ``Sam2Model`` skips the memory's on load, and they make the folder a full checkpoint."""
+    if detect_layout(state_dict) == "transformers":
+        state_dict = from_transformers_state_dict(state_dict, config)
+    return config_to_transformers(config, video), to_transformers_state_dict(state_dict)
+
+
 # Keys that tell the variants apart (official names; transformers names derived from them).
 _PATCH_EMBED = "image_encoder.trunk.patch_embed.proj.weight"
 _BLOCKS = "image_encoder.trunk.blocks."
@@ -256,6 +438,8 @@ def build(config: SAM2Config):
 SAM2_FAMILY = register_family(Family(
     name=FAMILY, config_type=SAM2Config, build=build, fingerprint=fingerprint,
     config_fingerprint=config_fingerprint, describe=describe_fingerprint,
+    transformers_model_types=(TRANSFORMERS_IMAGE_TYPE, TRANSFORMERS_VIDEO_TYPE),
+    from_transformers=from_transformers, to_transformers=to_transformers,
 ))
 
 _SIZES = {"tiny": ("t", "T"), "small": ("s", "S"), "base-plus": ("b+", "B+"), "large": ("l", "L")}
