@@ -219,6 +219,27 @@ def describe(model: nn.Module, opset: int, dtype: str, variant: Optional[str]) -
     }
 
 
+def _pin_shapes(path: Path, spec: Dict[str, Any]) -> None:
+    """Declare the graph's inputs and outputs with the shapes of ``spec`` (sizes the tracer
+    left symbolic become numbers; ``B`` and ``N`` stay named)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    values = list(model.graph.input) + list(model.graph.output)
+    for value, tensor in zip(values, spec["inputs"] + spec["outputs"]):
+        if value.name != tensor["name"]:
+            raise ExportError(f"{path.name}: expected {tensor['name']!r}, the graph has {value.name!r}")
+        shape = value.type.tensor_type.shape
+        del shape.dim[:]
+        for size in tensor["shape"]:
+            dim = shape.dim.add()
+            if isinstance(size, str):
+                dim.dim_param = size
+            else:
+                dim.dim_value = size
+    onnx.save(model, str(path))
+
+
 def _check_graph(path: Path) -> None:
     """onnx.checker, and the contract: no complex tensors, only standard ONNX ops."""
     import onnx
@@ -317,8 +338,10 @@ def export_onnx(
             )
     finally:
         model.train(was_training)
+    description = describe(model, opset, dtype, variant)
     for path in paths.values():
+        _pin_shapes(path, description["files"][path.name])
         _check_graph(path)
     paths["export.json"] = out / DESCRIPTION_FILE
-    paths["export.json"].write_text(json.dumps(describe(model, opset, dtype, variant), indent=2) + "\n")
+    paths["export.json"].write_text(json.dumps(description, indent=2) + "\n")
     return paths
