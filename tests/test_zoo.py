@@ -260,8 +260,8 @@ def test_entry_point_plugins_register_lazily_and_a_broken_one_only_warns(tmp_pat
     )
     probe = _run_python(_PROBE_PLUGINS, pythonpath=tmp_path)
     assert probe["loaded_at_import"] == []
-    assert probe["names"][:8] == BUILTIN
-    assert set(probe["names"][8:]) == {"acme-sam2-tiny-med", "beta-large"}
+    assert probe["names"][:9] == [*BUILTIN, "edgetam"]  # the built-in families' variants first
+    assert set(probe["names"][9:]) == {"acme-sam2-tiny-med", "beta-large"}
     assert probe["acme"] == ["acme-sam2-tiny-med", "acme", "tiny_med.pt", "sam2.1-hiera-tiny"]
     assert probe["beta"] == "beta"
     assert len(probe["warnings"]) == 1

@@ -9,7 +9,8 @@ Usage::
     info.name, info.hub_repo_id, info.filename, info.config.trunk.embed_dim
 
 A family (:class:`Family`) owns its config type, its model builder and the fingerprint that
-recognises its checkpoints; the built-in one is ``"sam2"`` (:mod:`sam2_fast.zoo.sam2`). A
+recognises its checkpoints; the built-in ones are ``"sam2"`` (:mod:`sam2_fast.zoo.sam2`) and
+``"edgetam"`` (:mod:`sam2_fast.zoo.edgetam`). A
 third-party package adds a family, or variants of an existing one, with an entry point in the
 ``sam2_fast.zoo`` group that names a module or a callable registering its :class:`Family` and
 :class:`ModelInfo` objects (see :mod:`sam2_fast.zoo.registry`). Importing this package does not
@@ -18,6 +19,7 @@ import torch.
 
 from sam2_fast.zoo import registry
 from sam2_fast.zoo.registry import *  # noqa: F403  (the registry's public names: registry.__all__)
-from sam2_fast.zoo import sam2  # the built-in family: registers it
+from sam2_fast.zoo import sam2  # the built-in families: register themselves
+from sam2_fast.zoo import edgetam
 
-__all__ = [*registry.__all__, "sam2"]
+__all__ = [*registry.__all__, "sam2", "edgetam"]

@@ -1,19 +1,22 @@
 """Module builders: the image encoder, memory attention and memory encoder of a
-:class:`~sam2_fast.modeling.config.SAM2Config`, in the official layout (state-dict keys and
-shapes match the official checkpoints). The trunk is picked by its config's ``kind`` tag from
-``BACKBONES`` (Hiera for SAM 2; another family registers its backbone with
-:func:`register_backbone`). The SAM heads are built by the model itself
+:class:`~sam2_fast.modeling.config.SAM2Config`, and the spatial perceiver of an
+:class:`~sam2_fast.modeling.edgetam_config.EdgeTAMConfig`, in the official layout (state-dict
+keys and shapes match the official checkpoints). The trunk is picked by its config's ``kind``
+tag from ``BACKBONES`` (Hiera for SAM 2, RepViT for EdgeTAM; another family registers its
+backbone with :func:`register_backbone`). The SAM heads are built by the model itself
 (:meth:`sam2_fast.modeling.sam_heads.SAMHeads._build_sam_heads`), from its constructor's
 arguments."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 from torch import nn
 
 from sam2_fast.errors import InvalidInputError
 from sam2_fast.modeling.config import HieraConfig, SAM2Config
+from sam2_fast.modeling.edgetam import LatentRoPEAttention, RepViTTrunk, SpatialPerceiver
+from sam2_fast.modeling.edgetam_config import EdgeTAMConfig, RepViTConfig
 from sam2_fast.modeling.hiera import Hiera
 from sam2_fast.modeling.image_encoder import FpnNeck, ImageEncoder
 from sam2_fast.modeling.memory_attention import MemoryAttention, MemoryAttentionLayer
@@ -24,7 +27,7 @@ from sam2_fast.modeling.transformer import RoPEAttention
 
 #: backbone kind (its config's ``kind`` tag) -> the trunk built from that config; a family
 #: with another backbone registers it with :func:`register_backbone`
-BACKBONES: Dict[str, Callable[[Any], nn.Module]] = {HieraConfig.kind: Hiera}
+BACKBONES: Dict[str, Callable[[Any], nn.Module]] = {HieraConfig.kind: Hiera, RepViTConfig.kind: RepViTTrunk}
 
 
 def register_backbone(kind: str, build: Callable[[Any], nn.Module]) -> None:
@@ -60,10 +63,10 @@ def build_image_encoder(cfg: SAM2Config) -> ImageEncoder:
 
 def build_memory_attention(cfg: SAM2Config) -> MemoryAttention:
     """``cfg.memory_attention_num_layers`` layers of RoPE self-attention and RoPE cross-attention
-    to the ``cfg.mem_dim``-channel memories."""
+    to the ``cfg.mem_dim``-channel memories (EdgeTAM: to the perceiver's latents)."""
 
-    def rope_attention(**extra) -> RoPEAttention:
-        return RoPEAttention(
+    def rope_attention(kind=RoPEAttention, **extra) -> RoPEAttention:
+        return kind(
             cfg.d_model,
             num_heads=1,
             downsample_rate=1,
@@ -73,11 +76,19 @@ def build_memory_attention(cfg: SAM2Config) -> MemoryAttention:
             **extra,
         )
 
+    def cross_attention() -> RoPEAttention:
+        if isinstance(cfg, EdgeTAMConfig):  # to each memory frame's latents
+            latents = cfg.perceiver
+            return rope_attention(
+                LatentRoPEAttention, kv_in_dim=cfg.mem_dim, num_latents=latents.num_latents, grid_2d=latents.grid_2d
+            )
+        return rope_attention(rope_k_repeat=True, kv_in_dim=cfg.mem_dim)
+
     def layer() -> MemoryAttentionLayer:
         return MemoryAttentionLayer(
             activation="relu",
             self_attention=rope_attention(),
-            cross_attention=rope_attention(rope_k_repeat=True, kv_in_dim=cfg.mem_dim),
+            cross_attention=cross_attention(),
             d_model=cfg.d_model,
             dim_feedforward=cfg.memory_attention_dim_feedforward,
             dropout=cfg.memory_attention_dropout,
@@ -104,3 +115,8 @@ def build_memory_encoder(cfg: SAM2Config) -> MemoryEncoder:
         fuser=Fuser(lambda: CXBlock(dim=cfg.d_model, kernel_size=7, padding=3), num_layers=2),
         in_dim=cfg.d_model,
     )
+
+
+def build_spatial_perceiver(cfg: SAM2Config) -> Optional[SpatialPerceiver]:
+    """EdgeTAM's perceiver that compresses each memory frame to latents; None for SAM 2."""
+    return SpatialPerceiver(cfg.perceiver) if isinstance(cfg, EdgeTAMConfig) else None

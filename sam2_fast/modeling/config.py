@@ -118,13 +118,14 @@ class SAM2Config:
         trunk_changes = {k[len("trunk.") :]: v for k, v in changes.items() if k.startswith("trunk.")}
         top = {k: v for k, v in changes.items() if not k.startswith("trunk.")}
         trunk_fields = {f.name for f in dataclasses.fields(self.trunk)}  # of this backbone
-        unknown = [k for k in top if k not in _FIELD_NAMES] + [
+        names = {f.name for f in dataclasses.fields(self)}  # of this config type
+        unknown = [k for k in top if k not in names] + [
             f"trunk.{k}" for k in trunk_changes if k not in trunk_fields
         ]
         if unknown:
             raise InvalidInputError(
-                f"unknown SAM2Config field(s) {unknown}; valid fields are "
-                f"{sorted(_FIELD_NAMES)} and trunk.{{{', '.join(sorted(trunk_fields))}}}"
+                f"unknown {type(self).__name__} field(s) {unknown}; valid fields are "
+                f"{sorted(names)} and trunk.{{{', '.join(sorted(trunk_fields))}}}"
             )
         if trunk_changes:
             top["trunk"] = dataclasses.replace(self.trunk, **trunk_changes)
@@ -186,9 +187,6 @@ class SAM2Config:
             raise InvalidInputError(
                 f"unknown SAM 2 variant {name!r}; known: {', '.join(PRESETS)}"
             ) from None
-
-
-_FIELD_NAMES = {f.name for f in dataclasses.fields(SAM2Config)}
 
 
 def _parse_value(raw: str) -> Any:

@@ -1,10 +1,12 @@
-"""Deterministic random weights for any SAM 2 config.
+"""Deterministic random weights for any SAM 2 config (and EdgeTAM's, a subclass).
 
 Used by tests (the same weights go into this project's model and the official one) and by
 the demo when no real checkpoint is available. Every tensor is non-trivial (unlike the
 modules' default init, which leaves position embeddings at zero) and scaled so activations
 stay O(1): linear/conv weights ~ N(0, 1/fan_in), norm scales ~ 1 + N(0, 0.1^2),
-biases ~ N(0, 0.02^2), embeddings ~ N(0, 1), other parameters ~ N(0, 0.1^2).
+biases ~ N(0, 0.02^2), embeddings ~ N(0, 1), other parameters ~ N(0, 0.1^2); batch norms
+(EdgeTAM's RepViT) get scales ~ 0.5 (1 + N(0, 0.1^2)), running means ~ N(0, 0.1^2), running
+variances in [0.5, 1.5] and a zero batch count.
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ from sam2_fast.modeling.config import SAM2Config
 
 def _random_tensor(module: nn.Module, name: str, shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
     noise = torch.randn(shape, generator=gen)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and name != "bias":
+        if name == "num_batches_tracked":
+            return torch.zeros(shape, dtype=torch.long)
+        if name == "running_mean":
+            return 0.1 * noise
+        if name == "running_var":
+            return 0.5 + torch.rand(shape, generator=gen)
+        return 0.5 * (1.0 + 0.1 * noise)  # halved: RepViT's residual stages stay O(1) (1e6 at scale 1)
     if name == "bias":
         return 0.02 * noise
     if isinstance(module, (nn.LayerNorm, LayerNorm2d)):

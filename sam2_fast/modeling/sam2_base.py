@@ -24,7 +24,12 @@ from torch.nn.init import trunc_normal_
 from sam2_fast.errors import InvalidInputError
 from sam2_fast.modeling import compile as compile_setup
 from sam2_fast.modeling import memory_plan
-from sam2_fast.modeling.builders import build_image_encoder, build_memory_attention, build_memory_encoder
+from sam2_fast.modeling.builders import (
+    build_image_encoder,
+    build_memory_attention,
+    build_memory_encoder,
+    build_spatial_perceiver,
+)
 from sam2_fast.modeling.common import Conv2d
 from sam2_fast.modeling.config import SAM2Config
 from sam2_fast.modeling.image_encoder import ImageEncoder
@@ -99,6 +104,7 @@ class SAM2Base(SAMHeads, nn.Module):
         sam_mask_decoder_extra_args: Optional[Dict[str, Any]] = None,
         compile_image_encoder: bool = False,
         config: Optional[SAM2Config] = None,
+        spatial_perceiver: Optional[nn.Module] = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -122,6 +128,8 @@ class SAM2Base(SAMHeads, nn.Module):
         self.memory_attention = memory_attention
         self.hidden_dim = image_encoder.neck.d_model
         self.memory_encoder = memory_encoder
+        # EdgeTAM: compresses each new memory to latents (modeling/edgetam.py); None for SAM 2
+        self.spatial_perceiver = spatial_perceiver
         self.mem_dim = self.hidden_dim
         out_proj = getattr(memory_encoder, "out_proj", None)
         if out_proj is not None and hasattr(out_proj, "weight"):
@@ -176,6 +184,7 @@ class SAM2Base(SAMHeads, nn.Module):
             image_encoder=build_image_encoder(config),
             memory_attention=build_memory_attention(config),
             memory_encoder=build_memory_encoder(config),
+            spatial_perceiver=build_spatial_perceiver(config),
             sam_mask_decoder_extra_args=extra,
             config=config,
             **{name: getattr(config, name) for name in _BASE_FIELDS},
@@ -383,7 +392,8 @@ class SAM2Base(SAMHeads, nn.Module):
         across_batch_constraints: bool = True,
     ):
         """Encode the current frame and its predicted mask into ``(maskmem_features
-        [B, mem_dim, h, w], maskmem_pos_enc [list of one [B, mem_dim, h, w]])``.
+        [B, mem_dim, h, w], maskmem_pos_enc [list of one [B, mem_dim, h, w]])`` (with a spatial
+        perceiver, EdgeTAM: its latents, ``[B, mem_dim, 1, T]``).
 
         ``non_overlap_masks_for_mem_enc`` compares the masks across the batch; pass
         ``across_batch_constraints=False`` when the batch holds independently tracked objects
@@ -413,6 +423,9 @@ class SAM2Base(SAMHeads, nn.Module):
             maskmem_features = maskmem_features + (
                 1 - is_obj_appearing[..., None, None]
             ) * self.no_obj_embed_spatial[..., None, None]
+        if self.spatial_perceiver is not None:
+            maskmem_features, latent_pos = self.spatial_perceiver(maskmem_features, maskmem_pos_enc[0])
+            maskmem_pos_enc = [latent_pos]
         return maskmem_features, maskmem_pos_enc
 
     def _track_step(
