@@ -118,10 +118,21 @@ def test_transformers_layout_round_trips(weights):
     assert sorted(back) == sorted(weights)
     assert all(torch.equal(back[k], weights[k]) for k in weights)
     image_json, image_hf = family.to_transformers(EDGETAM, weights, False)
-    assert image_json["model_type"] == "edgetam"
-    assert not any(k.startswith(("memory_", "spatial_perceiver")) for k in image_hf)
+    assert image_json["model_type"] == "edgetam" and sorted(image_hf) == sorted(hf)  # a full checkpoint
+    assert sorted(family.to_transformers(EDGETAM, hf, True)[1]) == sorted(hf)  # either layout in
     converted = get_model_info("edgetam").convert_state_dict(hf)
     assert all(torch.equal(converted[k], weights[k]) for k in weights)
+
+
+@pytest.mark.parametrize("video", [True, False], ids=["EdgeTamVideoModel", "EdgeTamModel"])
+def test_transformers_folders_load_by_path(tmp_path, weights, video):
+    from sam2_fast.predictors.video_predictor import SAM2VideoPredictor
+    from sam2_fast.transformers_format import write_transformers_folder
+
+    folder = write_transformers_folder(tmp_path / "hf", get_family("edgetam"), EDGETAM, weights, video=video)
+    model = SAM2VideoPredictor.from_pretrained(str(folder), device="cpu")
+    assert model.config.perceiver == EDGETAM.perceiver and model.spatial_perceiver is not None
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
 
 
 def test_missing_timm_names_the_extra(monkeypatch):

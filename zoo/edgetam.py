@@ -68,9 +68,6 @@ _POINT_EMBEDDINGS = "sam_prompt_encoder.point_embeddings."
 _PROMPT_PE = "sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
 TRANSFORMERS_POINT_EMBED = "prompt_encoder.point_embed.weight"
 TRANSFORMERS_SHARED_PE = "shared_image_embedding.positional_embedding"
-# the parts of the video model that transformers' image model (EdgeTamModel) holds
-_IMAGE_MODEL_PREFIXES = ("vision_encoder.", "prompt_encoder.", "mask_decoder.", "shared_image_embedding.")
-_IMAGE_MODEL_KEYS = ("no_memory_embedding",)
 
 
 def to_transformers_keys(key: str) -> Tuple[str, ...]:
@@ -101,9 +98,9 @@ def detect_layout(state_dict: Mapping[str, Any]) -> str:
     return "unknown"
 
 
-def to_transformers_state_dict(state_dict: Mapping[str, Any], video: bool = True) -> Dict[str, Any]:
+def to_transformers_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
     """An official EdgeTAM state dict in the layout of transformers' ``EdgeTamVideoModel``
-    (``video``) or ``EdgeTamModel`` (its image parts only)."""
+    (``EdgeTamModel`` reads its image parts and skips the rest)."""
     import torch
 
     out: Dict[str, Any] = {}
@@ -119,8 +116,6 @@ def to_transformers_state_dict(state_dict: Mapping[str, Any], video: bool = True
         out[TRANSFORMERS_POINT_EMBED] = torch.cat([v for _, v in sorted(points, key=lambda p: p[0])], dim=0)
     if _PROMPT_PE in state_dict:
         out[TRANSFORMERS_SHARED_PE] = state_dict[_PROMPT_PE].clone()  # a tied copy in transformers
-    if not video:
-        out = {k: v for k, v in out.items() if k.startswith(_IMAGE_MODEL_PREFIXES) or k in _IMAGE_MODEL_KEYS}
     return out
 
 
@@ -365,8 +360,12 @@ def to_transformers(
     config: EdgeTAMConfig, state_dict: Mapping[str, Any], video: bool
 ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """(config.json, transformers state dict) of ``EdgeTamVideoModel`` (``video``) or
-    ``EdgeTamModel`` for an official-layout EdgeTAM state dict."""
-    return config_to_transformers(config, video), to_transformers_state_dict(state_dict, video)
+    ``EdgeTamModel`` for an EdgeTAM state dict in either layout. The weights are all of them in
+    both cases: ``EdgeTamModel`` skips the memory's on load, and they make the folder a full
+    checkpoint."""
+    if detect_layout(state_dict) == "transformers":
+        state_dict = from_transformers_state_dict(state_dict, config)
+    return config_to_transformers(config, video), to_transformers_state_dict(state_dict)
 
 
 EDGETAM_FAMILY = register_family(Family(
