@@ -197,4 +197,4 @@ def test_cli_convert_refuses_mismatched_arguments(tmp_path, tiny_pt_file, capsys
     assert main(["convert", str(tiny_pt_file), str(tmp_path / "x.safetensors"), "--to", "official"]) == 2
     assert "--to official writes a .pt file" in capsys.readouterr().err
     assert main(["convert", str(tiny_pt_file), str(tmp_path / "x.safetensors"), "--video"]) == 2
-    assert "--video: only with --to transformers" in capsys.readouterr().err
+    assert "--video and --model: only with --to transformers" in capsys.readouterr().err

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Optional, Tuple, Union
 
 #: --to -> the file suffix of that format (the transformers format is a folder)
 _SUFFIXES = {"official": ".pt", "safetensors": ".safetensors"}
@@ -14,7 +15,6 @@ _FORMATS = (*_SUFFIXES, "transformers")
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from sam2_fast.checkpoint import convert_checkpoint
-    from sam2_fast.errors import InvalidInputError
     from sam2_fast.transformers_format import (
         convert_from_transformers,
         convert_to_transformers,
@@ -22,40 +22,51 @@ def cmd_convert(args: argparse.Namespace) -> int:
     )
 
     src = Path(args.src).expanduser()
-    to, dst_after = (args.to[0], args.to[1:]) if args.to else (None, [])
+    to, dst = _format_and_output(args)
+    if to == "transformers":
+        written = convert_to_transformers(
+            src, dst, video=args.video, trust_pickle=args.trust_pickle, model=args.model
+        )
+    elif is_transformers_folder(src):
+        default = Path(f"{str(src).rstrip('/')}{_SUFFIXES.get(to, '.safetensors')}")
+        written = convert_from_transformers(src, _checked_suffix(dst or default, to))
+    else:
+        default = src.with_suffix(_SUFFIXES[to]) if to else None
+        written = convert_checkpoint(src, _checked_suffix(dst or default, to), trust_pickle=args.trust_pickle)
+    print(f"wrote {written}")
+    return 0
+
+
+def _format_and_output(args: argparse.Namespace) -> Tuple[Optional[str], Optional[str]]:
+    """``(--to FORMAT or None, DST or None)``; DST may come before or after ``--to FORMAT``."""
+    from sam2_fast.errors import InvalidInputError
+
+    to, after = (args.to[0], args.to[1:]) if args.to else (None, [])
     if to is not None and to not in _FORMATS:
         raise InvalidInputError(f"--to: expected one of {', '.join(_FORMATS)}, got {to!r}")
-    if len(dst_after) > 1 or (dst_after and args.dst):
+    outputs = ([args.dst] if args.dst else []) + after
+    if len(outputs) > 1:
+        raise InvalidInputError(f"dst: give one output, before or after --to FORMAT; got {outputs}")
+    dst = outputs[0] if outputs else None
+    if (args.video or args.model) and to != "transformers":
+        raise InvalidInputError("--video and --model: only with --to transformers")
+    if to == "transformers" and dst is None:
         raise InvalidInputError(
-            f"dst: give one output, before or after --to FORMAT; got {[args.dst, *dst_after] if args.dst else dst_after}"
+            f"dst: --to transformers needs the output folder, e.g. sam2-fast convert {args.src} "
+            f"--to transformers ./{Path(args.src).stem}-hf"
         )
-    if dst_after:
-        args.dst = dst_after[0]
-    if to is None:  # from the output's extension, as before --to existed
-        to = "transformers" if args.dst and not Path(args.dst).suffix else None
-    if args.video and to != "transformers":
-        raise InvalidInputError("--video: only with --to transformers (it picks Sam2VideoModel's config)")
-    if to == "transformers":
-        if not args.dst:
-            raise InvalidInputError("dst: --to transformers needs the output folder, e.g. sam2-fast "
-                                    f"convert {args.src} --to transformers ./{src.stem}-hf")
-        dst = convert_to_transformers(
-            src, args.dst, video=args.video, trust_pickle=args.trust_pickle, model=args.model
+    return to, dst
+
+
+def _checked_suffix(dst: Optional[Union[str, Path]], to: Optional[str]) -> Optional[Union[str, Path]]:
+    """``dst``, unless its extension is not the one ``--to`` writes."""
+    from sam2_fast.errors import InvalidInputError
+
+    if to is not None and dst is not None and Path(dst).suffix != _SUFFIXES[to]:
+        raise InvalidInputError(
+            f"dst: --to {to} writes a {_SUFFIXES[to]} file, got {str(dst)!r}; name it *{_SUFFIXES[to]}"
         )
-    else:
-        folder = is_transformers_folder(src)
-        suffix = _SUFFIXES[to] if to is not None else None
-        dst_arg = args.dst
-        if dst_arg is None and (folder or suffix):
-            dst_arg = Path(f"{str(src).rstrip('/')}{suffix or '.safetensors'}") if folder else src.with_suffix(suffix)
-        if suffix and Path(dst_arg).suffix != suffix:
-            raise InvalidInputError(f"dst: --to {to} writes a {suffix} file, got {str(dst_arg)!r}; name it *{suffix}")
-        if folder:
-            dst = convert_from_transformers(src, dst_arg)
-        else:
-            dst = convert_checkpoint(src, dst_arg, trust_pickle=args.trust_pickle)
-    print(f"wrote {dst}")
-    return 0
+    return dst
 
 
 def add_parser(sub) -> None:
@@ -78,7 +89,7 @@ def add_parser(sub) -> None:
                    help="with --to transformers: write Sam2VideoModel's config (default: Sam2Model's); "
                         "both folders hold all the weights")
     p.add_argument("--model", default=None,
-                   help="the zoo variant of SRC (default: recognised from its weights)")
+                   help="with --to transformers: the zoo variant of SRC (default: recognised from its weights)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow a .pt that needs full unpickling (runs code from the file: only for "
                         "checkpoints from a source you trust)")
