@@ -298,7 +298,9 @@ def config_from_transformers(config_json: Mapping[str, Any], state_dict: Mapping
         for ours, theirs in video_fields.items():
             if theirs in config_json:
                 changes[ours] = type(getattr(config, ours))(config_json[theirs])
-        theta = (config_json.get("rope_parameters") or {}).get("rope_theta")
+        theta = (config_json.get("rope_parameters") or {}).get(
+            "rope_theta", config_json.get("memory_attention_rope_theta")  # transformers 4.x's name
+        )
         if theta is not None:
             changes["rope_theta"] = float(theta)
         tpos = bool(config_json.get("enable_temporal_pos_encoding_for_object_pointers", sam2_1))
