@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sam2_fast.batch.inputs import BatchUsageError
 from sam2_fast.cli._args import (
     DEFAULT_MODEL,
     box_arg,
@@ -48,7 +49,7 @@ def _prompts(args: argparse.Namespace):
     if not args.point and not args.box:
         return ()
     if args.task == "amg":
-        raise ValueError("--point / --box are for batch segment and track; amg segments everything")
+        raise BatchUsageError("--point / --box are for batch segment and track; amg segments everything")
     try:
         if args.task == "segment":
             points = [point_arg(t) for t in args.point]
@@ -71,7 +72,7 @@ def _prompts(args: argparse.Namespace):
                 raise argparse.ArgumentTypeError(f"two --box for object {obj} on frame {frame}")
             row["box"] = box
     except argparse.ArgumentTypeError as exc:
-        raise ValueError(str(exc)) from None
+        raise BatchUsageError(str(exc)) from None
     return tuple(
         Prompt(tuple(r["points"]) or None, tuple(r["labels"]) or None, r["box"], frame, obj)
         for (frame, obj), r in sorted(rows.items())
@@ -91,14 +92,14 @@ def cmd_batch(args: argparse.Namespace) -> int:
             continue
         if args.task not in tasks:
             flag = "--" + name.replace("_", "-")
-            raise ValueError(f"{flag} is for batch {' / '.join(tasks)}, not batch {args.task}")
+            raise BatchUsageError(f"{flag} is for batch {' / '.join(tasks)}, not batch {args.task}")
         options[name] = value
     if args.engine != "ray":
         for flag in ("num_cpus", "num_gpus", "ray_address"):
             if getattr(args, flag) is not None:
-                raise ValueError(f"--{flag.replace('_', '-')} is for --engine ray")
+                raise BatchUsageError(f"--{flag.replace('_', '-')} is for --engine ray")
         if args.num_workers != 1:
-            raise ValueError("--num-workers is for --engine ray (the local engine runs one model)")
+            raise BatchUsageError("--num-workers is for --engine ray (the local engine runs one model)")
     result = batch.run(
         args.task, args.inputs, args.out, engine=args.engine, format=args.format, overwrite=args.overwrite,
         progress=not args.quiet, num_workers=args.num_workers, num_cpus=args.num_cpus, num_gpus=args.num_gpus,

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tupl
 
 import numpy as np
 
+from sam2_fast.errors import InvalidInputError
+
 if TYPE_CHECKING:  # pragma: no cover - for type hints only (imports torch)
     from sam2_fast.predictors.video_io import FrameSource
 
@@ -38,7 +40,7 @@ class FramePrompt:
 
 def add_prompts(predictor, state, prompts: Sequence[FramePrompt]) -> None:
     """Give every prompt to ``predictor`` (a :class:`SAM2VideoPredictor`); a prompt the
-    predictor rejects raises ``ValueError`` naming the prompt."""
+    predictor rejects raises :class:`InvalidInputError` (a ``ValueError``) naming the prompt."""
     for p in prompts:
         try:
             if p.mask is not None:
@@ -53,14 +55,14 @@ def add_prompts(predictor, state, prompts: Sequence[FramePrompt]) -> None:
                     box=np.array(p.box, np.float32) if p.box is not None else None,
                 )
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"{p.describe()}: {exc}") from None
+            raise InvalidInputError(f"{p.describe()}: {exc}") from None
 
 
 def check_prompt_frames(prompts: Sequence[FramePrompt], num_frames: int, what: str = "the video") -> None:
-    """Raise ``ValueError`` for a prompt on a frame the video does not have."""
+    """Raise :class:`InvalidInputError` (a ``ValueError``) for a prompt on a frame the video does not have."""
     for p in prompts:
         if p.frame >= num_frames:
-            raise ValueError(f"{p.describe()} is outside {what}, which has {num_frames} frames (0..{num_frames - 1})")
+            raise InvalidInputError(f"{p.describe()} is outside {what}, which has {num_frames} frames (0..{num_frames - 1})")
 
 
 def track_passes(

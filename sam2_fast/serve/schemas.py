@@ -7,6 +7,8 @@ from typing import List, Optional, Tuple
 
 from pydantic import BaseModel, Field, model_validator
 
+from sam2_fast.errors import InvalidInputError
+
 
 class RequestError(ValueError):
     """A request the server refuses; ``status`` is the HTTP status to answer with."""
@@ -26,14 +28,14 @@ class Prompt(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> "Prompt":
         if len(self.labels) != len(self.points):
-            raise ValueError(f"labels: expected one label per point ({len(self.points)}), got {len(self.labels)}")
+            raise InvalidInputError(f"labels: expected one label per point ({len(self.points)}), got {len(self.labels)}")
         bad = [v for v in self.labels if v not in (0, 1)]
         if bad:
-            raise ValueError(f"labels: expected 1 (object) or 0 (background), got {bad[0]}")
+            raise InvalidInputError(f"labels: expected 1 (object) or 0 (background), got {bad[0]}")
         if not self.points and self.box is None:
-            raise ValueError("give at least one point or a box")
+            raise InvalidInputError("give at least one point or a box")
         if self.box is not None and not (self.box[0] < self.box[2] and self.box[1] < self.box[3]):
-            raise ValueError(f"box: expected [x0, y0, x1, y1] with x0 < x1 and y0 < y1, got {list(self.box)}")
+            raise InvalidInputError(f"box: expected [x0, y0, x1, y1] with x0 < x1 and y0 < y1, got {list(self.box)}")
         return self
 
     def check_inside(self, width: int, height: int, what: str) -> None:
