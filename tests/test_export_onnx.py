@@ -61,7 +61,7 @@ class OnnxImage:
             mask_input=np.zeros((b, 1, m, m), np.float32) if mask_input is None else mask_input,
             has_mask_input=np.full((b,), 0.0 if mask_input is None else 1.0, np.float32),
         )
-        return self.decoder.run(None, feeds)
+        return self.decoder.run(["masks", "iou_predictions"], feeds)
 
 
 def _full_size_masks(low_res: np.ndarray, hw) -> np.ndarray:
@@ -105,7 +105,8 @@ def exported(tmp_path_factory):
 
 def test_cli_writes_the_files_and_their_description(exported):
     out, stdout, _, _ = exported
-    for name in ("image_encoder.onnx", "prompt_decoder.onnx", "export.json"):
+    for name in ("image_encoder.onnx", "prompt_decoder.onnx", "memory_attention.onnx", "memory_encoder.onnx",
+                 "export.json"):
         assert (out / name).is_file() and f"wrote {out / name}" in stdout
     desc = json.loads((out / "export.json").read_text())
     assert desc["model"] == {"family": "sam2", "variant": MODEL, "image_size": SIZE, "num_multimask_outputs": 3}
@@ -117,7 +118,9 @@ def test_cli_writes_the_files_and_their_description(exported):
         "image_embed", "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels",
         "mask_input", "has_mask_input"]
     assert [(t["name"], t["shape"]) for t in decoder["outputs"]] == [
-        ("masks", ["B", 3, SIZE // 4, SIZE // 4]), ("iou_predictions", ["B", 3])]
+        ("masks", ["B", 3, SIZE // 4, SIZE // 4]), ("iou_predictions", ["B", 3]),
+        ("mask_logits", ["B", 4, SIZE // 4, SIZE // 4]), ("mask_scores", ["B", 4]), ("obj_ptrs", ["B", 4, 256]),
+        ("object_score_logits", ["B", 1])]
 
 
 def test_graphs_are_plain_onnx_with_the_contract_names(exported):

@@ -1,5 +1,5 @@
-"""``sam2-fast export onnx``: the image encoder and the prompt decoder as ONNX files that
-onnxruntime runs (needs the ``export`` extra: onnx, onnxruntime). See the README's
+"""``sam2-fast export onnx``: the image encoder, the prompt decoder, the memory attention and
+the memory encoder as ONNX files that onnxruntime runs (needs the ``export`` extra: onnx, onnxruntime). See the README's
 "Export (ONNX)" section for the contract."""
 
 from __future__ import annotations
@@ -39,9 +39,11 @@ def add_parser(sub) -> None:
     formats = p.add_subparsers(dest="format", required=True)
     onnx = formats.add_parser(
         "onnx",
-        help="image_encoder.onnx + prompt_decoder.onnx + export.json (runs in onnxruntime)",
-        description="Write image_encoder.onnx, prompt_decoder.onnx and export.json (inputs, "
-                    "outputs, shapes, preprocessing) into --out.",
+        help="image_encoder, prompt_decoder, memory_attention, memory_encoder .onnx + export.json "
+             "(runs in onnxruntime)",
+        description="Write image_encoder.onnx, prompt_decoder.onnx, memory_attention.onnx, "
+                    "memory_encoder.onnx and export.json (inputs, outputs, shapes, preprocessing) "
+                    "into --out.",
     )
     onnx.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|PATH",
                       help=f"zoo name, Hub id or checkpoint file (default: {DEFAULT_MODEL})")

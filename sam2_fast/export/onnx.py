@@ -1,4 +1,5 @@
-"""ONNX export of the image path of SAM 2: the image encoder and the prompt decoder.
+"""ONNX export of SAM 2: the image encoder and the prompt decoder here, the memory attention
+and the memory encoder of video tracking in :mod:`sam2_fast.export.onnx_video`.
 
 ``image_encoder.onnx``
   ``image [1, 3, S, S]`` float32, normalised (resize to ``S x S``, ``/ 255``, ImageNet mean /
@@ -12,8 +13,12 @@
   (1 foreground, 0 background, 2 / 3 box corners, -1 padding), ``mask_input [B, 1, S/4, S/4]``
   (low-res logits of an earlier prediction), ``has_mask_input [B]`` (1 uses ``mask_input``,
   0 ignores it) -> ``masks [B, 3, S/4, S/4]`` (low-res logits clamped to +/-32, as the
-  predictor returns them) and ``iou_predictions [B, 3]``. ``B`` and ``N`` are dynamic. The
-  decoder appends the padding point that the official predictor adds to every prompt.
+  predictor returns them) and ``iou_predictions [B, 3]``; for video tracking also every mask
+  token's ``mask_logits [B, 4, S/4, S/4]`` (not clamped; token 0 is the single-mask output)
+  and ``mask_scores [B, 4]``, its object pointer ``obj_ptrs [B, 4, 256]`` (moved to the
+  no-object pointer where the object is absent) and ``object_score_logits [B, 1]``. ``B`` and
+  ``N`` are dynamic. The decoder appends the padding point that the official predictor adds
+  to every prompt.
 
 ``S`` is the model's ``image_size`` (1024 for every released variant). The graphs are traced
 with the ``reference`` backend of every op (:func:`sam2_fast.ops.use_backend`): plain torch,
@@ -34,12 +39,16 @@ import torch
 from torch import nn
 
 from sam2_fast.errors import InvalidInputError, InvalidTypeError, SAM2FastError
+from sam2_fast.export.onnx_video import MemoryAttentionGraph, MemoryEncoderGraph, video_example_inputs
+from sam2_fast.modeling.sam_heads import NO_OBJ_SCORE
 from sam2_fast.utils.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
 
 ENCODER_FILE = "image_encoder.onnx"
 DECODER_FILE = "prompt_decoder.onnx"
+MEMORY_ATTENTION_FILE = "memory_attention.onnx"
+MEMORY_ENCODER_FILE = "memory_encoder.onnx"
 DESCRIPTION_FILE = "export.json"
 
 #: supported ``dtype`` values; fp16 is not exported yet
@@ -95,7 +104,7 @@ class PromptDecoderGraph(nn.Module):
         point_labels: torch.Tensor,
         mask_input: torch.Tensor,
         has_mask_input: torch.Tensor,
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    ) -> Tuple[torch.Tensor, ...]:
         prompt_encoder = self.model.sam_prompt_encoder
         decoder = self.model.sam_mask_decoder
         sparse = prompt_encoder._embed_points(point_coords, point_labels, pad=True)
@@ -103,7 +112,7 @@ class PromptDecoderGraph(nn.Module):
         has_mask = has_mask_input.reshape(-1, 1, 1, 1)
         no_mask = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
         dense = has_mask * prompt_encoder.mask_downscaling(mask_input) + (1 - has_mask) * no_mask
-        masks, iou_pred, _, _ = decoder.predict_masks(
+        all_masks, all_iou, mask_tokens, object_score_logits = decoder.predict_masks(
             image_embeddings=image_embed,
             image_pe=prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
@@ -112,8 +121,18 @@ class PromptDecoderGraph(nn.Module):
             high_res_features=[high_res_feats_0, high_res_feats_1],
         )
         # multimask output: the masks of tokens 1..3, as MaskDecoder._select_outputs
-        masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]
-        return torch.clamp(masks, -LOGIT_CLAMP, LOGIT_CLAMP), iou_pred
+        masks, iou_pred = all_masks[:, 1:], all_iou[:, 1:]
+        # for video tracking: every token's pointer, moved to no_obj_ptr where the object is
+        # absent, as SAMHeads._forward_sam_heads does for the one it picks
+        obj_ptrs = self.model.obj_ptr_proj(mask_tokens)
+        if self.model.pred_obj_scores and getattr(self.model, "no_obj_ptr", None) is not None:
+            if self.model.soft_no_obj_ptr:
+                appearing = object_score_logits.sigmoid()
+            else:
+                appearing = (object_score_logits > 0).float()
+            obj_ptrs = self.model._mix_no_obj_ptr(obj_ptrs, appearing.unsqueeze(-1))
+        return (torch.clamp(masks, -LOGIT_CLAMP, LOGIT_CLAMP), iou_pred, all_masks, all_iou, obj_ptrs,
+                object_score_logits)
 
 
 def _check_model(model: Any) -> None:
@@ -135,6 +154,11 @@ def _check_model(model: Any) -> None:
             "model: ONNX export needs a model whose decoder uses the high-res features "
             "(use_high_res_features_in_sam=True, as every released SAM 2 variant)"
         )
+    if model.num_maskmem < 1 or model.spatial_perceiver is not None:
+        raise InvalidInputError(
+            "model: the video graphs need a memory bank (num_maskmem >= 1) without a spatial "
+            f"perceiver; this model has num_maskmem={model.num_maskmem}"
+        )
     if model.sam_mask_decoder.num_multimask_outputs != NUM_MULTIMASK_OUTPUTS:
         raise InvalidInputError(
             f"model: the exported decoder returns {NUM_MULTIMASK_OUTPUTS} masks; this model has "
@@ -152,8 +176,36 @@ def check_options(opset: int, dtype: str) -> None:
         )
 
 
-def _tensor_spec(name: str, shape: List[Union[int, str]], doc: str) -> Dict[str, Any]:
-    return {"name": name, "shape": shape, "dtype": "float32", "doc": doc}
+def _tensor_spec(name: str, shape: List[Union[int, str]], doc: str, dtype: str = "float32") -> Dict[str, Any]:
+    return {"name": name, "shape": shape, "dtype": dtype, "doc": doc}
+
+
+def _video_settings(model: nn.Module) -> Dict[str, Any]:
+    """What :class:`~sam2_fast.export.OnnxVideoTracker` needs besides the graphs: the official
+    video predictor's selection rules. A model built as an image model gets the values that
+    ``build_sam2_video_predictor`` sets (binarised prompt masks, dynamic multimask output)."""
+    decoder = model.sam_mask_decoder
+    video = hasattr(model, "fill_hole_area")  # a SAM2VideoPredictor
+    return {
+        "num_maskmem": int(model.num_maskmem),
+        "max_obj_ptrs_in_encoder": int(model.max_obj_ptrs_in_encoder),
+        "use_obj_ptrs_in_encoder": bool(model.use_obj_ptrs_in_encoder),
+        "use_signed_tpos_enc_to_obj_ptrs": bool(model.use_signed_tpos_enc_to_obj_ptrs),
+        "only_obj_ptrs_in_the_past_for_eval": bool(model.only_obj_ptrs_in_the_past_for_eval),
+        "max_cond_frames_in_attn": int(model.max_cond_frames_in_attn),
+        "memory_temporal_stride_for_eval": int(model.memory_temporal_stride_for_eval),
+        "multimask_output_in_sam": bool(model.multimask_output_in_sam),
+        "multimask_output_for_tracking": bool(model.multimask_output_for_tracking),
+        "multimask_min_pt_num": int(model.multimask_min_pt_num),
+        "multimask_max_pt_num": int(model.multimask_max_pt_num),
+        "use_multimask_token_for_obj_ptr": bool(model.use_multimask_token_for_obj_ptr),
+        "pred_obj_scores": bool(model.pred_obj_scores),
+        "binarize_mask_from_pts_for_mem_enc": bool(model.binarize_mask_from_pts_for_mem_enc) if video else True,
+        "dynamic_multimask_via_stability": bool(decoder.dynamic_multimask_via_stability) if video else True,
+        "dynamic_multimask_stability_delta": float(decoder.dynamic_multimask_stability_delta),
+        "dynamic_multimask_stability_thresh": float(decoder.dynamic_multimask_stability_thresh),
+        "no_obj_score": NO_OBJ_SCORE,
+    }
 
 
 def describe(model: nn.Module, opset: int, dtype: str, variant: Optional[str]) -> Dict[str, Any]:
@@ -161,6 +213,8 @@ def describe(model: nn.Module, opset: int, dtype: str, variant: Optional[str]) -
     s = int(model.image_size)
     c = int(model.sam_mask_decoder.transformer_dim)
     e, h0, h1, m = s // 16, s // 4, s // 8, s // 4
+    mem_dim = int(model.mem_dim)
+    k = NUM_MULTIMASK_OUTPUTS + 1
     embed = _tensor_spec("image_embed", [1, c, e, e], "lowest-res image features, no_mem_embed added")
     hr0 = _tensor_spec("high_res_feats_0", [1, c // 8, h0, h0], "stride-4 features (after conv_s0)")
     hr1 = _tensor_spec("high_res_feats_1", [1, c // 4, h1, h1], "stride-8 features (after conv_s1)")
@@ -213,9 +267,38 @@ def describe(model: nn.Module, opset: int, dtype: str, variant: Optional[str]) -
                 "outputs": [
                     _tensor_spec("masks", ["B", NUM_MULTIMASK_OUTPUTS, m, m], "low-res mask logits"),
                     _tensor_spec("iou_predictions", ["B", NUM_MULTIMASK_OUTPUTS], "predicted IoU per mask"),
+                    _tensor_spec("mask_logits", ["B", k, m, m],
+                                 "low-res logits of all mask tokens, not clamped (0: single-mask output)"),
+                    _tensor_spec("mask_scores", ["B", k], "predicted IoU of all mask tokens"),
+                    _tensor_spec("obj_ptrs", ["B", k, c],
+                                 "object pointer of each mask token (no-object pointer mixed in)"),
+                    _tensor_spec("object_score_logits", ["B", 1], "> 0: the object is present"),
                 ],
             },
+            MEMORY_ATTENTION_FILE: {
+                "inputs": [
+                    embed,
+                    _tensor_spec("memory", ["T", mem_dim, e, e], "maskmem_features of T earlier frames"),
+                    _tensor_spec("memory_tpos", ["T"], "temporal slot t_pos of each memory: 0 "
+                                 "conditioning frame, num_maskmem - k for the frame k frames away", "int64"),
+                    _tensor_spec("obj_ptrs", ["P", c], "object pointers of earlier frames"),
+                    _tensor_spec("obj_ptr_tpos", ["P"], "pointer's temporal distance / (min(num_frames, "
+                                 "max_obj_ptrs_in_encoder) - 1)"),
+                ],
+                "outputs": [_tensor_spec("pix_feat_with_mem", [1, c, e, e],
+                                         "memory-conditioned features: prompt_decoder's image_embed")],
+            },
+            MEMORY_ENCODER_FILE: {
+                "inputs": [
+                    embed,
+                    _tensor_spec("mask_logits", [1, 1, m, m], "the frame's low-res mask logits"),
+                    _tensor_spec("object_score_logits", [1, 1], "the frame's object score"),
+                    _tensor_spec("is_mask_from_pts", [1], "1: a prompted frame (mask binarised), 0: tracked"),
+                ],
+                "outputs": [_tensor_spec("maskmem_features", [1, mem_dim, e, e], "the frame's memory")],
+            },
         },
+        "video": _video_settings(model),
     }
 
 
@@ -265,6 +348,8 @@ def _export(module: nn.Module, args: Tuple[torch.Tensor, ...], path: Path, input
         # the TorchScript exporter is deprecated in favour of dynamo=True (needs onnxscript)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        # strided slices (RoPE's channel pairs) are left to the runtime
+        warnings.filterwarnings("ignore", message=".*Only steps=1 can be constant folded.*")
         torch.onnx.export(
             module,
             args,
@@ -285,8 +370,9 @@ def export_onnx(
     dtype: str = "fp32",
     variant: Optional[str] = None,
 ) -> Dict[str, Path]:
-    """Write ``image_encoder.onnx``, ``prompt_decoder.onnx`` and ``export.json`` of ``model``
-    (a SAM 2 model from :func:`sam2_fast.build_sam2`) into ``out_dir``.
+    """Write ``image_encoder.onnx``, ``prompt_decoder.onnx``, ``memory_attention.onnx``,
+    ``memory_encoder.onnx`` and ``export.json`` of ``model`` (a SAM 2 model from
+    :func:`sam2_fast.build_sam2` or a video predictor) into ``out_dir``.
 
     Arguments:
       model: the model to export (any device; traced where it is, in float32).
@@ -296,7 +382,7 @@ def export_onnx(
       variant: the model's name, recorded in ``export.json``.
 
     Returns the paths of the written files by name (``"image_encoder"``, ``"prompt_decoder"``,
-    ``"export.json"``). Raises :class:`~sam2_fast.errors.InvalidInputError` for an option or
+    ``"memory_attention"``, ``"memory_encoder"``, ``"export.json"``). Raises :class:`~sam2_fast.errors.InvalidInputError` for an option or
     model the export does not support, naming the argument.
     """
     from sam2_fast.ops import use_backend
@@ -309,7 +395,12 @@ def export_onnx(
     model.eval()
     device = next(model.parameters()).device
     s = int(model.image_size)
-    paths = {"image_encoder": out / ENCODER_FILE, "prompt_decoder": out / DECODER_FILE}
+    paths = {
+        "image_encoder": out / ENCODER_FILE,
+        "prompt_decoder": out / DECODER_FILE,
+        "memory_attention": out / MEMORY_ATTENTION_FILE,
+        "memory_encoder": out / MEMORY_ENCODER_FILE,
+    }
     try:
         with use_backend("reference"), torch.no_grad(), torch.autocast(device.type, enabled=False):
             image = torch.zeros(1, 3, s, s, device=device)
@@ -330,11 +421,26 @@ def export_onnx(
                 PromptDecoderGraph(model), (*feats, *prompts), paths["prompt_decoder"],
                 ["image_embed", "high_res_feats_0", "high_res_feats_1", "point_coords",
                  "point_labels", "mask_input", "has_mask_input"],
-                ["masks", "iou_predictions"],
+                ["masks", "iou_predictions", "mask_logits", "mask_scores", "obj_ptrs", "object_score_logits"],
                 {"point_coords": {0: "B", 1: "N"}, "point_labels": {0: "B", 1: "N"},
                  "mask_input": {0: "B"}, "has_mask_input": {0: "B"},
-                 "masks": {0: "B"}, "iou_predictions": {0: "B"}},
+                 "masks": {0: "B"}, "iou_predictions": {0: "B"}, "mask_logits": {0: "B"},
+                 "mask_scores": {0: "B"}, "obj_ptrs": {0: "B"}, "object_score_logits": {0: "B"}},
                 opset,
+            )
+            attention_args, encoder_args = video_example_inputs(model, device)
+            logger.info("exporting %s", paths["memory_attention"])
+            _export(
+                MemoryAttentionGraph(model), attention_args, paths["memory_attention"],
+                ["image_embed", "memory", "memory_tpos", "obj_ptrs", "obj_ptr_tpos"], ["pix_feat_with_mem"],
+                {"memory": {0: "T"}, "memory_tpos": {0: "T"}, "obj_ptrs": {0: "P"}, "obj_ptr_tpos": {0: "P"}},
+                opset,
+            )
+            logger.info("exporting %s", paths["memory_encoder"])
+            _export(
+                MemoryEncoderGraph(model), encoder_args, paths["memory_encoder"],
+                ["image_embed", "mask_logits", "object_score_logits", "is_mask_from_pts"], ["maskmem_features"],
+                {}, opset,
             )
     finally:
         model.train(was_training)
