@@ -14,6 +14,8 @@ from typing import Any, Dict, Hashable, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
+from sam2_fast.errors import InvalidInputError, InvalidStateError
+
 __all__ = ["OnnxVideoTracker"]
 
 _IMAGE_FEATURES = ("image_embed", "high_res_feats_0", "high_res_feats_1")
@@ -108,10 +110,10 @@ class OnnxVideoTracker:
         """Start a session on ``frames`` (``[T, H, W, 3]`` uint8 RGB, or a sequence of
         ``[H, W, 3]`` frames of one size); frames are encoded when they are needed."""
         if len(frames) == 0:
-            raise ValueError("frames: expected at least one [H, W, 3] uint8 frame, got none")
+            raise InvalidInputError("frames: expected at least one [H, W, 3] uint8 frame, got none")
         first = np.asarray(frames[0])
         if first.ndim != 3 or first.shape[2] != 3:
-            raise ValueError(f"frames: expected [H, W, 3] RGB frames, got shape {list(first.shape)}")
+            raise InvalidInputError(f"frames: expected [H, W, 3] RGB frames, got shape {list(first.shape)}")
         self.frames = frames
         self.video_hw = (int(first.shape[0]), int(first.shape[1]))
         self.objects = {}
@@ -152,7 +154,7 @@ class OnnxVideoTracker:
         pixels) and ``labels [N]`` (1 object, 0 background) and / or ``box [4]`` (x0, y0, x1,
         y1). Returns the object's low-res mask logits ``[S/4, S/4]`` on that frame."""
         if not 0 <= frame_idx < self.num_frames:
-            raise ValueError(f"frame_idx: expected 0 <= frame_idx < {self.num_frames}, got {frame_idx}")
+            raise InvalidInputError(f"frame_idx: expected 0 <= frame_idx < {self.num_frames}, got {frame_idx}")
         h, w = self.video_hw
         scale = np.array([self.image_size / w, self.image_size / h], np.float32)
         coords, lbls = [], []
@@ -163,11 +165,11 @@ class OnnxVideoTracker:
             pts = np.asarray(points, np.float32).reshape(-1, 2)
             lbl = np.asarray(labels, np.float32).reshape(-1)
             if len(lbl) != len(pts):
-                raise ValueError(f"labels: expected one label per point ({len(pts)}), got {len(lbl)}")
+                raise InvalidInputError(f"labels: expected one label per point ({len(pts)}), got {len(lbl)}")
             coords.append(pts * scale)
             lbls.append(lbl)
         if not coords:
-            raise ValueError("add_points: give points and labels, or a box")
+            raise InvalidInputError("add_points: give points and labels, or a box")
         coords_arr, labels_arr = np.concatenate(coords)[None], np.concatenate(lbls)[None]
         obj = self.objects.setdefault(obj_id, {"cond": {}, "tracked": {}})
         if obj["tracked"]:
@@ -293,9 +295,9 @@ class OnnxVideoTracker:
         (``"low_res"``). Starts at the first prompted frame (or ``start_frame_idx``), forward
         or backward."""
         if output not in ("video", "video_logits", "low_res"):
-            raise ValueError(f"output: expected 'video', 'video_logits' or 'low_res', got {output!r}")
+            raise InvalidInputError(f"output: expected 'video', 'video_logits' or 'low_res', got {output!r}")
         if not self.objects:
-            raise ValueError("no prompts: call add_points or add_box first")
+            raise InvalidStateError("no prompts: call add_points or add_box first")
         for obj in self.objects.values():
             for frame_idx, out in obj["cond"].items():
                 if out["memory"] is None:
