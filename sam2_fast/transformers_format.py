@@ -129,7 +129,10 @@ def read_transformers_folder(path: PathLike) -> Tuple[Family, Any, Dict[str, tor
     except InvalidInputError as exc:
         raise CheckpointError(f"{folder / CONFIG_NAME}: {exc}") from None
     weights = read_transformers_weights(folder)
-    config, state_dict = family.from_transformers(config_json, weights)
+    try:
+        config, state_dict = family.from_transformers(config_json, weights)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{folder}: {exc}") from None
     with meta_device():
         model = family.build(config)
     check_state_dict(model, state_dict, original=weights, source=folder)

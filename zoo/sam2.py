@@ -383,8 +383,25 @@ def config_to_transformers(config: SAM2Config, video: bool) -> Dict[str, Any]:
 def from_transformers(
     config_json: Dict[str, Any], state_dict: Mapping[str, Any]
 ) -> Tuple[SAM2Config, Dict[str, Any]]:
-    """:attr:`Family.from_transformers` of SAM 2: (config, official-layout state dict)."""
+    """:attr:`Family.from_transformers` of SAM 2: (config, official-layout state dict).
+
+    Raises:
+        CheckpointError: weights of transformers' image model alone (``Sam2Model.save_pretrained``
+            keeps no memory weights), which the SAM 2 model cannot be built from.
+    """
+    from sam2_fast.errors import CheckpointError
+
     config = config_from_transformers(config_json, state_dict)
+    if config_json.get("model_type") == TRANSFORMERS_IMAGE_TYPE and not any(
+        k.startswith("memory_attention.") for k in state_dict
+    ):
+        raise CheckpointError(
+            "the folder holds the weights of transformers' image model only (Sam2Model.save_pretrained "
+            "keeps no memory attention, memory encoder or object-pointer weights); sam2-fast builds "
+            "the whole SAM 2 model, for images too. Save the video model instead "
+            "(Sam2VideoModel.from_pretrained(...).save_pretrained(...)), or use the official "
+            "checkpoint or a folder written by `sam2-fast convert --to transformers`, which hold all weights"
+        )
     return config, from_transformers_state_dict(state_dict, config)
 
 

@@ -102,6 +102,23 @@ def test_transformers_loads_every_weight_of_the_folder(folder, name):
     assert not info["missing_keys"] and not info["mismatched_keys"], info
 
 
+@pytest.mark.parametrize("name", ["sam2.1-hiera-tiny", "sam2-hiera-tiny"])
+def test_a_folder_transformers_saves_reads_as_the_identical_state_dict(folder, tmp_path, name):
+    """What ``Sam2VideoModel.save_pretrained`` writes (the Hub repositories' format) reads back
+    as the weights it was loaded from; ``Sam2Model`` saves no memory weights: refused by name."""
+    transformers = import_transformers()
+    from sam2_fast.errors import CheckpointError
+
+    path, state_dict = folder(name, True)
+    transformers.Sam2VideoModel.from_pretrained(path).save_pretrained(tmp_path / "video")
+    _, config, read = read_transformers_folder(tmp_path / "video")
+    assert config == weights(name)[0] and set(read) == set(state_dict)
+    assert all(torch.equal(read[k], v) for k, v in state_dict.items())
+    transformers.Sam2Model.from_pretrained(path).save_pretrained(tmp_path / "image")
+    with pytest.raises(CheckpointError, match="image model only.*Sam2VideoModel"):
+        read_transformers_folder(tmp_path / "image")
+
+
 # --------------------------------------------------------------------------------------------
 # images
 
