@@ -1,7 +1,8 @@
 """ONNX export, video parts (sam2_fast.export): memory_attention.onnx and memory_encoder.onnx
 pass onnx.checker with the contract's names, equal the torch modules on the inputs the official
 memory assembly builds (any number of memories and pointers, none included), and
-OnnxVideoTracker (numpy + onnxruntime) tracks a generated clip as our SAM2VideoPredictor does.
+OnnxVideoTracker (numpy + onnxruntime) tracks a generated clip as our SAM2VideoPredictor does,
+forward and backward.
 
 Tolerances (float32 against float32, same weights): memory attention and memory encoder
 rel-L2 <= 1e-4; tracker masks mean IoU >= 0.99 over frames and objects (the onnxruntime graphs
@@ -180,3 +181,23 @@ def test_onnx_tracker_matches_the_video_predictor(exported):
 def test_tracker_imports_no_torch():
     code = "import sys, sam2_fast.export as e; e.OnnxVideoTracker; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_onnx_tracker_matches_the_video_predictor_backward(exported):
+    """A click on the last frame, tracked backward to frame 0."""
+    model, out = exported
+    frames = _clip()
+    last, click = NUM_FRAMES - 1, [[90 + 6 * (NUM_FRAMES - 1), 100 + 4 * (NUM_FRAMES - 1)]]
+    state = model.init_state(frames)
+    model.add_new_points_or_box(state, last, 1, points=click, labels=[1])
+    ours = {t: (logits[:, 0] > 0).numpy() for t, _, logits in model.propagate_in_video(state, reverse=True)}
+
+    tracker = OnnxVideoTracker(out)
+    tracker.init(frames)
+    tracker.add_points(last, 1, points=click, labels=[1])
+    ious = []
+    for t, _, masks in tracker.propagate(reverse=True):
+        assert ours[t][0].any()
+        ious.append((masks[0] & ours[t][0]).sum() / (masks[0] | ours[t][0]).sum())
+    assert len(ious) == NUM_FRAMES
+    assert np.mean(ious) >= MEAN_IOU, f"mean IoU {np.mean(ious):.4f}"
