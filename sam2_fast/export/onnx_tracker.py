@@ -171,11 +171,11 @@ class OnnxVideoTracker:
         if not coords:
             raise InvalidInputError("add_points: give points and labels, or a box")
         coords_arr, labels_arr = np.concatenate(coords)[None], np.concatenate(lbls)[None]
-        obj = self.objects.setdefault(obj_id, {"cond": {}, "tracked": {}})
-        if obj["tracked"]:
-            obj["tracked"].clear()  # the prompt changes what the tracked frames remember
         out = self._decode(self.image_features(frame_idx)["image_embed"], frame_idx, coords_arr, labels_arr,
                            is_init_cond_frame=True)
+        # an object is added once its first prompt ran
+        obj = self.objects.setdefault(obj_id, {"cond": {}, "tracked": {}})
+        obj["tracked"].clear()  # the prompt changes what the tracked frames remember
         obj["cond"][frame_idx] = out
         return out["mask"]
 
