@@ -65,7 +65,9 @@ def _bare_loop(images: Path, out: Path) -> int:
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+    from sam2_fast.batch.engines import init_ray
+
+    init_ray(num_cpus=os.cpu_count())
     yield
     ray.shutdown()
 

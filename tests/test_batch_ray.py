@@ -29,7 +29,9 @@ AMG = dict(model="sam2.1-hiera-tiny", random_weights=True, image_size=256, devic
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False)
+    from sam2_fast.batch.engines import init_ray
+
+    init_ray(num_cpus=2)  # run from the repository root: the source tree must not shadow the install
     yield
     ray.shutdown()
 

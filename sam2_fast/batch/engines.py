@@ -101,6 +101,21 @@ class RayWorker:
         return out
 
 
+def init_ray(address: Optional[str] = None, **kwargs: Any):
+    """``ray.init`` for a batch job: on a new local cluster (no ``address``) or an existing one.
+
+    The job gets an empty ``working_dir``. Without one, Ray puts the driver's current folder on
+    every worker's ``sys.path``, and a folder holding a ``sam2_fast`` checkout (a source tree
+    is not an installed package) would shadow the installed package in the workers."""
+    import tempfile
+
+    import ray
+
+    empty = tempfile.mkdtemp(prefix="sam2-fast-ray-")
+    kwargs.setdefault("include_dashboard", False)
+    return ray.init(address=address, runtime_env={"working_dir": empty}, **kwargs)
+
+
 def ray_cpus_per_worker(num_workers: int, address: Optional[str]) -> int:
     """The CPUs an actor asks for when ``--num-cpus`` is not given: this machine's CPUs shared
     by the workers on a local cluster; 1 on an existing cluster (whose nodes may differ)."""
@@ -153,10 +168,7 @@ def run_ray(
         num_cpus = ray_cpus_per_worker(num_workers, address)
     started = False
     if not ray.is_initialized():
-        init: Dict[str, Any] = {"include_dashboard": False}
-        if address:
-            init["address"] = address
-        ray.init(**init)
+        init_ray(address)
         started = True
     try:
         _check_fits(ray, num_cpus, num_gpus)
