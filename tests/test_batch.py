@@ -60,6 +60,12 @@ def _summary(out: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------ inputs
+def test_the_batch_package_imports_no_torch():
+    code = "import sys, sam2_fast.batch, sam2_fast.batch.engines; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tempfile.gettempdir(), check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_folders_recurse_and_keep_their_relative_paths(photos):
     items = resolve_inputs([str(photos)], "amg")
     assert [i.key for i in items] == ["a", "b", "broken", "sub/c"]

@@ -77,8 +77,7 @@ def _check_model(config: BatchConfig) -> None:
 def plan(task: str, inputs: Sequence[Union[str, Path]], out: Union[str, Path]) -> List[Item]:
     """The inputs a job over ``inputs`` would run, with their output keys (nothing runs)."""
     out_path = Path(out)
-    return resolve_inputs([str(i) for i in ([inputs] if isinstance(inputs, (str, Path)) else inputs)], task,
-                          exclude=out_path if out_path.exists() else None)
+    return resolve_inputs(inputs, task, exclude=out_path if out_path.exists() else None)
 
 
 def run(

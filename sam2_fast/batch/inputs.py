@@ -154,7 +154,7 @@ def resolve_inputs(
     if task not in TASKS:
         raise BatchUsageError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
+        inputs = [inputs]  # one INPUT given bare, as in plan("amg", "photos/", ...)
     if not inputs:
         raise BatchUsageError("INPUT: give at least one file, folder, glob or manifest")
     exclude = exclude.resolve() if exclude is not None else None

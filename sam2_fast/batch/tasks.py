@@ -4,17 +4,32 @@ A :class:`Runner` is built from a :class:`BatchConfig` (plain data: it travels t
 and has two steps: :meth:`Runner.read` decodes an input (run ahead in a reader thread) and
 :meth:`Runner.run` segments it into an :class:`Output`: the JSON document written to
 ``<key>.json`` and the flat records written to Parquet.
+
+The imports of the model, the predictors and PIL wait inside the runners: ``sam2_fast.batch``
+imports no torch, so ``sam2-fast batch --help`` and a Ray driver's planning stay light.
 """
 
 from __future__ import annotations
 
+import abc
+import json
 import math
+import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from sam2_fast.batch.inputs import TASKS, BatchUsageError, Item, Prompt
+from sam2_fast.errors import VideoReadError
+from sam2_fast.predictors.tracking import (
+    FramePrompt,
+    add_prompts,
+    annotations_document,
+    check_prompt_frames,
+    propagate,
+    track_passes,
+)
 from sam2_fast.zoo.registry import DEFAULT_MODEL
 
 PRECISIONS = ("float32", "bfloat16", "float16", "auto")
@@ -110,8 +125,8 @@ def make_runner(config: BatchConfig) -> "Runner":
     return {"amg": AmgRunner, "segment": SegmentRunner, "track": TrackRunner}[config.task](config)
 
 
-class Runner:
-    """Loads the model once; :meth:`read` then :meth:`run` per input."""
+class Runner(abc.ABC):
+    """Loads the model once; :meth:`read` then :meth:`run` per input. Each task subclasses it."""
 
     def __init__(self, config: BatchConfig) -> None:
         self.config = config
@@ -139,8 +154,9 @@ class Runner:
     def read(self, item: Item) -> Any:
         return read_image(item.path)
 
-    def run(self, item: Item, data: Any) -> Output:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def run(self, item: Item, data: Any) -> Output:
+        """Segment one input, already read by :meth:`read`."""
 
 
 def read_image(path: str) -> np.ndarray:
@@ -263,7 +279,6 @@ class TrackRunner(Runner):
         self.predictor = predictor
 
     def read(self, item: Item):
-        from sam2_fast.errors import VideoReadError
         from sam2_fast.predictors.video_io import open_video
 
         try:
@@ -272,14 +287,6 @@ class TrackRunner(Runner):
             raise InputError(f"unreadable video: {exc}") from None
 
     def run(self, item: Item, source) -> Output:
-        from sam2_fast.errors import VideoReadError
-        from sam2_fast.predictors.tracking import (
-            annotations_document,
-            check_prompt_frames,
-            propagate,
-            track_passes,
-        )
-
         try:
             prompts = self._frame_prompts(item.prompts or self.config.prompts, source)
             check_prompt_frames(prompts, len(source))
@@ -293,10 +300,10 @@ class TrackRunner(Runner):
             close = getattr(source, "close", None)
             if close is not None:
                 close()
-        fps = getattr(source, "fps", None)
+        fps = source.fps
         document = annotations_document(
             tracked, item.path, source.height, source.width, len(source),
-            float(fps) if fps and math.isfinite(float(fps)) else None,
+            fps if fps and math.isfinite(fps) else None,
             self.config.model, self.config.random_weights,
         )
         annotations = document["annotations"]
@@ -304,8 +311,6 @@ class TrackRunner(Runner):
 
     @staticmethod
     def _frame_prompts(prompts: Tuple[Prompt, ...], source) -> list:
-        from sam2_fast.predictors.tracking import FramePrompt
-
         if not prompts:
             raise InputError("no prompt: give --point / --box or a manifest with points / box columns")
         grouped: Dict[Tuple[int, int], FramePrompt] = {}
@@ -323,8 +328,6 @@ class TrackRunner(Runner):
 
 
 def _add_prompts(predictor, state, prompts) -> None:
-    from sam2_fast.predictors.tracking import add_prompts
-
     try:
         add_prompts(predictor, state, prompts)
     except ValueError as exc:
@@ -356,9 +359,6 @@ def process(runner: Runner, item: Item, fmt: str, data: Any = None, read_seconds
     """Read (unless ``data`` is given: the input already read, or the exception reading it
     raised) and run one input; any error becomes a ``failed`` outcome, so that the job goes
     on (only ``KeyboardInterrupt`` and ``SystemExit`` pass)."""
-    import json
-    import time
-
     start = time.perf_counter()
     try:
         if data is None:
