@@ -82,28 +82,32 @@ class OnnxVideoTracker:
             ...
     """
 
-    def __init__(self, folder: Union[str, Path], providers: Optional[Sequence[str]] = None) -> None:
-        import onnxruntime as ort
+    #: the file of each graph is ``<part><SUFFIX>`` in the export folder
+    SUFFIX = ".onnx"
 
+    def __init__(self, folder: Union[str, Path], providers: Optional[Sequence[str]] = None) -> None:
         folder = Path(folder).expanduser()
         self.description = json.loads((folder / "export.json").read_text())
         self.settings: Dict[str, Any] = self.description["video"]
         self.image_size = int(self.description["model"]["image_size"])
-        providers = list(providers or ["CPUExecutionProvider"])
-
-        def session(name: str):
-            return ort.InferenceSession(str(folder / name), providers=providers)
-
-        self.image_encoder = session("image_encoder.onnx")
-        self.prompt_decoder = session("prompt_decoder.onnx")
-        self.memory_attention = session("memory_attention.onnx")
-        self.memory_encoder = session("memory_encoder.onnx")
+        self.providers = list(providers or ["CPUExecutionProvider"])
+        self.image_encoder = self._session(folder, "image_encoder")
+        self.prompt_decoder = self._session(folder, "prompt_decoder")
+        self.memory_attention = self._session(folder, "memory_attention")
+        self.memory_encoder = self._session(folder, "memory_encoder")
         pre = self.description["preprocessing"]
         self._mean = np.asarray(pre["mean"], np.float32)
         self._std = np.asarray(pre["std"], np.float32)
         self.frames: Sequence[np.ndarray] = []
         self.objects: Dict[Hashable, Dict[str, Any]] = {}
         self._features: Dict[int, Dict[str, np.ndarray]] = {}
+
+    def _session(self, folder: Path, part: str) -> Any:
+        """The runner of one graph: anything with onnxruntime's ``run(None, feeds)``, which
+        returns the outputs as numpy arrays in the order of ``export.json``."""
+        import onnxruntime as ort
+
+        return ort.InferenceSession(str(folder / f"{part}{self.SUFFIX}"), providers=self.providers)
 
     # ------------------------------------------------------------------ session
     def init(self, frames: Union[np.ndarray, Sequence[np.ndarray]]) -> None:
