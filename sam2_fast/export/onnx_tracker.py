@@ -265,7 +265,7 @@ class OnnxVideoTracker:
                 out = tracked.get(t)
                 if out is not None:
                     pointers.append((t_diff, out))
-        c = self.description["files"]["memory_attention.onnx"]["inputs"][3]["shape"][1]
+        c = self.description["files"][f"memory_attention{self.SUFFIX}"]["inputs"][3]["shape"][1]
         return {
             "memory": np.stack([out["memory"] for _, out in memories]).astype(np.float32),
             "memory_tpos": np.array([t for t, _ in memories], np.int64),
