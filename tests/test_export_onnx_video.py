@@ -178,6 +178,43 @@ def test_onnx_tracker_matches_the_video_predictor(exported):
     assert np.mean(ious) >= MEAN_IOU, f"mean IoU {np.mean(ious):.4f}"
 
 
+def test_onnx_tracker_matches_the_video_predictor_on_three_objects(exported):
+    """Three objects with their own prompts, on a clip with a second shape: object 1 from a
+    click on frame 0 and two clicks (one negative) on frame 3, so two conditioning frames;
+    object 2 from a box on frame 1; object 3 from a positive and a negative click on frame 4,
+    tracked on frames 0 to 3 from that future conditioning frame. Each object against our
+    predictor's mask of the same object."""
+    model, out = exported
+    frames = _clip()
+    for i in range(NUM_FRAMES):  # a blue square moving left
+        frames[i, 150 - 3 * i : 210 - 3 * i, 180 - 8 * i : 240 - 8 * i] = (40, 60, 230)
+    prompts = [
+        (0, 1, {"points": [[100, 100]], "labels": [1]}),
+        (3, 1, {"points": [[120, 110], [30, 200]], "labels": [1, 0]}),
+        (1, 2, {"box": [165, 145, 235, 210]}),
+        (4, 3, {"points": [[70, 220], [200, 40]], "labels": [1, 0]}),
+    ]
+    state = model.init_state(frames)
+    for frame_idx, obj_id, prompt in prompts:
+        model.add_new_points_or_box(state, frame_idx, obj_id, **prompt)
+    ours = {t: (list(ids), (logits[:, 0] > 0).numpy()) for t, ids, logits in model.propagate_in_video(state)}
+
+    tracker = OnnxVideoTracker(out)
+    tracker.init(frames)
+    for frame_idx, obj_id, prompt in prompts:
+        tracker.add_points(frame_idx, obj_id, **prompt)
+    ious = {1: [], 2: [], 3: []}
+    for t, obj_ids, masks in tracker.propagate():
+        assert obj_ids == ours[t][0] == [1, 2, 3] and masks.shape == (3, SIZE, SIZE)
+        for obj_id, got, want in zip(obj_ids, masks, ours[t][1]):
+            assert want.any()
+            ious[obj_id].append((got & want).sum() / (got | want).sum())
+    assert sorted(ours) == list(range(NUM_FRAMES))
+    for obj_id, values in ious.items():
+        assert len(values) == NUM_FRAMES
+        assert np.mean(values) >= MEAN_IOU, f"object {obj_id}: mean IoU {np.mean(values):.4f}"
+
+
 def test_tracker_imports_no_torch():
     code = "import sys, sam2_fast.export as e; e.OnnxVideoTracker; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
