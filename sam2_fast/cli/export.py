@@ -49,7 +49,10 @@ def add_parser(sub) -> None:
                       help=f"zoo name, Hub id or checkpoint file (default: {DEFAULT_MODEL})")
     onnx.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
     onnx.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default: 17)")
-    onnx.add_argument("--dtype", default="fp32", help="fp32 (default; the only one so far)")
+    # sam2_fast.export.onnx.DTYPES, written out: that module imports torch (a test keeps them equal)
+    onnx.add_argument("--dtype", default="fp32", choices=("fp32", "fp16"),
+                      help="fp32 (default), or fp16: float16 weights (files half the size) and arithmetic "
+                           "inside float32 inputs and outputs")
     onnx.add_argument("--random-weights", action="store_true",
                       help="the --model variant with random weights (tries out the export, no download)")
     onnx.add_argument("--image-size", type=image_size_arg, default=None,

@@ -20,6 +20,16 @@ and the memory encoder of video tracking in :mod:`sam2_fast.export.onnx_video`.
   ``N`` are dynamic. The decoder appends the padding point that the official predictor adds
   to every prompt.
 
+``dtype="fp16"`` (:mod:`sam2_fast.export.onnx_fp16`) rewrites the four float32 graphs: the
+same float32 inputs and outputs (the same contract and ``export.json`` tensor specs:
+:class:`~sam2_fast.export.OnnxVideoTracker` and user code need no change), float16 weights
+(files half the size) and float16 arithmetic inside, with the casts at the graph's boundary;
+the sine encodings and what feeds them, the decomposed ``LayerNorm2d`` statistics and what
+follows them up to the next matrix product stay float32 (``export.json`` lists them per file).
+Rewriting the checked float32 graph rather than tracing a half-precision model keeps the
+traced contract, leaves the caller's model untouched, and lets each node keep float32 where
+float16 loses too much.
+
 ``S`` is the model's ``image_size`` (1024 for every released variant). The graphs are traced
 with the ``reference`` backend of every op (:func:`sam2_fast.ops.use_backend`): plain torch,
 no C++ / Triton custom ops, RoPE and everything else in real arithmetic. Tracing uses the
@@ -51,13 +61,26 @@ MEMORY_ATTENTION_FILE = "memory_attention.onnx"
 MEMORY_ENCODER_FILE = "memory_encoder.onnx"
 DESCRIPTION_FILE = "export.json"
 
-#: supported ``dtype`` values; fp16 is not exported yet
-DTYPES = ("fp32",)
+#: supported ``dtype`` values: fp16 stores float16 weights and computes in float16 inside
+#: float32 inputs and outputs (the module docstring)
+DTYPES = ("fp32", "fp16")
 #: supported opsets: 17 has LayerNormalization; older ones are untested
 MIN_OPSET = 17
 #: low-res logits are clamped as SAM2ImagePredictor clamps the logits it returns
 LOGIT_CLAMP = 32.0
 NUM_MULTIMASK_OUTPUTS = 3
+
+#: what export.json says of a float16 export (each file adds its float32 op counts)
+FP16_PRECISION = {
+    "inputs_outputs": "float32 (as the fp32 export; the graphs cast at the boundary)",
+    "weights": "float16",
+    "compute": "float16, except in float32: the sine encodings of point_coords and obj_ptr_tpos and the "
+               "nodes that feed them, the LayerNorm2d statistics (ReduceMean, Pow, Sqrt) and the "
+               "elementwise ops after them up to the next Conv / MatMul, the prompt tokens' "
+               "elementwise ops, the FPN's top-down upsampling, constants and shape arithmetic; "
+               "LayerNormalization keeps float32 statistics (stash_type 1)",
+    "float32_ops": "per file: the ops computing in float32, by type (constants and shapes left out)",
+}
 
 _COMPLEX_TYPES = (14, 15)  # onnx.TensorProto.COMPLEX64 / COMPLEX128
 
@@ -170,10 +193,7 @@ def check_options(opset: int, dtype: str) -> None:
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
         raise InvalidInputError(f"opset: expected an int >= {MIN_OPSET}, got {opset!r}")
     if dtype not in DTYPES:
-        raise InvalidInputError(
-            f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r} (fp16 export is not "
-            "supported yet: export fp32 and convert the graphs, e.g. with onnxconverter-common)"
-        )
+        raise InvalidInputError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
 
 
 def _tensor_spec(name: str, shape: List[Union[int, str]], doc: str, dtype: str = "float32") -> Dict[str, Any]:
@@ -229,6 +249,7 @@ def describe(model: nn.Module, opset: int, dtype: str, variant: Optional[str]) -
         },
         "opset": opset,
         "dtype": dtype,
+        **({"precision": FP16_PRECISION} if dtype == "fp16" else {}),
         "preprocessing": {
             "input": "RGB uint8 [H, W, 3]",
             "resize": [s, s],
@@ -339,6 +360,21 @@ def _check_graph(path: Path) -> None:
         raise ExportError(f"{path.name}: complex tensors in the graph: {', '.join(complex_values[:5])}")
 
 
+def _convert_to_fp16(path: Path) -> Dict[str, int]:
+    """Rewrite ``path`` as float16 inside (:mod:`sam2_fast.export.onnx_fp16`); returns the
+    counts of the ops that stay float32."""
+    import onnx
+
+    from sam2_fast.export.onnx_fp16 import convert_to_float16
+
+    model = onnx.load(str(path))
+    summary = convert_to_float16(model)
+    onnx.save(model, str(path))
+    logger.info("%s: float16 weights %.1f MiB, float32 weights %.1f KiB", path.name,
+                summary["float16_weight_bytes"] / 2**20, summary["float32_weight_bytes"] / 2**10)
+    return summary["float32_ops"]
+
+
 def _export(module: nn.Module, args: Tuple[torch.Tensor, ...], path: Path, input_names: List[str],
             output_names: List[str], dynamic_axes: Dict[str, Dict[int, str]], opset: int) -> None:
     with warnings.catch_warnings():
@@ -375,10 +411,11 @@ def export_onnx(
     :func:`sam2_fast.build_sam2` or a video predictor) into ``out_dir``.
 
     Arguments:
-      model: the model to export (any device; traced where it is, in float32).
+      model: the model to export (any device; traced where it is, in float32; not modified).
       out_dir: the folder to write (created if needed; existing files are replaced).
       opset: the ONNX opset (>= 17).
-      dtype: ``"fp32"`` (the only one so far).
+      dtype: ``"fp32"``, or ``"fp16"``: float16 weights and arithmetic inside float32 inputs
+        and outputs (the module docstring).
       variant: the model's name, recorded in ``export.json``.
 
     Returns the paths of the written files by name (``"image_encoder"``, ``"prompt_decoder"``,
@@ -447,6 +484,8 @@ def export_onnx(
     description = describe(model, opset, dtype, variant)
     for path in paths.values():
         _pin_shapes(path, description["files"][path.name])
+        if dtype == "fp16":
+            description["files"][path.name]["float32_ops"] = _convert_to_fp16(path)
         _check_graph(path)
     paths["export.json"] = out / DESCRIPTION_FILE
     paths["export.json"].write_text(json.dumps(description, indent=2) + "\n")
