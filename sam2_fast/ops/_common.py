@@ -7,18 +7,24 @@ import torch
 
 from sam2_fast._ext import load_extension
 from sam2_fast.errors import InvalidTypeError
+from sam2_fast.ops._dispatch import Op, _forced_backend
 
 BINARY_DTYPES = (torch.bool, torch.uint8)
 
 _dispatch_stack_depth = getattr(torch._C, "_len_torch_dispatch_stack", lambda: 1)
 
 
-def via_custom_op() -> bool:
-    """Whether a fused op (window / rope attention, mask post-processing) goes through its
+def via_custom_op(op: Op) -> bool:
+    """Whether a fused ``op`` (window / rope attention, mask post-processing) goes through its
     ``torch.library`` custom op rather than straight to its dispatcher: under torch.compile
     (one traced node) and under a Python dispatch mode (``FlopCounterMode``, fake tensors),
     which see the op as one node with its formula. Plain eager calls skip it: its Python
-    dispatch costs 40-80 us a call."""
+    dispatch costs 40-80 us a call. With the ``reference`` backend forced for ``op`` it never
+    does: a traced graph then holds the plain torch ops, which is what an exported graph
+    (``torch.export``, AOTInductor, ONNX) must hold to run without this package."""
+    forced = _forced_backend(op)
+    if forced is not None and forced[0] == "reference":
+        return False
     return torch.compiler.is_compiling() or _dispatch_stack_depth() > 0
 
 

@@ -154,7 +154,7 @@ def upsample_masks(
     threshold = _check_real("threshold", threshold)
     if stability_offset is not None:
         stability_offset = _check_real("stability_offset", stability_offset, minimum=0.0)
-    if via_custom_op():
+    if via_custom_op(mask_postprocess_op):
         masks, counts = torch.ops.sam2_fast.mask_postprocess(logits, size, threshold, stability_offset)
     else:
         masks, counts = mask_postprocess_op(logits, size, threshold, stability_offset)

@@ -137,7 +137,7 @@ def rope_attention(
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
         return rope_attention_reference(q, k, v, cos, sin, num_k_exclude_rope, scale)
-    if via_custom_op():
+    if via_custom_op(rope_attention_op):
         return torch.ops.sam2_fast.rope_attention(q, k, v, cos, sin, num_k_exclude_rope, scale)
     return rope_attention_op(q, k, v, cos, sin, num_k_exclude_rope, scale)
 

@@ -184,7 +184,7 @@ def window_attention(
     needs_grad = qkv.requires_grad or (qkv_bias is not None and qkv_bias.requires_grad)
     if torch.is_grad_enabled() and needs_grad:
         return window_attention_reference(qkv, num_heads, window_size, q_stride, qkv_bias)
-    if via_custom_op():
+    if via_custom_op(window_attention_op):
         return torch.ops.sam2_fast.window_attention(qkv, num_heads, window_size, q_stride, qkv_bias)
     return window_attention_op(qkv, num_heads, window_size, q_stride, qkv_bias)
 
@@ -333,7 +333,6 @@ def _attend_by_products(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> to
     blocks (:func:`~sam2_fast.ops._blocked.blocked_attention`), many small windows as two
     batched products around a float32 softmax."""
     n, heads, nq, d = q.shape
-    nk = k.shape[2]
     scale = d**-0.5
     if n == 1:
         out = blocked_attention((q * scale).flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1))
