@@ -94,9 +94,14 @@ class BackendError(SAM2FastError, RuntimeError):
     """No backend can run an op on the given inputs, or a forced backend refuses them."""
 
 
+class ExportError(SAM2FastError, RuntimeError):
+    """An exported graph broke its contract (a complex tensor, a custom op, a value beyond
+    the export's dtype...)."""
+
+
 __all__ = [
     "SAM2FastError", "InvalidInputError", "OutOfRangeError", "UnknownObjectError", "InvalidTypeError",
     "InvalidStateError", "UnknownModelError",
     "CheckpointError", "UnsafeCheckpointError", "CheckpointNotFoundError", "VideoReadError",
-    "BackendError",
+    "BackendError", "ExportError",
 ]

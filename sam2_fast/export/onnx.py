@@ -48,7 +48,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from sam2_fast.errors import InvalidInputError, InvalidTypeError, SAM2FastError
+from sam2_fast.errors import ExportError, InvalidInputError, InvalidTypeError
 from sam2_fast.export.onnx_video import MemoryAttentionGraph, MemoryEncoderGraph, video_example_inputs
 from sam2_fast.modeling.sam_heads import NO_OBJ_SCORE
 from sam2_fast.utils.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -85,10 +85,6 @@ FP16_PRECISION = {
 _COMPLEX_TYPES = (14, 15)  # onnx.TensorProto.COMPLEX64 / COMPLEX128
 
 
-class ExportError(SAM2FastError, RuntimeError):
-    """The exported graph broke the contract (a complex tensor, a custom op...)."""
-
-
 class ImageEncoderGraph(nn.Module):
     """``image [1, 3, S, S]`` -> ``(image_embed, high_res_feats_0, high_res_feats_1)``, as
     :meth:`SAM2ImagePredictor.set_image` computes them."""
@@ -103,8 +99,10 @@ class ImageEncoderGraph(nn.Module):
         _, vision_feats, _, feat_sizes = model._prepare_backbone_features(backbone_out)
         if model.directly_add_no_mem_embed:
             vision_feats[-1] = vision_feats[-1] + model.no_mem_embed
+        # contiguous: a compiled (AOTInductor) graph assumes its inputs' strides, and the
+        # decoder's are dense row-major, as every runtime passes them (a no-op in ONNX)
         feats = [
-            feat.permute(1, 2, 0).reshape(1, -1, *size) for feat, size in zip(vision_feats, feat_sizes)
+            feat.permute(1, 2, 0).reshape(1, -1, *size).contiguous() for feat, size in zip(vision_feats, feat_sizes)
         ]
         return feats[-1], feats[0], feats[1]
 

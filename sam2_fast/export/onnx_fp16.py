@@ -53,7 +53,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from sam2_fast.export.onnx import ExportError
+from sam2_fast.errors import ExportError
 
 FLOAT, FLOAT16, BOOL = TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BOOL
 
