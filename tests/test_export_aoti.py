@@ -31,7 +31,7 @@ from cli_support import run_cli
 from sam2_fast import SAM2ImagePredictor
 from sam2_fast.errors import InvalidInputError, InvalidTypeError
 from sam2_fast.export import AotiVideoTracker, export_aoti
-from sam2_fast.export.aoti import PARTS, open_package
+from sam2_fast.export.aoti import DTYPES, PARTS, open_package
 from sam2_fast.export.onnx_video import MemoryAttentionGraph, MemoryEncoderGraph
 
 if not hasattr(torch._inductor, "aoti_compile_and_package"):
@@ -245,7 +245,9 @@ def test_unsupported_options_fail_naming_the_argument(exported, tmp_path):
     assert not list(tmp_path.iterdir())
     with pytest.raises(InvalidInputError, match="memory_encoder.pt2"):
         open_package(exported[1], "memory_encoder", {"files": {}})
+    rc, stdout, _ = run_cli(["export", "aoti", "--help"])  # the CLI writes the choices out (no torch import)
+    assert rc == 0 and "{" + ",".join(DTYPES) + "}" in stdout
     rc, _, stderr = run_cli(["export", "aoti", "--dtype", "int8", "--out", str(tmp_path)])
     assert rc == 2 and "dtype" in stderr
     rc, _, stderr = run_cli(["export", "aoti", "--parts", "decoder", "--out", str(tmp_path)])
-    assert rc == 2 and "parts" in stderr
+    assert rc == 2 and "parts" in stderr and all(repr(part) in stderr for part in PARTS)

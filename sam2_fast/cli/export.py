@@ -77,18 +77,12 @@ def add_parser(sub) -> None:
                     "memory_encoder.onnx and export.json (inputs, outputs, shapes, preprocessing) "
                     "into --out.",
     )
-    onnx.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|PATH",
-                      help=f"zoo name, Hub id or checkpoint file (default: {DEFAULT_MODEL})")
-    onnx.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
+    _model_arguments(onnx)
     onnx.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default: 17)")
     # sam2_fast.export.onnx.DTYPES, written out: that module imports torch (a test keeps them equal)
     onnx.add_argument("--dtype", default="fp32", choices=("fp32", "fp16"),
                       help="fp32 (default), or fp16: float16 weights (files half the size) and arithmetic "
                            "inside float32 inputs and outputs")
-    onnx.add_argument("--random-weights", action="store_true",
-                      help="the --model variant with random weights (tries out the export, no download)")
-    onnx.add_argument("--image-size", type=image_size_arg, default=None,
-                      help="input size in pixels, a multiple of 32 (default: the variant's, 1024)")
     onnx.set_defaults(func=cmd_export_onnx)
     aoti = formats.add_parser(
         "aoti",
@@ -100,6 +94,7 @@ def add_parser(sub) -> None:
                     "Compiling takes about a minute per package.",
     )
     _model_arguments(aoti)
+    # sam2_fast.export.aoti.DTYPES, written out: that module imports torch
     aoti.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"),
                       help="fp32 (default), or bf16: bfloat16 arithmetic inside (autocast), float32 "
                            "inputs and outputs -- fast on GPUs and CPUs with AMX or avx512_bf16")
