@@ -1,13 +1,18 @@
 """What the export tests (ONNX, AOTInductor) share: the image contract's prompt cases, run on
 any runtime whose graphs answer onnxruntime's ``run(output_names, feeds)``, against our
-float32 SAM2ImagePredictor; and the generated clip of the video tests.
+float32 SAM2ImagePredictor; the tracking model and generated clip of the video tests; and
+the ONNX tests' imports of onnx and onnxruntime.
 
-Tolerances (float32 against float32, same weights, same normalised input): low-res logits
-rel-L2 <= 1e-4, full-size masks >= 99.9 % equal, IoU predictions within 1e-4."""
+Tolerances (float32 against float32, same weights, same normalised input): image features and
+low-res logits rel-L2 <= 1e-4, full-size masks >= 99.9 % equal, IoU predictions within 1e-4.
+Outputs are float32 whatever the precision inside the graphs."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -15,6 +20,41 @@ LOGITS_REL_L2 = 1e-4
 MASKS_EQUAL = 0.999
 IOU_ATOL = 1e-4
 FEATURES = ("image_embed", "high_res_feats_0", "high_res_feats_1")
+
+
+def import_onnx():
+    """``(onnx, onnxruntime)``, or the calling test module skipped when one is missing; in CI
+    (``CI=true``), which installs the test extra, a missing one is a failure, not a skip."""
+    if os.environ.get("CI") == "true":
+        import onnx
+        import onnxruntime
+        return onnx, onnxruntime
+    reason = "pip install 'sam2-fast[export]' for the ONNX export tests"
+    return pytest.importorskip("onnx", reason=reason), pytest.importorskip("onnxruntime", reason=reason)
+
+
+def onnx_session(folder, name: str):
+    """An onnxruntime session (CPU provider) on ``folder / name``."""
+    import onnxruntime
+
+    return onnxruntime.InferenceSession(str(folder / name), providers=["CPUExecutionProvider"])
+
+
+def check_onnx_file(path, spec) -> None:
+    """``path`` passes onnx.checker, holds standard-domain ops only and no complex tensors, and
+    has the inputs and outputs of ``spec`` (its entry in export.json): names and shapes, a
+    dynamic dimension by its name."""
+    import onnx
+
+    onnx.checker.check_model(str(path))
+    graph = onnx.load(str(path)).graph
+    assert {n.domain for n in graph.node} <= {"", "ai.onnx"}
+    values = list(graph.input) + list(graph.output) + list(graph.value_info)
+    assert all(v.type.tensor_type.elem_type not in (14, 15) for v in values)  # no complex
+    assert [i.name for i in graph.input] == [t["name"] for t in spec["inputs"]]
+    assert [o.name for o in graph.output] == [t["name"] for t in spec["outputs"]]
+    for value, t in zip(list(graph.input) + list(graph.output), spec["inputs"] + spec["outputs"]):
+        assert [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim] == t["shape"], value.name
 
 
 def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
@@ -43,6 +83,12 @@ class ImageRuntime:
         return self.decoder.run(["masks", "iou_predictions"], feeds)
 
 
+def onnx_image(folder, image_size: int) -> ImageRuntime:
+    """:class:`ImageRuntime` on the image encoder and prompt decoder exported to ``folder``."""
+    return ImageRuntime(onnx_session(folder, "image_encoder.onnx"), onnx_session(folder, "prompt_decoder.onnx"),
+                        image_size)
+
+
 def full_size_masks(low_res: np.ndarray, hw) -> np.ndarray:
     """The README's post-processing: bilinear upsampling to the image size, threshold at 0."""
     up = F.interpolate(torch.from_numpy(low_res), size=hw, mode="bilinear", align_corners=False)
@@ -50,9 +96,12 @@ def full_size_masks(low_res: np.ndarray, hw) -> np.ndarray:
 
 
 def assert_same(runtime_out, ours, logits_rel_l2=LOGITS_REL_L2, masks_equal=MASKS_EQUAL, iou_atol=IOU_ATOL) -> None:
+    """The runtime's ``(masks, iou_predictions)`` against our predictor's ``(masks, iou,
+    low_res)``, within the float32 tolerances unless told others."""
     masks, iou = runtime_out
     our_masks, our_iou, our_low_res = ours
     assert masks.shape == our_low_res.shape and iou.shape == our_iou.shape
+    assert masks.dtype == np.float32 and iou.dtype == np.float32
     assert rel_l2(masks, our_low_res) <= logits_rel_l2
     equal = (full_size_masks(masks, our_masks.shape[-2:]) == (our_masks > 0)).mean()
     assert equal >= masks_equal, f"only {equal:.4%} of the mask pixels agree"
@@ -70,11 +119,15 @@ def test_image(size: int, seed: int = 0) -> np.ndarray:
 test_image.__test__ = False  # a helper, not a test
 
 
-def check_image_features(predictor, runtime, **tolerance) -> None:
+def check_image_features(predictor, runtime, features_rel_l2=None, **tolerance) -> None:
+    """The encoder's three outputs against our predictor's features, within ``features_rel_l2``
+    (default: the logits' bound)."""
+    bound = tolerance.get("logits_rel_l2", LOGITS_REL_L2) if features_rel_l2 is None else features_rel_l2
     ours = [predictor._features["image_embed"], *predictor._features["high_res_feats"]]
+    assert len(runtime.feats) == len(ours)
     for got, want in zip(runtime.feats, ours):
-        assert got.shape == tuple(want.shape)
-        assert rel_l2(got, want.numpy()) <= tolerance.get("logits_rel_l2", LOGITS_REL_L2)
+        assert got.shape == tuple(want.shape) and got.dtype == np.float32
+        assert rel_l2(got, want.numpy()) <= bound
 
 
 def check_points(predictor, runtime, size: int, **tolerance) -> None:

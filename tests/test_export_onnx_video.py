@@ -10,15 +10,12 @@ and our predictor's fast CPU kernels round differently, and a frame's error feed
 frames' memories).
 
 The model is sam2.1-hiera-tiny with random weights at image size 256 (a 16 x 16 token grid:
-the whole chain is size-generic), ``fill_hole_area=0`` (the tracker fills no holes), and the
-object-score head's bias raised to +10: with random weights the score is otherwise negative
-on tracked frames, every mask would be the constant no-object mask and the memory path would
-go untested."""
+the whole chain is size-generic): export_support.tracking_model, whose docstring says why it
+fills no holes and raises the object-score bias to +10."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -26,16 +23,11 @@ import numpy as np
 import pytest
 import torch
 
-from sam2_fast.build_sam import build_sam2_random
+import export_support as es
 from sam2_fast.export import OnnxVideoTracker, export_onnx
 from sam2_fast.modeling.memory_plan import MemoryPlan
 
-if os.environ.get("CI") == "true":
-    import onnx  # CI installs the test extra: missing onnx / onnxruntime is a failure, not a skip
-    import onnxruntime as ort
-else:
-    onnx = pytest.importorskip("onnx", reason="pip install 'sam2-fast[export]' for the ONNX export tests")
-    ort = pytest.importorskip("onnxruntime", reason="pip install 'sam2-fast[export]' for the ONNX export tests")
+es.import_onnx()  # or skip
 
 MODEL = "sam2.1-hiera-tiny"
 SIZE = 256
@@ -45,35 +37,13 @@ MEAN_IOU = 0.99
 NUM_FRAMES = 6
 
 
-def _rel_l2(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
-
-
-def _session(folder, name):
-    return ort.InferenceSession(str(folder / name), providers=["CPUExecutionProvider"])
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """Our video predictor (see the module docstring) and its export."""
-    model = build_sam2_random(
-        MODEL, "cpu", video=True, hydra_overrides_extra=[f"++model.image_size={SIZE}", "++model.fill_hole_area=0"]
-    )
-    model.show_progress = False
-    with torch.no_grad():
-        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
+    """The tracking model (export_support.tracking_model) and its export."""
+    model = es.tracking_model(MODEL, SIZE)
     out = tmp_path_factory.mktemp("onnx_video")
     export_onnx(model, out, variant=MODEL)
     return model, out
-
-
-def _clip() -> np.ndarray:
-    """A red rectangle moving over a grey noisy background, video size = model input size."""
-    rng = np.random.default_rng(0)
-    frames = (rng.integers(0, 256, (NUM_FRAMES, SIZE, SIZE, 3), dtype=np.uint8) // 4 + 100).astype(np.uint8)
-    for i in range(NUM_FRAMES):
-        frames[i, 60 + 4 * i : 140 + 4 * i, 50 + 6 * i : 150 + 6 * i] = (250, 40, 40)
-    return frames
 
 
 def test_video_graphs_are_plain_onnx_with_the_contract_names(exported):
@@ -81,17 +51,7 @@ def test_video_graphs_are_plain_onnx_with_the_contract_names(exported):
     desc = json.loads((out / "export.json").read_text())
     assert desc["video"]["num_maskmem"] == 7 and desc["video"]["max_obj_ptrs_in_encoder"] == 16
     for name in ("memory_attention.onnx", "memory_encoder.onnx"):
-        spec = desc["files"][name]
-        onnx.checker.check_model(str(out / name))
-        graph = onnx.load(str(out / name)).graph
-        assert {n.domain for n in graph.node} <= {"", "ai.onnx"}
-        values = list(graph.input) + list(graph.output) + list(graph.value_info)
-        assert all(v.type.tensor_type.elem_type not in (14, 15) for v in values)  # no complex
-        assert [i.name for i in graph.input] == [t["name"] for t in spec["inputs"]]
-        assert [o.name for o in graph.output] == [t["name"] for t in spec["outputs"]]
-        for value, t in zip(list(graph.input) + list(graph.output), spec["inputs"] + spec["outputs"]):
-            dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
-            assert dims == t["shape"]
+        es.check_onnx_file(out / name, desc["files"][name])
     decoder = [o["name"] for o in desc["files"]["prompt_decoder.onnx"]["outputs"]]
     assert decoder[2:] == ["mask_logits", "mask_scores", "obj_ptrs", "object_score_logits"]
 
@@ -121,7 +81,7 @@ def test_memory_attention_matches_the_torch_module(exported, num_memories, num_p
             memory=memory, memory_pos=memory_pos, num_obj_ptr_tokens=num_ptr_tokens,
         ).permute(1, 2, 0).reshape(1, 256, GRID, GRID)
         image_embed = raw + model.no_mem_embed.reshape(1, -1, 1, 1)
-    got = _session(out, "memory_attention.onnx").run(None, {
+    got = es.onnx_session(out, "memory_attention.onnx").run(None, {
         "image_embed": image_embed.numpy(),
         "memory": memories.numpy(),
         "memory_tpos": np.array(t_pos, np.int64),
@@ -129,7 +89,7 @@ def test_memory_attention_matches_the_torch_module(exported, num_memories, num_p
         "obj_ptr_tpos": np.array(distances, np.float32) / np.float32(15),
     })[0]
     assert got.shape == (1, 256, GRID, GRID)
-    assert _rel_l2(got, want.numpy()) <= REL_L2
+    assert es.rel_l2(got, want.numpy()) <= REL_L2
 
 
 @pytest.mark.parametrize("from_points,score", [(True, 3.0), (False, 3.0), (False, -2.0)])
@@ -145,20 +105,20 @@ def test_memory_encoder_matches_the_torch_model(exported, from_points, score):
             [raw.flatten(2).permute(2, 0, 1)], [(GRID, GRID)], high_res, scores, is_mask_from_pts=from_points
         )
         image_embed = raw + model.no_mem_embed.reshape(1, -1, 1, 1)
-    got = _session(out, "memory_encoder.onnx").run(None, {
+    got = es.onnx_session(out, "memory_encoder.onnx").run(None, {
         "image_embed": image_embed.numpy(),
         "mask_logits": low_res.numpy(),
         "object_score_logits": scores.numpy(),
         "is_mask_from_pts": np.array([float(from_points)], np.float32),
     })[0]
-    assert _rel_l2(got, want.numpy()) <= REL_L2
+    assert es.rel_l2(got, want.numpy()) <= REL_L2
 
 
 def test_onnx_tracker_matches_the_video_predictor(exported):
     """Object 1 from a click on frame 0, object 2 from a box on frame 2 (tracked on frames 0
     and 1 from a conditioning frame in the future: no object pointers there)."""
     model, out = exported
-    frames = _clip()
+    frames = es.clip(NUM_FRAMES, SIZE)
     state = model.init_state(frames)
     model.add_new_points_or_box(state, 0, 1, points=[[100, 100]], labels=[1])
     model.add_new_points_or_box(state, 2, 2, box=[20, 20, 120, 90])
@@ -168,12 +128,10 @@ def test_onnx_tracker_matches_the_video_predictor(exported):
     tracker.init(frames)
     tracker.add_points(0, 1, points=[[100, 100]], labels=[1])
     tracker.add_box(2, 2, box=[20, 20, 120, 90])
-    ious = []
-    for t, obj_ids, masks in tracker.propagate():
+    tracked = list(tracker.propagate())
+    for _, obj_ids, masks in tracked:
         assert obj_ids == [1, 2] and masks.shape == (2, SIZE, SIZE) and masks.dtype == bool
-        for got, want in zip(masks, ours[t]):
-            assert want.any()  # the object-score bias keeps the objects present
-            ious.append((got & want).sum() / (got | want).sum())
+    ious = es.mask_ious(tracked, ours)
     assert len(ious) == 2 * NUM_FRAMES
     assert np.mean(ious) >= MEAN_IOU, f"mean IoU {np.mean(ious):.4f}"
 
@@ -185,7 +143,7 @@ def test_onnx_tracker_matches_the_video_predictor_on_three_objects(exported):
     tracked on frames 0 to 3 from that future conditioning frame. Each object against our
     predictor's mask of the same object."""
     model, out = exported
-    frames = _clip()
+    frames = es.clip(NUM_FRAMES, SIZE)
     for i in range(NUM_FRAMES):  # a blue square moving left
         frames[i, 150 - 3 * i : 210 - 3 * i, 180 - 8 * i : 240 - 8 * i] = (40, 60, 230)
     prompts = [
@@ -203,15 +161,12 @@ def test_onnx_tracker_matches_the_video_predictor_on_three_objects(exported):
     tracker.init(frames)
     for frame_idx, obj_id, prompt in prompts:
         tracker.add_points(frame_idx, obj_id, **prompt)
-    ious = {1: [], 2: [], 3: []}
-    for t, obj_ids, masks in tracker.propagate():
+    tracked = list(tracker.propagate())
+    for t, obj_ids, masks in tracked:
         assert obj_ids == ours[t][0] == [1, 2, 3] and masks.shape == (3, SIZE, SIZE)
-        for obj_id, got, want in zip(obj_ids, masks, ours[t][1]):
-            assert want.any()
-            ious[obj_id].append((got & want).sum() / (got | want).sum())
-    assert sorted(ours) == list(range(NUM_FRAMES))
-    for obj_id, values in ious.items():
-        assert len(values) == NUM_FRAMES
+    ious = np.reshape(es.mask_ious(tracked, {t: masks for t, (_, masks) in ours.items()}), (-1, 3))  # frame, object
+    assert sorted(ours) == list(range(NUM_FRAMES)) and ious.shape == (NUM_FRAMES, 3)
+    for obj_id, values in zip([1, 2, 3], ious.T):
         assert np.mean(values) >= MEAN_IOU, f"object {obj_id}: mean IoU {np.mean(values):.4f}"
 
 
@@ -223,7 +178,7 @@ def test_tracker_imports_no_torch():
 def test_onnx_tracker_matches_the_video_predictor_backward(exported):
     """A click on the last frame, tracked backward to frame 0."""
     model, out = exported
-    frames = _clip()
+    frames = es.clip(NUM_FRAMES, SIZE)
     last, click = NUM_FRAMES - 1, [[90 + 6 * (NUM_FRAMES - 1), 100 + 4 * (NUM_FRAMES - 1)]]
     state = model.init_state(frames)
     model.add_new_points_or_box(state, last, 1, points=click, labels=[1])
@@ -232,9 +187,6 @@ def test_onnx_tracker_matches_the_video_predictor_backward(exported):
     tracker = OnnxVideoTracker(out)
     tracker.init(frames)
     tracker.add_points(last, 1, points=click, labels=[1])
-    ious = []
-    for t, _, masks in tracker.propagate(reverse=True):
-        assert ours[t][0].any()
-        ious.append((masks[0] & ours[t][0]).sum() / (masks[0] | ours[t][0]).sum())
+    ious = es.mask_ious(tracker.propagate(reverse=True), ours)
     assert len(ious) == NUM_FRAMES
     assert np.mean(ious) >= MEAN_IOU, f"mean IoU {np.mean(ious):.4f}"
