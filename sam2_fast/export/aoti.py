@@ -184,7 +184,12 @@ def export_aoti(
                     program = torch.export.export(module, args, dynamic_shapes=shapes, strict=False)
                     torch._inductor.aoti_compile_and_package(
                         program, package_path=str(path),
-                        inductor_configs={"aot_inductor.metadata": _metadata(part, model, device, dtype, variant)},
+                        inductor_configs={
+                            "aot_inductor.metadata": _metadata(part, model, device, dtype, variant),
+                            # weights as constants: folded casts, prepacked oneDNN convolutions
+                            # and matrix products on CPUs (the bf16 encoder 3.5x faster on AMX)
+                            "freezing": True,
+                        },
                     )
                 paths[part] = path
     finally:
