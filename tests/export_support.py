@@ -200,3 +200,25 @@ def mask_ious(tracked, ours) -> list:
             assert want.any()  # the object-score bias keeps the objects present
             ious.append((got & want).sum() / (got | want).sum())
     return ious
+
+
+def check_two_object_tracking(model, tracker, num_frames: int, size: int, mean_iou: float) -> None:
+    """``tracker`` (OnnxVideoTracker, AotiVideoTracker) against our video predictor ``model``:
+    object 1 from a click on frame 0, object 2 from a box on frame 2 (tracked on frames 0 and
+    1 from a conditioning frame in the future: no object pointers there); mean mask IoU over
+    frames and objects at least ``mean_iou``."""
+    frames = clip(num_frames, size)
+    state = model.init_state(frames)
+    model.add_new_points_or_box(state, 0, 1, points=[[100, 100]], labels=[1])
+    model.add_new_points_or_box(state, 2, 2, box=[20, 20, 120, 90])
+    ours = {t: (logits[:, 0] > 0).numpy() for t, _, logits in model.propagate_in_video(state)}
+
+    tracker.init(frames)
+    tracker.add_points(0, 1, points=[[100, 100]], labels=[1])
+    tracker.add_box(2, 2, box=[20, 20, 120, 90])
+    tracked = list(tracker.propagate())
+    for _, obj_ids, masks in tracked:
+        assert obj_ids == [1, 2] and masks.shape == (2, size, size) and masks.dtype == bool
+    ious = mask_ious(tracked, ours)
+    assert len(ious) == 2 * num_frames
+    assert np.mean(ious) >= mean_iou, f"mean IoU {np.mean(ious):.4f}"

@@ -152,21 +152,9 @@ def test_memory_graphs_match_the_torch_modules(exported, num_memories, num_point
 
 
 def test_aoti_tracker_matches_the_video_predictor(exported):
-    """Object 1 from a click on frame 0, object 2 from a box on frame 2."""
+    """Object 1 from a click, object 2 from a box on a later frame (export_support)."""
     model, out, _, _, _ = exported
-    frames = es.clip(NUM_FRAMES, SIZE)
-    state = model.init_state(frames)
-    model.add_new_points_or_box(state, 0, 1, points=[[100, 100]], labels=[1])
-    model.add_new_points_or_box(state, 2, 2, box=[20, 20, 120, 90])
-    ours = {t: (logits[:, 0] > 0).numpy() for t, _, logits in model.propagate_in_video(state)}
-
-    tracker = AotiVideoTracker(out)
-    tracker.init(frames)
-    tracker.add_points(0, 1, points=[[100, 100]], labels=[1])
-    tracker.add_box(2, 2, box=[20, 20, 120, 90])
-    ious = es.mask_ious(tracker.propagate(), ours)
-    assert len(ious) == 2 * NUM_FRAMES
-    assert np.mean(ious) >= MEAN_IOU, f"mean IoU {np.mean(ious):.4f}"
+    es.check_two_object_tracking(model, AotiVideoTracker(out), NUM_FRAMES, SIZE, MEAN_IOU)
 
 
 def _ppm(path, image: np.ndarray) -> None:

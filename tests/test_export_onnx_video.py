@@ -115,25 +115,9 @@ def test_memory_encoder_matches_the_torch_model(exported, from_points, score):
 
 
 def test_onnx_tracker_matches_the_video_predictor(exported):
-    """Object 1 from a click on frame 0, object 2 from a box on frame 2 (tracked on frames 0
-    and 1 from a conditioning frame in the future: no object pointers there)."""
+    """Object 1 from a click, object 2 from a box on a later frame (export_support)."""
     model, out = exported
-    frames = es.clip(NUM_FRAMES, SIZE)
-    state = model.init_state(frames)
-    model.add_new_points_or_box(state, 0, 1, points=[[100, 100]], labels=[1])
-    model.add_new_points_or_box(state, 2, 2, box=[20, 20, 120, 90])
-    ours = {t: (logits[:, 0] > 0).numpy() for t, _, logits in model.propagate_in_video(state)}
-
-    tracker = OnnxVideoTracker(out)
-    tracker.init(frames)
-    tracker.add_points(0, 1, points=[[100, 100]], labels=[1])
-    tracker.add_box(2, 2, box=[20, 20, 120, 90])
-    tracked = list(tracker.propagate())
-    for _, obj_ids, masks in tracked:
-        assert obj_ids == [1, 2] and masks.shape == (2, SIZE, SIZE) and masks.dtype == bool
-    ious = es.mask_ious(tracked, ours)
-    assert len(ious) == 2 * NUM_FRAMES
-    assert np.mean(ious) >= MEAN_IOU, f"mean IoU {np.mean(ious):.4f}"
+    es.check_two_object_tracking(model, OnnxVideoTracker(out), NUM_FRAMES, SIZE, MEAN_IOU)
 
 
 def test_onnx_tracker_matches_the_video_predictor_on_three_objects(exported):
