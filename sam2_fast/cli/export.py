@@ -1,6 +1,7 @@
-"""``sam2-fast export onnx``: the image encoder, the prompt decoder, the memory attention and
-the memory encoder as ONNX files that onnxruntime runs (needs the ``export`` extra: onnx, onnxruntime). See the README's
-"Export (ONNX)" section for the contract."""
+"""``sam2-fast export onnx`` / ``export aoti``: the image encoder, the prompt decoder, the memory
+attention and the memory encoder as ONNX files that onnxruntime runs (needs the ``export``
+extra: onnx, onnxruntime) or as AOTInductor packages (needs torch >= 2.6 and a C++ compiler).
+See the README's "Export (ONNX, AOTInductor)" section for the contract."""
 
 from __future__ import annotations
 
