@@ -149,7 +149,48 @@ def _ff_banded_backend(scale: int):
     return run, refusal, preference
 
 
+#: oneDNN's fused matrix product + post-op (what inductor's CPU freezing path emits)
+_ONEDNN_LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+#: the oneDNN post-op of an activation (in_place's forms): (attr, scalars, algorithm)
+_ONEDNN_POST_OPS = {torch.relu_: ("relu", [], ""), _gelu_: ("gelu", [], "none")}
+
+
+def _ff_compute_dtype(x: torch.Tensor, first: nn.Module):
+    """The dtype the products of a feed-forward run in: autocast's 16-bit dtype, or ``x``'s."""
+    return _autocast_weight_dtype(x, first.weight) or x.dtype
+
+
+def _ff_onednn_refusal(x, first, act, second, batch_first=True):
+    if _ONEDNN_LINEAR is None or not torch.backends.mkldnn.is_available():
+        return "this torch has no oneDNN (mkldnn) fused linear kernel"
+    if x.device.type != "cpu":
+        return "oneDNN runs on the CPU"
+    if in_place(act) not in _ONEDNN_POST_OPS:
+        return f"activation {act} has no oneDNN post-op here (ReLU and exact GELU do)"
+    if _ff_compute_dtype(x, first) != torch.bfloat16:
+        return "the fused post-op path is for the bfloat16 fast mode (float32 keeps torch's products)"
+    if first.weight.dtype != torch.float32 and first.weight.dtype != torch.bfloat16:
+        return f"weights in {first.weight.dtype}"
+    return None
+
+
+def _ff_onednn(x, first, act, second, batch_first=True):
+    """Both products in oneDNN's fused kernel, the activation as the first one's post-op: the
+    hidden activation is written once, already activated, and the bias is added inside the
+    product instead of copied into the output first (Hiera-T's MLPs on the AMX Xeon, bfloat16:
+    96 -> 58, 48 -> 17, 23 -> 15, 25 -> 13 ms per stage, measured under load). The activation
+    is computed from the float32 accumulator, then rounded once to bfloat16 (torch's path
+    rounds the product, then the activation)."""
+    dtype = torch.bfloat16
+    w1, b1 = _kept_casts(first, dtype) if first.weight.dtype != dtype else (first.weight, first.bias)
+    w2, b2 = _kept_casts(second, dtype) if second.weight.dtype != dtype else (second.weight, second.bias)
+    attr, scalars, algorithm = _ONEDNN_POST_OPS[in_place(act)]
+    hidden = _ONEDNN_LINEAR(x.to(dtype), w1, b1, attr, scalars, algorithm)
+    return _ONEDNN_LINEAR(hidden, w2, b2, "none", [], "")
+
+
 feed_forward_op = Op("feed_forward", example=_ff_example, shape_class=_ff_shape_class, kind="model")
+feed_forward_op.add_backend("onednn", _ff_onednn, _ff_onednn_refusal)
 for _name, _scale in FF_BAND_SCALES.items():
     feed_forward_op.add_backend(_name, *_ff_banded_backend(_scale))
 feed_forward_op.add_backend("reference", lambda x, first, act, second, batch_first=True: second(act(first(x))))
