@@ -153,3 +153,28 @@ def test_onednn_refuses_what_it_does_not_fuse():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert "post-op" in ONEDNN.supports(x, first, nn.GELU(approximate="tanh"), second)
             assert "post-op" in ONEDNN.supports(x, first, F.silu, second)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch without oneDNN")
+def test_large_bfloat16_linear_products_go_through_the_linear_op(monkeypatch):
+    """A bfloat16 Linear of LINEAR_OP_FROM_ROWS rows or more on a CPU is the op ``linear``;
+    its ``onednn`` backend (bias inside the product) gives torch's product bit for bit, and
+    refuses float32 (the exact mode keeps torch's products)."""
+    from sam2_fast.modeling.common import LINEAR_OP_FROM_ROWS, linear_op
+
+    layer = Linear(16, 48)
+    small, large = torch.randn(LINEAR_OP_FROM_ROWS - 1, 16), torch.randn(2, LINEAR_OP_FROM_ROWS // 2, 16)
+    calls = []
+    real_select = linear_op.select
+    monkeypatch.setattr(linear_op, "select", lambda *a, **k: calls.append(a[0].shape) or real_select(*a, **k))
+    with torch.inference_mode():
+        assert "bfloat16" in linear_op.backend("onednn").supports(large, layer)
+        layer(large)  # float32: torch's product, no op
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            layer(small)
+            with use_backend("onednn", op="linear"):
+                got = layer(large)
+            with use_backend("reference", op="linear"):
+                expected = layer(large)
+    assert calls == [large.shape, large.shape]
+    assert got.dtype == torch.bfloat16 and torch.equal(got, expected)

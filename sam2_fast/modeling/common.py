@@ -326,14 +326,59 @@ def _kept_casts(module: nn.Module, dtype: torch.dtype):
     )
 
 
+#: rows from which a bfloat16 product of :class:`Linear` on a CPU goes through the op
+#: ``linear`` (measured choice); below it the dispatch would cost more than any difference
+LINEAR_OP_FROM_ROWS = 4096
+
+
 class Linear(nn.Linear):
-    """``nn.Linear`` that keeps its 16-bit weight copy across calls under autocast."""
+    """``nn.Linear`` that keeps its 16-bit weight copy across calls under autocast. A large
+    bfloat16 product on a CPU (:data:`LINEAR_OP_FROM_ROWS` rows or more: Hiera's projections,
+    the memory attention's) is the op ``linear``: torch's product, or oneDNN's fused linear
+    that adds the bias inside the product instead of copying it into the output first."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = _autocast_weight_dtype(x, self.weight)
         if dtype is None:
             return F.linear(x, self.weight, self.bias)
+        if dtype == torch.bfloat16 and x.device.type == "cpu" and x.numel() >= LINEAR_OP_FROM_ROWS * x.shape[-1]:
+            return linear_op(x, self)
         return F.linear(x, *_kept_casts(self, dtype))
+
+
+def _linear_onednn_refusal(x: torch.Tensor, layer: nn.Module) -> str | None:
+    if _ONEDNN_LINEAR is None or not torch.backends.mkldnn.is_available():
+        return "this torch has no oneDNN (mkldnn) fused linear kernel"
+    if x.device.type != "cpu":
+        return "oneDNN runs on the CPU"
+    if _autocast_weight_dtype(x, layer.weight) != torch.bfloat16:
+        return "for the bfloat16 fast mode under autocast (float32 keeps torch's products)"
+    return None
+
+
+def _linear_reference(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    dtype = _autocast_weight_dtype(x, layer.weight)
+    return F.linear(x, *_kept_casts(layer, dtype)) if dtype is not None else F.linear(x, layer.weight, layer.bias)
+
+
+def _linear_onednn(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    return _ONEDNN_LINEAR(x.to(torch.bfloat16), *_kept_casts(layer, torch.bfloat16), "none", [], "")
+
+
+def _linear_shape_class(x: torch.Tensor, layer: nn.Module) -> str:
+    rows = x.numel() // max(1, x.shape[-1])
+    return f"rows {size_class(rows)}, {layer.in_features} -> {layer.out_features}"
+
+
+def _linear_example(device: str) -> tuple:
+    """Hiera-T's first qkv projection at image size 1024: 256 x 256 tokens, 96 -> 288."""
+    with torch.device(device):
+        return torch.zeros(1, 256, 256, 96), Linear(96, 288)
+
+
+linear_op = Op("linear", example=_linear_example, shape_class=_linear_shape_class, kind="model")
+linear_op.add_backend("onednn", _linear_onednn, _linear_onednn_refusal)
+linear_op.add_backend("reference", _linear_reference)
 
 
 def kept_bias(module: nn.Module, dtype: torch.dtype):
