@@ -38,6 +38,7 @@ from sam2_fast.export.onnx import (
     ImageEncoderGraph,
     PromptDecoderGraph,
     _check_model,
+    decoder_example_prompts,
     describe,
 )
 from sam2_fast.export.onnx_tracker import OnnxVideoTracker
@@ -78,13 +79,7 @@ def _graphs(model: nn.Module, device: torch.device) -> Dict[str, Tuple[nn.Module
     image = torch.zeros(1, 3, s, s, device=device, dtype=next(model.parameters()).dtype)
     encoder = ImageEncoderGraph(model)
     feats = encoder(image)
-    b, n = 2, 3
-    prompts = (
-        torch.full((b, n, 2), s / 2, device=device),
-        torch.ones(b, n, device=device),
-        torch.zeros(b, 1, s // 4, s // 4, device=device),
-        torch.zeros(b, device=device),
-    )
+    prompts = decoder_example_prompts(s, device)
     attention_args, encoder_args = video_example_inputs(model, device)
     return {
         "image_encoder": (encoder, (image,), {}),

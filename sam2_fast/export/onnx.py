@@ -187,6 +187,18 @@ def _check_model(model: Any) -> None:
         )
 
 
+def decoder_example_prompts(image_size: int, device: torch.device, b: int = 2, n: int = 3) -> Tuple[torch.Tensor, ...]:
+    """Tracing inputs of the prompt decoder besides the image features: ``b`` prompts of ``n``
+    points (``point_coords``, ``point_labels``, ``mask_input``, ``has_mask_input``)."""
+    s = image_size
+    return (
+        torch.full((b, n, 2), s / 2, device=device),
+        torch.ones(b, n, device=device),
+        torch.zeros(b, 1, s // 4, s // 4, device=device),
+        torch.zeros(b, device=device),
+    )
+
+
 def check_options(opset: int, dtype: str) -> None:
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
         raise InvalidInputError(f"opset: expected an int >= {MIN_OPSET}, got {opset!r}")
@@ -444,13 +456,7 @@ def export_onnx(
             logger.info("exporting %s", paths["image_encoder"])
             _export(encoder, (image,), paths["image_encoder"], ["image"],
                     ["image_embed", "high_res_feats_0", "high_res_feats_1"], {}, opset)
-            b, n = 2, 3
-            prompts = (
-                torch.full((b, n, 2), s / 2, device=device),
-                torch.ones(b, n, device=device),
-                torch.zeros(b, 1, s // 4, s // 4, device=device),
-                torch.zeros(b, device=device),
-            )
+            prompts = decoder_example_prompts(s, device)
             logger.info("exporting %s", paths["prompt_decoder"])
             _export(
                 PromptDecoderGraph(model), (*feats, *prompts), paths["prompt_decoder"],
