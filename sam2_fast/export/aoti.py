@@ -43,6 +43,7 @@ from sam2_fast.export.onnx import (
 )
 from sam2_fast.export.onnx_tracker import OnnxVideoTracker
 from sam2_fast.export.onnx_video import MemoryAttentionGraph, MemoryEncoderGraph, video_example_inputs
+from sam2_fast.ops import use_backend
 from sam2_fast.utils.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
@@ -145,8 +146,6 @@ def export_aoti(
     ``"export.json"``). Raises :class:`~sam2_fast.errors.InvalidInputError` for an option or a
     model the export does not support, naming the argument.
     """
-    from sam2_fast.ops import use_backend
-
     check_options(dtype)
     unknown = [p for p in parts if p not in PARTS]
     if unknown or not parts:
