@@ -156,8 +156,8 @@ def main() -> None:
     if not args.no_transformers:
         import tempfile
 
-        tmp = tempfile.mkdtemp()
-        set_image, predict, videos = transformers_pair(frames, list(objects), tmp)
+        with tempfile.TemporaryDirectory() as tmp:  # the models are built by the time it goes
+            set_image, predict, videos = transformers_pair(frames, list(objects), tmp)
         rows["set_image"]["transformers EdgeTAM"] = set_image
         rows["predict"]["transformers EdgeTAM"] = predict
         for n in objects:

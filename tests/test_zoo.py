@@ -335,12 +335,13 @@ _PROBE_FAMILY = """
         refused = ""
     except InvalidTypeError as exc:
         refused = str(exc)
-    import pathlib, tempfile
+    import os, pathlib
     from safetensors.torch import save_file
     from sam2_fast.transformers_format import read_transformers_folder
     from sam2_fast.zoo import get_family_for_transformers
 
-    folder = pathlib.Path(tempfile.mkdtemp())
+    folder = pathlib.Path(os.environ["PYTHONPATH"]) / "tinynet-hf"  # the test's tmp_path
+    folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "tinynet", "memory_frames": 3}))
     save_file({f"tinynet.{k}": v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
     family, config, read = read_transformers_folder(folder)
