@@ -55,6 +55,11 @@ class PatchEmbed(nn.Module):
         self.proj = Conv2d(in_chans, embed_dim, kernel_size=7, stride=4, padding=3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu":
+            # oneDNN's channels-last convolution: the same sums (bit-identical in float32 and
+            # bfloat16 on the AMX Xeon) at 1024: 15.5 -> 3.3 ms in bfloat16, and the tokens
+            # come out contiguous [B, H, W, C] (the first block no longer reads strided rows)
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.proj(x).permute(0, 2, 3, 1)
 
 
