@@ -39,6 +39,7 @@
 #include "attention.h"
 #include "boxes.h"
 #include "connected_components.h"
+#include "lookup.h"
 #include "rle.h"
 #include "upsample.h"
 
@@ -592,6 +593,30 @@ at::Tensor flash_attention_cpu(const at::Tensor& q, const at::Tensor& k, const a
 std::string flash_attention_unsupported(bool bf16) { return attention_cpu_unsupported(bf16); }
 
 // ---------------------------------------------------------------------------------------------
+// lookup_bf16_(values, table) -> values: values[i] = table[bits of values[i]], in place
+// (lookup.h); values a contiguous bfloat16 CPU tensor, table 65 537 bfloat16 (the last one
+// padding)
+
+at::Tensor lookup_bf16_(at::Tensor values, const at::Tensor& table) {
+  constexpr const char* op = "lookup_bf16_";
+  SAM2_CHECK_VALUE(values.scalar_type() == at::kBFloat16 && values.is_contiguous(), op,
+                   ": values must be a contiguous bfloat16 tensor, got ", values.scalar_type(),
+                   values.is_contiguous() ? "" : " (not contiguous)");
+  SAM2_CHECK_VALUE(table.scalar_type() == at::kBFloat16 && table.dim() == 1 &&
+                       table.size(0) == 65537 && table.is_contiguous(),
+                   op, ": table must be a contiguous bfloat16 tensor of 65537 entries, got ",
+                   table.scalar_type(), " ", table.sizes());
+  SAM2_CHECK_VALUE(values.device() == table.device(), op,
+                   ": values and table must be on the same device, got ", values.device().str(),
+                   " and ", table.device().str());
+  lookup_u16_inplace(reinterpret_cast<uint16_t*>(values.mutable_data_ptr<at::BFloat16>()),
+                     values.numel(), reinterpret_cast<const uint16_t*>(table.const_data_ptr<at::BFloat16>()));
+  return values;
+}
+
+bool lookup_bf16_vectorized() { return lookup_u16_is_vectorized(); }
+
+// ---------------------------------------------------------------------------------------------
 // parallel_threads(tasks) -> how many of torch's threads ran a share of `tasks` one-item tasks
 // through at::parallel_for, as every C++ op here splits its work (1 = serial)
 
@@ -776,6 +801,9 @@ TORCH_LIBRARY(sam2_fast, m) {
       "flash_attention(Tensor q, Tensor k, Tensor v, Tensor? cos, Tensor? sin, int num_k_rope, "
       "float scale, int q_block=256, int kv_block=512) -> Tensor");
   m.def("flash_attention_unsupported(bool bf16) -> str");
+  // an elementwise function of bfloat16 values as a 65 537-entry table, in place (lookup.h)
+  m.def("lookup_bf16_(Tensor(a!) values, Tensor table) -> Tensor(a!)");
+  m.def("lookup_bf16_vectorized() -> bool");
   // the mask decoder's upscaler for prompts sharing an image (upscale_masks_cpu in ops.cpp)
   m.def(
       "upscale_masks(Tensor base, Tensor left, Tensor right, Tensor shared, Tensor scales, "
@@ -793,12 +821,14 @@ TORCH_LIBRARY_IMPL(sam2_fast, CPU, m) {
   m.impl("upsample_threshold", &sam2_fast::upsample_threshold_cpu);
   m.impl("upscale_masks", &sam2_fast::upscale_masks_cpu);
   m.impl("flash_attention", &sam2_fast::flash_attention_cpu);
+  m.impl("lookup_bf16_", &sam2_fast::lookup_bf16_);
 }
 
 // no tensor argument: the op is called without dispatch keys
 TORCH_LIBRARY_IMPL(sam2_fast, CompositeExplicitAutograd, m) {
   m.impl("parallel_threads", &sam2_fast::parallel_threads);
   m.impl("flash_attention_unsupported", &sam2_fast::flash_attention_unsupported);
+  m.impl("lookup_bf16_vectorized", &sam2_fast::lookup_bf16_vectorized);
 }
 
 #ifdef SAM2_FAST_WITH_CUDA

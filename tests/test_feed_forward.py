@@ -178,3 +178,72 @@ def test_large_bfloat16_linear_products_go_through_the_linear_op(monkeypatch):
                 expected = layer(large)
     assert calls == [large.shape, large.shape]
     assert got.dtype == torch.bfloat16 and torch.equal(got, expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# the exact GELU by table (csrc/lookup.cpp) and the feed-forward backend that uses it
+
+def _lookup_available() -> str | None:
+    from sam2_fast.ops._common import extension_refusal
+
+    reason = extension_refusal("cpu", x=torch.zeros(1))
+    return reason or (None if hasattr(torch.ops.sam2_fast, "lookup_bf16_") else "extension without lookup_bf16_")
+
+
+needs_lookup = pytest.mark.skipif(_lookup_available() is not None, reason=str(_lookup_available()))
+
+
+@needs_lookup
+@pytest.mark.parametrize("n", [0, 1, 31, 32, 33, 1000, 70_001])
+def test_the_gelu_table_is_torchs_gelu_of_every_bfloat16(n):
+    """Every bit pattern (NaNs, infinities, subnormals, both zeros) looks up torch's GELU of
+    it, bit for bit, whatever the length (the gather's tail included); in place."""
+    table = common._gelu_table()
+    every = torch.arange(1 << 16, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
+    values = every.repeat(2)[:n].clone() if n else every[:0].clone()
+    expected = F.gelu(values)
+    got = torch.ops.sam2_fast.lookup_bf16_(values, table)
+    assert got.data_ptr() == values.data_ptr()
+    assert torch.equal(got.view(torch.int16), expected.view(torch.int16))
+    whole = every.clone()
+    torch.ops.sam2_fast.lookup_bf16_(whole, table)
+    assert torch.equal(whole.view(torch.int16), F.gelu(every).view(torch.int16))
+
+
+@needs_lookup
+def test_the_lookup_names_what_it_expected():
+    table = common._gelu_table()
+    with pytest.raises(ValueError, match="values must be a contiguous bfloat16 tensor, got Float"):
+        torch.ops.sam2_fast.lookup_bf16_(torch.zeros(4), table)
+    with pytest.raises(ValueError, match="not contiguous"):
+        torch.ops.sam2_fast.lookup_bf16_(torch.zeros(4, 4, dtype=torch.bfloat16).t(), table)
+    with pytest.raises(ValueError, match="table must be a contiguous bfloat16 tensor of 65537 entries"):
+        torch.ops.sam2_fast.lookup_bf16_(torch.zeros(4, dtype=torch.bfloat16), table[:100])
+
+
+LUT = feed_forward_op.backend("onednn_lut")
+
+
+@needs_lookup
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch without oneDNN")
+@pytest.mark.parametrize("shape", [(1, 40, 23, 16), (301, 16), (2, 4100, 16)])
+def test_onednn_lut_is_torchs_bfloat16_path_bit_for_bit(shape):
+    """``onednn_lut``: oneDNN's products (torch's own, bit for bit: see the ``linear`` op) and
+    the table's GELU of the rounded product give exactly torch's autocast path
+    ``second(gelu(first(x)))``; it refuses ReLU (a free post-op) and float32."""
+    first, second = _layers(hidden=96)
+    x = torch.randn(shape)
+    with torch.inference_mode():
+        assert "bfloat16" in LUT.supports(x, first, F.gelu, second)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            if not torch.ops.sam2_fast.lookup_bf16_vectorized():
+                assert "AVX-512" in LUT.supports(x, first, F.gelu, second)
+                return
+            assert LUT.supports(x, first, F.gelu, second) is None
+            assert LUT.supports(x, first, nn.GELU(), second) is None
+            assert "ReLU" in LUT.supports(x, first, F.relu, second)
+            with use_backend("onednn_lut", op="feed_forward"):
+                got = feed_forward(x, first, nn.GELU(), second)
+            with use_backend("reference", op="linear"):
+                expected = F.linear(F.gelu(F.linear(x, first.weight, first.bias)), second.weight, second.bias)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, expected)

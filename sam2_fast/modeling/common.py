@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam2_fast.errors import InvalidInputError
+from sam2_fast.ops._common import extension_refusal
 from sam2_fast.ops._dispatch import Op
 from sam2_fast.ops._tuning import size_class
 
@@ -174,6 +175,48 @@ def _ff_onednn_refusal(x, first, act, second, batch_first=True):
     return None
 
 
+def _ff_lut_refusal(x, first, act, second, batch_first=True):
+    reason = _ff_onednn_refusal(x, first, act, second, batch_first)
+    if reason is not None:
+        return reason
+    if in_place(act) is not _gelu_:
+        return "the table is for exact GELU (ReLU is a free oneDNN post-op)"
+    reason = extension_refusal("cpu", x=x)
+    if reason is not None:
+        return reason
+    if not hasattr(torch.ops.sam2_fast, "lookup_bf16_"):
+        return "the compiled extension predates lookup_bf16_ (reinstall sam2-fast)"
+    if not torch.ops.sam2_fast.lookup_bf16_vectorized():
+        return "no AVX-512 gather on this CPU: the table would be a scalar loop"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _gelu_table() -> torch.Tensor:
+    """torch's exact GELU of every bfloat16 bit pattern, rounded to bfloat16 (+ one padding
+    entry for the 32-bit gather): looking a value up is torch's ``gelu`` on that value."""
+    bits = torch.arange(1 << 16, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
+    with torch.inference_mode():
+        return torch.cat([F.gelu(bits), bits.new_zeros(1)])
+
+
+def _ff_onednn_lut(x, first, act, second, batch_first=True):
+    """Both products in oneDNN (bias inside), the exact GELU between them by a 128 KiB table
+    of torch's GELU of every bfloat16 (csrc/lookup.cpp, an AVX-512 gather): the numbers of
+    torch's path (the product rounded to bfloat16, then GELU), faster than oneDNN's erf
+    post-op (Hiera-T's stage-3 fc1, 4096 x 384 -> 1536 on the AMX Xeon: 2.51 -> 2.04 ms)."""
+    (w1, b1), (w2, b2) = _ff_weights(first, second)
+    hidden = _ONEDNN_LINEAR(x.to(torch.bfloat16), w1, b1, "none", [], "")
+    torch.ops.sam2_fast.lookup_bf16_(hidden, _gelu_table())
+    return _ONEDNN_LINEAR(hidden, w2, b2, "none", [], "")
+
+
+def _ff_weights(first: nn.Module, second: nn.Module):
+    dtype = torch.bfloat16
+    return tuple(_kept_casts(layer, dtype) if layer.weight.dtype != dtype else (layer.weight, layer.bias)
+                 for layer in (first, second))
+
+
 def _ff_onednn(x, first, act, second, batch_first=True):
     """Both products in oneDNN's fused kernel, the activation as the first one's post-op: the
     hidden activation is written once, already activated, and the bias is added inside the
@@ -181,15 +224,14 @@ def _ff_onednn(x, first, act, second, batch_first=True):
     96 -> 58, 48 -> 17, 23 -> 15, 25 -> 13 ms per stage, measured under load). The activation
     is computed from the float32 accumulator, then rounded once to bfloat16 (torch's path
     rounds the product, then the activation)."""
-    dtype = torch.bfloat16
-    w1, b1 = _kept_casts(first, dtype) if first.weight.dtype != dtype else (first.weight, first.bias)
-    w2, b2 = _kept_casts(second, dtype) if second.weight.dtype != dtype else (second.weight, second.bias)
+    (w1, b1), (w2, b2) = _ff_weights(first, second)
     attr, scalars, algorithm = _ONEDNN_POST_OPS[in_place(act)]
-    hidden = _ONEDNN_LINEAR(x.to(dtype), w1, b1, attr, scalars, algorithm)
+    hidden = _ONEDNN_LINEAR(x.to(torch.bfloat16), w1, b1, attr, scalars, algorithm)
     return _ONEDNN_LINEAR(hidden, w2, b2, "none", [], "")
 
 
 feed_forward_op = Op("feed_forward", example=_ff_example, shape_class=_ff_shape_class, kind="model")
+feed_forward_op.add_backend("onednn_lut", _ff_onednn_lut, _ff_lut_refusal)
 feed_forward_op.add_backend("onednn", _ff_onednn, _ff_onednn_refusal)
 for _name, _scale in FF_BAND_SCALES.items():
     feed_forward_op.add_backend(_name, *_ff_banded_backend(_scale))
