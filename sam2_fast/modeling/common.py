@@ -158,7 +158,7 @@ _ONEDNN_POST_OPS = {torch.relu_: ("relu", [], ""), _gelu_: ("gelu", [], "none")}
 
 def _ff_compute_dtype(x: torch.Tensor, first: nn.Module):
     """The dtype the products of a feed-forward run in: autocast's 16-bit dtype, or ``x``'s."""
-    return _autocast_weight_dtype(x, first.weight) or x.dtype
+    return autocast_weight_dtype(x, first.weight) or x.dtype
 
 
 def _ff_onednn_refusal(x, first, act, second, batch_first=True):
@@ -326,7 +326,7 @@ def host_tensor_to(values, device: torch.device, dtype: torch.dtype) -> torch.Te
 _HAS_AUTOCAST_QUERY = hasattr(torch, "get_autocast_dtype")
 
 
-def _autocast_weight_dtype(x: torch.Tensor, weight: torch.Tensor):
+def autocast_weight_dtype(x: torch.Tensor, weight: torch.Tensor):
     """The dtype autocast would cast ``weight`` to for this call when a kept copy may stand
     in for it (autocast on, no autograd, float32 weights, not tracing), else None."""
     if torch.is_grad_enabled() or weight.dtype != torch.float32 or not _HAS_AUTOCAST_QUERY:
@@ -380,7 +380,7 @@ class Linear(nn.Linear):
     that adds the bias inside the product instead of copying it into the output first."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = _autocast_weight_dtype(x, self.weight)
+        dtype = autocast_weight_dtype(x, self.weight)
         if dtype is None:
             return F.linear(x, self.weight, self.bias)
         if dtype == torch.bfloat16 and x.device.type == "cpu" and x.numel() >= LINEAR_OP_FROM_ROWS * x.shape[-1]:
@@ -393,13 +393,13 @@ def _linear_onednn_refusal(x: torch.Tensor, layer: nn.Module) -> str | None:
         return "this torch has no oneDNN (mkldnn) fused linear kernel"
     if x.device.type != "cpu":
         return "oneDNN runs on the CPU"
-    if _autocast_weight_dtype(x, layer.weight) != torch.bfloat16:
+    if autocast_weight_dtype(x, layer.weight) != torch.bfloat16:
         return "for the bfloat16 fast mode under autocast (float32 keeps torch's products)"
     return None
 
 
 def _linear_reference(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
-    dtype = _autocast_weight_dtype(x, layer.weight)
+    dtype = autocast_weight_dtype(x, layer.weight)
     return F.linear(x, *_kept_casts(layer, dtype)) if dtype is not None else F.linear(x, layer.weight, layer.bias)
 
 
@@ -436,7 +436,7 @@ class Conv2d(nn.Conv2d):
     """``nn.Conv2d`` that keeps its 16-bit weight copy across calls under autocast."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = _autocast_weight_dtype(x, self.weight)
+        dtype = autocast_weight_dtype(x, self.weight)
         if dtype is None:
             return self._conv_forward(x, self.weight, self.bias)
         return self._conv_forward(x, *_kept_casts(self, dtype))
@@ -455,7 +455,7 @@ class ConvTranspose2d(nn.ConvTranspose2d):
     """
 
     def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
-        dtype = _autocast_weight_dtype(x, self.weight)
+        dtype = autocast_weight_dtype(x, self.weight)
         casts = None if dtype is None or output_size is not None else _kept_casts(self, dtype)
         weight, bias = (self.weight, self.bias) if casts is None else casts
         if (output_size is None and x.device.type == "cpu" and x.dim() == 4 and not torch.is_grad_enabled()

@@ -28,7 +28,6 @@ from typing import NamedTuple
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import sam2_fast.ops.mask_postprocess as mask_postprocess_module
 from sam2_fast.ops import BackendError, UpsampledMasks, get_op, upsample_masks, use_backend
