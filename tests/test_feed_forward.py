@@ -226,11 +226,15 @@ LUT = feed_forward_op.backend("onednn_lut")
 
 @needs_lookup
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch without oneDNN")
+@pytest.mark.parametrize("bands", [False, True], ids=["whole", "bands"])
 @pytest.mark.parametrize("shape", [(1, 40, 23, 16), (301, 16), (2, 4100, 16)])
-def test_onednn_lut_is_torchs_bfloat16_path_bit_for_bit(shape):
+def test_onednn_lut_is_torchs_bfloat16_path_bit_for_bit(shape, bands, monkeypatch):
     """``onednn_lut``: oneDNN's products (torch's own, bit for bit: see the ``linear`` op) and
     the table's GELU of the rounded product give exactly torch's autocast path
-    ``second(gelu(first(x)))``; it refuses ReLU (a free post-op) and float32."""
+    ``second(gelu(first(x)))``, whole or in bands of rows (here 64); it refuses ReLU (a free
+    post-op) and float32."""
+    if bands:
+        monkeypatch.setattr(common, "LUT_BAND_BYTES", 64 * 96 * 2)
     first, second = _layers(hidden=96)
     x = torch.randn(shape)
     with torch.inference_mode():

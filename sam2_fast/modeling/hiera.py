@@ -28,6 +28,7 @@ from sam2_fast.ops._dispatch import Op
 from sam2_fast.ops._tuning import size_class
 from sam2_fast.ops.window_attention import (
     band_rows_of,
+    max_pool_nhwc,
     window_attention,
     window_partition,
     window_unpartition,
@@ -48,10 +49,11 @@ __all__ = [
 
 
 def _pool_nhwc(x: torch.Tensor, pool: Optional[nn.Module]) -> torch.Tensor:
-    """Apply a 2D pooling module to a ``[B, H, W, C]`` tensor."""
+    """Apply the block's max-pooling (kernel = stride, validated by :func:`_square_stride`) to a
+    ``[B, H, W, C]`` tensor."""
     if pool is None:
         return x
-    return pool(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    return max_pool_nhwc(x, _square_stride(pool))
 
 
 class PatchEmbed(nn.Module):
