@@ -9,6 +9,7 @@ import importlib
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import sam2_fast.modeling.hiera as hiera
 
@@ -125,3 +126,27 @@ def test_the_rule_at_1024_bands_the_blocks_with_a_large_qkv():
     with torch.inference_mode():
         banded = [blk.band_rows(torch.empty(1, n, n, blk.dim)) > 0 for blk, n in zip(trunk.blocks, sizes)]
     assert banded == [True] * 4 + [False] * 6 + [True, False], banded
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "video_frame"])
+def test_patch_embedding_gives_dense_tokens_whatever_the_input_strides(layout):
+    """The tokens of the patch embedding are contiguous ``[B, H, W, C]`` on a CPU and the
+    convolution's values, for a contiguous image, a channels-last one and a video frame
+    (``[H, W, 3]`` permuted and unsqueezed: batch stride 3, which torch counts as
+    channels-last but oneDNN answered with channels-first tokens)."""
+    from sam2_fast.modeling.hiera import PatchEmbed
+
+    torch.manual_seed(0)
+    embed = PatchEmbed(16).eval()
+    hwc = torch.randn(64, 48, 3)
+    image = {
+        "contiguous": hwc.permute(2, 0, 1).unsqueeze(0).contiguous(),
+        "channels_last": hwc.permute(2, 0, 1).unsqueeze(0).contiguous(memory_format=torch.channels_last),
+        "video_frame": hwc.permute(2, 0, 1).unsqueeze(0),
+    }[layout]
+    with torch.inference_mode():
+        tokens = embed(image)
+        expected = F.conv2d(hwc.permute(2, 0, 1).unsqueeze(0).contiguous(), embed.proj.weight, embed.proj.bias,
+                            stride=4, padding=3).permute(0, 2, 3, 1)
+    assert tokens.shape == (1, 16, 12, 16) and tokens.is_contiguous()
+    torch.testing.assert_close(tokens, expected, rtol=1e-5, atol=1e-5)

@@ -67,8 +67,13 @@ class PatchEmbed(nn.Module):
         if x.device.type == "cpu":
             # oneDNN's channels-last convolution: the same sums (bit-identical in float32 and
             # bfloat16 on the AMX Xeon) at 1024: 15.5 -> 3.3 ms in bfloat16, and the tokens
-            # come out contiguous [B, H, W, C] (the first block no longer reads strided rows)
-            x = x.contiguous(memory_format=torch.channels_last)
+            # come out contiguous [B, H, W, C] (the first block no longer reads strided rows).
+            # The strides must be the dense ones: a video frame [3, H, W] viewed from [H, W, 3]
+            # and unsqueezed counts as channels-last for torch (batch stride 3), but oneDNN
+            # then writes channels-first tokens (a tracked frame's encoder 487 -> 346 ms)
+            b, c, h, w = x.shape
+            if x.stride() != (c * h * w, 1, w * c, c):
+                x = torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
         return self.proj(x).permute(0, 2, 3, 1)
 
 
