@@ -73,7 +73,7 @@ class PatchEmbed(nn.Module):
             # then writes channels-first tokens (a tracked frame's encoder 487 -> 346 ms)
             b, c, h, w = x.shape
             if x.stride() != (c * h * w, 1, w * c, c):
-                x = torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
+                x = x.clone(memory_format=torch.channels_last)
         return self.proj(x).permute(0, 2, 3, 1)
 
 

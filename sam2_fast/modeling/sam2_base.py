@@ -282,12 +282,12 @@ class SAM2Base(SAMHeads, nn.Module):
         The two high-resolution levels are projected by the decoder's ``conv_s0/conv_s1``
         here once, instead of on every click.
         """
-        backbone_out = self.image_encoder(img_batch)
-        if self.use_high_res_features_in_sam:
-            fpn = backbone_out["backbone_fpn"]
-            fpn[0] = self.sam_mask_decoder.conv_s0(fpn[0])
-            fpn[1] = self.sam_mask_decoder.conv_s1(fpn[1])
-        return backbone_out
+        if not self.use_high_res_features_in_sam:
+            return self.image_encoder(img_batch)
+        # the neck projects them (the op neck_projection: on a CPU in the bfloat16 mode the
+        # neck's lateral and the projection of a level are one product)
+        decoder = self.sam_mask_decoder
+        return self.image_encoder(img_batch, projections={0: decoder.conv_s0, 1: decoder.conv_s1})
 
     def _prepare_backbone_features(self, backbone_out: Dict[str, Any]):
         """Flatten the used levels to sequence-first ``[HW, B, C]``.

@@ -85,11 +85,12 @@ def max_pool_nhwc(x: torch.Tensor, stride: int) -> torch.Tensor:
     (NaN propagates in both), read in place from any strides (a query pooled out of ``qkv``
     is not copied first) and written contiguous; on the AMX Xeon 1.8x faster than torch's
     pooling kernel, which also computes indices (Hiera-T's block 1 shortcut, 256 x 256 x 192
-    bfloat16: 3.6 -> 2.0 ms). Under autograd: ``max_pool2d`` (its gradient goes to one element
-    of a tie, ``maximum``'s is split)."""
+    bfloat16: 3.6 -> 2.0 ms). Under autograd ``max_pool2d`` (its gradient goes to one element
+    of a tie, ``maximum``'s is split), and in traced graphs (an exported graph keeps the
+    pooling op)."""
     if stride == 1:
         return x
-    if x.requires_grad and torch.is_grad_enabled():
+    if (x.requires_grad and torch.is_grad_enabled()) or torch.jit.is_tracing() or torch.compiler.is_compiling():
         return F.max_pool2d(x.permute(0, 3, 1, 2), stride, stride).permute(0, 2, 3, 1)
     h, w = x.shape[1] // stride * stride, x.shape[2] // stride * stride
     views = [x[:, i:h:stride, j:w:stride] for i in range(stride) for j in range(stride)]

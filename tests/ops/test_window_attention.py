@@ -465,3 +465,22 @@ def test_the_shipped_kernel_configurations_are_the_ones_the_presets_launch() -> 
 
     assert sorted(SHIPPED) == window_attention_launches(1024)
     assert window_attention_launches(512) != window_attention_launches(1024)  # the global grid moves
+
+
+@pytest.mark.parametrize("stride", [2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_max_pool_nhwc_is_max_pool2d(stride, dtype):
+    """The strided-maxima pooling gives max_pool2d's values: odd sizes floored, NaN propagated,
+    any input strides (a view out of a wider tensor), contiguous output."""
+    from sam2_fast.ops.window_attention import max_pool_nhwc
+
+    torch.manual_seed(0)
+    wide = torch.randn(2, 10, 11, 12, dtype=dtype)
+    wide[0, 1, 1, 3] = float("nan")  # x[0, 0, 1, 0]: in the first window
+    x = wide[:, 1:, :, 3:9]  # [2, 9, 11, 6], not contiguous
+    with torch.inference_mode():
+        got = max_pool_nhwc(x, stride)
+    expected = F.max_pool2d(x.permute(0, 3, 1, 2), stride, stride).permute(0, 2, 3, 1)
+    assert got.is_contiguous() and got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True)
+    assert torch.isnan(got[0, 0, 0, 0])
