@@ -131,3 +131,22 @@ def test_the_machine_line_names_the_cpu_class_and_both_peaks(monkeypatch) -> Non
     assert "GEMM peak fp32 200 GFLOP/s, bf16 900 GFLOP/s" in line
     assert "ONEDNN_MAX_CPU_ISA=AVX2" in line and "torch threads" in line
     assert any(c in line for c in ("AMX", "AVX512-BF16, no AMX", "no AMX, no AVX512-BF16"))
+
+
+def test_a_slow_gemm_peak_is_measured_at_a_smaller_size(monkeypatch) -> None:
+    """A dtype without a fast kernel (bfloat16 under ONEDNN_MAX_CPU_ISA=AVX2: a 2048^3
+    product ran for minutes) is measured at the largest size whose product fits the budget,
+    and the machine line says which size each peak used."""
+    import sam2_fast.precision as precision
+
+    sizes = []
+
+    def fake_flops(dtype, size, repeats=5, warmup=1):
+        sizes.append(size)
+        return 2e9  # 2 GFLOP/s: a 256^3 product takes 16.8 ms
+    monkeypatch.setattr(precision, "matmul_flops", fake_flops)
+    monkeypatch.setattr(runner, "PEAK_PRODUCT_BUDGET_S", 1.0)
+    flops, size = runner.gemm_peak(torch.bfloat16)
+    assert (flops, size) == (2e9, 512) and sizes == [256, 512]  # 1024^3 would take 1.07 s
+    line = runner.machine_line({"fp32": 200e9, "bf16": 2e9}, {"fp32": 2048, "bf16": 512})
+    assert "(fp32 2048^3, bf16 512^3, median)" in line

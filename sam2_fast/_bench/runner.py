@@ -91,11 +91,22 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1
     return times
 
 
-def gemm_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """Median FLOP/s of a ``size``^3 matrix product in ``dtype`` on the CPU."""
+#: seconds one product of the GEMM peak may take; slower (a dtype with no fast kernel, e.g.
+#: bfloat16 under ONEDNN_MAX_CPU_ISA=AVX2: a 2048^3 product ran for minutes) uses a smaller size
+PEAK_PRODUCT_BUDGET_S = 1.0
+
+
+def gemm_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> tuple[float, int]:
+    """``(median FLOP/s, size)`` of a ``size``^3 matrix product in ``dtype`` on the CPU; the
+    size is halved (down to 256) while one product would take over
+    :data:`PEAK_PRODUCT_BUDGET_S` (estimated from a 256^3 one)."""
     from sam2_fast.precision import matmul_flops
 
-    return matmul_flops(dtype, size, repeats, warmup=2)
+    probe = 256
+    seconds = 2 * probe**3 / matmul_flops(dtype, probe, repeats=1, warmup=1)
+    while size > probe and seconds * (size / probe) ** 3 > PEAK_PRODUCT_BUDGET_S:
+        size //= 2
+    return matmul_flops(dtype, size, repeats, warmup=2), size
 
 
 def _fused_op_flops() -> None:
@@ -515,7 +526,7 @@ def _result(name: str, times: dict[str, list[float]], gflop: float | None = None
 # the table
 
 
-def machine_line(peaks: dict[str, float]) -> str:
+def machine_line(peaks: dict[str, float], sizes: dict[str, int] | None = None) -> str:
     """The machine every figure of a run comes from: CPU model, the flags that decide kernel
     speed (AMX, AVX512-BF16, ...), cores and threads, a oneDNN ISA cap, torch, both GEMM peaks."""
     import os
@@ -531,8 +542,16 @@ def machine_line(peaks: dict[str, float]) -> str:
         f"{cpu['cpu']} ({amx}; flags: {flags}), {cpu['cpus']} CPUs, {torch.get_num_threads()} torch threads"
         + (f", ONEDNN_MAX_CPU_ISA={isa} (emulating an older CPU class for oneDNN)" if isa else "")
         + f"; torch {torch.__version__}, Python {platform.python_version()}; GEMM peak fp32 "
-        f"{peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s (2048^3, median); no GPU used"
+        f"{peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s ({_peak_sizes(sizes)}, median); "
+        "no GPU used"
     )
+
+
+def _peak_sizes(sizes: dict[str, int] | None) -> str:
+    sizes = sizes or {"fp32": 2048, "bf16": 2048}
+    if len(set(sizes.values())) == 1:
+        return f"{next(iter(sizes.values()))}^3"
+    return ", ".join(f"{name} {size}^3" for name, size in sizes.items())
 
 
 def format_table(results: list[Result], peaks: dict[str, float], header: str) -> str:
@@ -578,9 +597,11 @@ def run(only: Iterable[str] = BENCHMARKS, model: str = "sam2.1-hiera-tiny", repe
     if not isinstance(repeats, int) or repeats < 1:
         raise InvalidInputError(f"repeats must be an int >= 1, got {repeats!r}")
     log("measuring the GEMM peak ...")
-    peaks = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
+    measured = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
+    peaks = {name: flops for name, (flops, _) in measured.items()}
     session = Session(model, repeats, with_official, amg_points, log)
     session.peaks = peaks
+    sizes = {name: size for name, (_, size) in measured.items()}
     if not session.has_official:
         log(f"official package: {session.official_error}")
     if tune:
@@ -602,7 +623,7 @@ def run(only: Iterable[str] = BENCHMARKS, model: str = "sam2.1-hiera-tiny", repe
         f"`sam2-fast bench` ({model} on the CPU, same random weights, {repeats} interleaved "
         f"repetitions, medians; {time.strftime('%Y-%m-%d')}). This project's fast mode here: "
         f"{session.fast_name} (compute_dtype='auto'); the official package in fp32 and under bf16 "
-        f"autocast, each fast row against the faster of the two.\n\n{machine_line(peaks)}"
+        f"autocast, each fast row against the faster of the two.\n\n{machine_line(peaks, sizes)}"
     )
     if not session.has_official:
         header += f"\n\nofficial package not measured: {session.official_error}"
