@@ -74,6 +74,25 @@ def test_cpu_gemm_rates_are_measured() -> None:
     assert set(rates) == {torch.float32, torch.bfloat16} and all(r > 0 for r in rates.values())
 
 
+@pytest.mark.parametrize("probe_rate, full_sized", [(2.0, False), (150.0, True)])
+def test_a_clearly_slow_bfloat16_is_not_measured_at_full_size(monkeypatch, probe_rate, full_sized) -> None:
+    """A bfloat16 probe under half the float32 rate is the answer (no seconds-long products on
+    a CPU without a bfloat16 kernel); otherwise bfloat16 is measured at the full size."""
+    calls = []
+
+    def fake(dtype, size, repeats=5, warmup=1):
+        calls.append((dtype, size))
+        if dtype == torch.float32:
+            return 200e9
+        return probe_rate * 1e9 if size == 256 else 400e9
+
+    monkeypatch.setattr(precision, "matmul_flops", fake)
+    rates = precision.cpu_gemm_rates.__wrapped__(1024, 5)
+    assert rates[torch.float32] == 200.0
+    assert rates[torch.bfloat16] == (400.0 if full_sized else probe_rate)
+    assert ((torch.bfloat16, 1024) in calls) == full_sized
+
+
 def test_bad_compute_dtype_leaves_the_model_usable(state_dict) -> None:
     m = model(state_dict)
     with pytest.raises(ValueError, match="compute_dtype"):
