@@ -22,7 +22,7 @@ import functools
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any, Optional, TypeVar, Union
+from typing import Any, Optional, Tuple, TypeVar, Union
 
 import torch
 
@@ -47,17 +47,32 @@ def matmul_flops(dtype: torch.dtype, size: int, repeats: int = 5, warmup: int = 
     return 2 * size**3 / statistics.median(times)
 
 
+def matmul_rate(dtype: torch.dtype, size: int, repeats: int = 5, warmup: int = 1,
+                budget_s: Optional[float] = None) -> Tuple[float, int]:
+    """``(median FLOP/s, size)`` of a ``size``^3 matrix product in ``dtype`` on the CPU. With
+    ``budget_s`` the size is halved (down to 256) while one product, estimated from a 256^3
+    one, would take longer: a dtype without a fast kernel here (bfloat16 under
+    ``ONEDNN_MAX_CPU_ISA=AVX2``: 2 GFLOP/s) is measured in a fraction of a second, not
+    minutes."""
+    if budget_s is not None:
+        probe = 256
+        seconds = 2 * probe**3 / matmul_flops(dtype, probe, repeats=1, warmup=1)
+        while size > probe and seconds * (size / probe) ** 3 > budget_s:
+            size //= 2
+    return matmul_flops(dtype, size, repeats, warmup), size
+
+
+#: seconds one product of :func:`cpu_gemm_rates` may take (``compute_dtype="auto"`` pays it)
+CPU_RATE_BUDGET_S = 0.1
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_gemm_rates(size: int = 1024, repeats: int = 5) -> dict:
-    """Median GFLOP/s of a ``size``^3 float32 and bfloat16 matrix product on this CPU. A
-    bfloat16 product that a 256^3 probe finds under half the float32 rate keeps the probe's
-    rate: the choice is clear, and a CPU without a bfloat16 kernel (2 GFLOP/s under
-    ``ONEDNN_MAX_CPU_ISA=AVX2``) would spend seconds on the full-size products."""
-    fp32 = matmul_flops(torch.float32, size, repeats) / 1e9
-    probe = matmul_flops(torch.bfloat16, 256, repeats=1) / 1e9
-    if probe < 0.5 * fp32:
-        return {torch.float32: fp32, torch.bfloat16: probe}
-    return {torch.float32: fp32, torch.bfloat16: matmul_flops(torch.bfloat16, size, repeats) / 1e9}
+    """Median GFLOP/s of a float32 and a bfloat16 matrix product on this CPU, ``size``^3 or
+    smaller where one product would take over :data:`CPU_RATE_BUDGET_S` (a dtype that slow
+    is far from the other's rate: the choice stays clear)."""
+    return {dtype: matmul_rate(dtype, size, repeats, budget_s=CPU_RATE_BUDGET_S)[0] / 1e9
+            for dtype in (torch.float32, torch.bfloat16)}
 
 
 def resolve_compute_dtype(value: ComputeDtype, device: torch.device) -> Optional[torch.dtype]:

@@ -76,8 +76,9 @@ def test_cpu_gemm_rates_are_measured() -> None:
 
 @pytest.mark.parametrize("probe_rate, full_sized", [(2.0, False), (150.0, True)])
 def test_a_clearly_slow_bfloat16_is_not_measured_at_full_size(monkeypatch, probe_rate, full_sized) -> None:
-    """A bfloat16 probe under half the float32 rate is the answer (no seconds-long products on
-    a CPU without a bfloat16 kernel); otherwise bfloat16 is measured at the full size."""
+    """A bfloat16 product that would take over CPU_RATE_BUDGET_S at full size is measured at
+    a smaller one (no seconds-long products on a CPU without a bfloat16 kernel); otherwise
+    bfloat16 is measured at the full size."""
     calls = []
 
     def fake(dtype, size, repeats=5, warmup=1):

@@ -46,6 +46,7 @@ import torch
 
 from sam2_fast._bench import BENCHMARKS
 from sam2_fast.errors import InvalidInputError
+from sam2_fast.precision import matmul_rate
 
 IMAGE_HW = (720, 1280)
 VIDEO_HW = (384, 512)
@@ -97,16 +98,9 @@ PEAK_PRODUCT_BUDGET_S = 1.0
 
 
 def gemm_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> tuple[float, int]:
-    """``(median FLOP/s, size)`` of a ``size``^3 matrix product in ``dtype`` on the CPU; the
-    size is halved (down to 256) while one product would take over
-    :data:`PEAK_PRODUCT_BUDGET_S` (estimated from a 256^3 one)."""
-    from sam2_fast.precision import matmul_flops
-
-    probe = 256
-    seconds = 2 * probe**3 / matmul_flops(dtype, probe, repeats=1, warmup=1)
-    while size > probe and seconds * (size / probe) ** 3 > PEAK_PRODUCT_BUDGET_S:
-        size //= 2
-    return matmul_flops(dtype, size, repeats, warmup=2), size
+    """``(median FLOP/s, size)`` of a ``size``^3 matrix product in ``dtype`` on the CPU, or of
+    a smaller one where a product would take over :data:`PEAK_PRODUCT_BUDGET_S`."""
+    return matmul_rate(dtype, size, repeats, warmup=2, budget_s=PEAK_PRODUCT_BUDGET_S)
 
 
 def _fused_op_flops() -> None:

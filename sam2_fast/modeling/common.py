@@ -55,6 +55,8 @@ class MLP(nn.Module):
 FF_BAND_BYTES = 8 << 20
 #: the band sizes the tuner compares, as multiples of :data:`FF_BAND_BYTES`
 FF_BAND_SCALES = {"banded": 1, "banded_x4": 4}
+#: bytes of bfloat16 hidden activation per band of the ``onednn_lut`` backend
+LUT_BAND_BYTES = 16 << 20
 
 
 def feed_forward(
@@ -168,11 +170,19 @@ def _ff_compute_dtype(x: torch.Tensor, first: nn.Module):
     return autocast_weight_dtype(x, first.weight) or x.dtype
 
 
-def _ff_onednn_refusal(x, first, act, second, batch_first=True):
+def _onednn_refusal(x: torch.Tensor) -> str | None:
+    """Why oneDNN's fused linear cannot take ``x`` (no such kernel in this torch, not a CPU)."""
     if _ONEDNN_LINEAR is None or not torch.backends.mkldnn.is_available():
         return "this torch has no oneDNN (mkldnn) fused linear kernel"
     if x.device.type != "cpu":
         return "oneDNN runs on the CPU"
+    return None
+
+
+def _ff_onednn_refusal(x, first, act, second, batch_first=True):
+    reason = _onednn_refusal(x)
+    if reason is not None:
+        return reason
     if in_place(act) not in _ONEDNN_POST_OPS:
         return f"activation {act} has no oneDNN post-op here (ReLU and exact GELU do)"
     if _ff_compute_dtype(x, first) != torch.bfloat16:
@@ -188,7 +198,13 @@ def _ff_lut_refusal(x, first, act, second, batch_first=True):
         return reason
     if in_place(act) is not _gelu_:
         return "the table is for exact GELU (ReLU is a free oneDNN post-op)"
-    reason = extension_refusal("cpu", x=x)
+    return _lookup_refusal()
+
+
+@functools.lru_cache(maxsize=None)
+def _lookup_refusal() -> str | None:
+    """Why this process cannot look bfloat16 values up fast (``x`` is on the CPU already)."""
+    reason = extension_refusal("cpu")
     if reason is not None:
         return reason
     if not hasattr(torch.ops.sam2_fast, "lookup_bf16_"):
@@ -224,10 +240,6 @@ def _ff_onednn_lut(x, first, act, second, batch_first=True):
     # (Hiera-T's first MLP whole, 65 536 x 96 -> 384: 24 ms, in bands of 16 MiB: 11 ms)
     band = max(64, LUT_BAND_BYTES // (2 * first.out_features) // 64 * 64)
     return _in_row_bands(x, batch_first, band, rows)
-
-
-#: bytes of bfloat16 hidden activation per band of :func:`_ff_onednn_lut`
-LUT_BAND_BYTES = 16 << 20
 
 
 def _ff_weights(first: nn.Module, second: nn.Module):
@@ -408,10 +420,9 @@ class Linear(nn.Linear):
 
 
 def _linear_onednn_refusal(x: torch.Tensor, layer: nn.Module) -> str | None:
-    if _ONEDNN_LINEAR is None or not torch.backends.mkldnn.is_available():
-        return "this torch has no oneDNN (mkldnn) fused linear kernel"
-    if x.device.type != "cpu":
-        return "oneDNN runs on the CPU"
+    reason = _onednn_refusal(x)
+    if reason is not None:
+        return reason
     if autocast_weight_dtype(x, layer.weight) != torch.bfloat16:
         return "for the bfloat16 fast mode under autocast (float32 keeps torch's products)"
     return None

@@ -48,14 +48,6 @@ __all__ = [
 ]
 
 
-def _pool_nhwc(x: torch.Tensor, pool: Optional[nn.Module]) -> torch.Tensor:
-    """Apply the block's max-pooling (kernel = stride, validated by :func:`_square_stride`) to a
-    ``[B, H, W, C]`` tensor."""
-    if pool is None:
-        return x
-    return max_pool_nhwc(x, _square_stride(pool))
-
-
 class PatchEmbed(nn.Module):
     """7x7 stride-4 convolution, ``[B, 3, H, W] -> [B, H/4, W/4, C]``."""
 
@@ -240,7 +232,7 @@ class MultiScaleBlock(nn.Module):
             dtype = autocast_weight_dtype(x, self.proj.weight)
             if dtype is not None and x.dtype == torch.float32:
                 x = x.to(dtype)
-            shortcut = _pool_nhwc(self.proj(x), self.pool)
+            shortcut = max_pool_nhwc(self.proj(x), self.attn.q_stride)  # self.pool's stride
 
         # windowing, query pooling and un-partitioning happen inside the fused attention op
         x = self.attn(x)
