@@ -6,7 +6,9 @@
 // read: channel pairs interleaved, [dim / 2][keys][2]), and the values as the right operand of
 // P V ([keys / 2][dim_v][2] for bfloat16). Then each block of q_block queries (rotated into a
 // small buffer) runs over the key blocks: S = Q K^T (float32), running row maxima and sums,
-// P = exp(S * scale - max) rounded to the inputs' dtype, O = O * correction + P V (float32).
+// P = exp(S * scale - max) rounded to the inputs' dtype, O = O * correction + P V (float32);
+// after a row's first key block the max is the running one, re-taken only when a block's scores
+// rise far above it (attention_simd.inc: softmax_row).
 // A last key block shorter than kv_block is padded to an even length with zero keys whose
 // weights are 0.
 //

@@ -162,6 +162,29 @@ def test_cpp_blocks_padding_and_thread_modes(case, q_block, kv_block, dtype):
 
 @needs_cpp
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("jump", [-200.0, 10.0, 30.0, 60.0, 200.0])
+def test_cpp_rescales_when_later_keys_score_far_higher(jump, dtype):
+    """After a row's first key block the kernel exponentiates against the running maximum and
+    re-takes it only when a block's scores rise more than 2^32 above it: every score of the keys
+    after the first block shifted by `jump` (natural-log units; one channel, constant in the
+    queries, carries it), up or down, gives the same attention."""
+    q, k, v, cos, sin = _inputs(b=1, side=8, frames=3, num_exclude=4, dtype=torch.float32)
+    scale = 1 / math.sqrt(q.shape[-1])
+    q[..., 0] = 1.0
+    k[..., 0] = 0.0
+    k[:, :, 16:-4, 0] = jump / scale  # keys 16.. (after the first block of 16), not the last 4
+    q, k, v = (x.to(dtype) for x in (q, k, v))
+    out = torch.ops.sam2_fast.flash_attention(q, k, v, None, None, 0, scale, 16, 16)
+    expected = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(), scale=scale)
+    assert torch.isfinite(out).all()
+    # a float32 score of size |jump| is itself rounded by about |jump| 2^-24: weights that far
+    # apart cannot be closer than that in any float32 attention
+    tolerance = TOLERANCE[dtype] + abs(jump) * 2.0**-21
+    assert (out.double() - expected).abs().max() / expected.abs().max() < tolerance
+
+
+@needs_cpp
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cpp_reads_strided_inputs_and_plain_attention(dtype):
     """Head-major storage read through strides (as _separate_heads makes it), and attention
     without rotation (no cos / sin) against SDPA."""
