@@ -39,6 +39,7 @@
 #include "attention.h"
 #include "boxes.h"
 #include "connected_components.h"
+#include "layer_norm.h"
 #include "lookup.h"
 #include "rle.h"
 #include "upsample.h"
@@ -617,6 +618,72 @@ at::Tensor lookup_bf16_(at::Tensor values, const at::Tensor& table) {
 bool lookup_bf16_vectorized() { return lookup_u16_is_vectorized(); }
 
 // ---------------------------------------------------------------------------------------------
+// layer_norm_bf16(x, weight, bias, eps) -> normed and add_layer_norm_bf16(x, delta, weight, bias,
+// eps) -> (x + delta, normed): LayerNorm over the last dim of a contiguous float32 or bfloat16
+// CPU tensor, rounded to bfloat16, after a residual add for the second (delta float32 or
+// bfloat16, x's shape; the sum in torch's promoted dtype: bfloat16 only when both are)
+// (layer_norm.h)
+
+bool is_ln_dtype(const at::Tensor& t) {
+  return t.scalar_type() == at::kFloat || t.scalar_type() == at::kBFloat16;
+}
+
+void check_layer_norm_args(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                           const at::Tensor& bias) {
+  SAM2_CHECK_VALUE(x.device().is_cpu() && is_ln_dtype(x) && x.is_contiguous() && x.dim() >= 1, op,
+                   ": x must be a contiguous float32 or bfloat16 CPU tensor, got ", x.scalar_type(),
+                   " on ", x.device().str(), x.is_contiguous() ? "" : " (not contiguous)");
+  const int64_t c = x.size(-1);
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"weight", &weight},
+                                std::pair<const char*, const at::Tensor*>{"bias", &bias}}) {
+    SAM2_CHECK_VALUE(t->device().is_cpu() && t->scalar_type() == at::kFloat && t->dim() == 1 &&
+                         t->size(0) == c && t->is_contiguous(),
+                     op, ": ", name, " must be a contiguous float32 CPU tensor of ", std::to_string(c),
+                     " (x's last dim), got ", t->scalar_type(), " ", t->sizes());
+  }
+}
+
+at::Tensor run_layer_norm(const at::Tensor& x, const at::Tensor* delta, at::Tensor* sum,
+                          const at::Tensor& weight, const at::Tensor& bias, double eps) {
+  at::Tensor normed = at::empty(x.sizes(), x.options().dtype(at::kBFloat16));
+  const int64_t c = x.size(-1);
+  const int64_t rows = c == 0 ? 0 : x.numel() / c;
+  const bool x_bf16 = x.scalar_type() == at::kBFloat16;
+  const bool delta_bf16 = delta != nullptr && delta->scalar_type() == at::kBFloat16;
+  const bool sum_bf16 = x_bf16 && (delta == nullptr || delta_bf16);
+  add_layer_norm_bf16(x.const_data_ptr(), x_bf16, delta == nullptr ? nullptr : delta->const_data_ptr(),
+                      delta_bf16, sum == nullptr ? nullptr : sum->mutable_data_ptr(), sum_bf16,
+                      reinterpret_cast<uint16_t*>(normed.mutable_data_ptr<at::BFloat16>()), rows, c,
+                      weight.const_data_ptr<float>(), bias.const_data_ptr<float>(),
+                      static_cast<float>(eps));
+  return normed;
+}
+
+at::Tensor layer_norm_bf16_cpu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                               double eps) {
+  check_layer_norm_args("layer_norm_bf16", x, weight, bias);
+  return run_layer_norm(x, nullptr, nullptr, weight, bias, eps);
+}
+
+std::tuple<at::Tensor, at::Tensor> add_layer_norm_bf16_cpu(const at::Tensor& x, const at::Tensor& delta,
+                                                           const at::Tensor& weight,
+                                                           const at::Tensor& bias, double eps) {
+  constexpr const char* op = "add_layer_norm_bf16";
+  check_layer_norm_args(op, x, weight, bias);
+  SAM2_CHECK_VALUE(delta.device().is_cpu() && is_ln_dtype(delta) && delta.is_contiguous() &&
+                       delta.sizes() == x.sizes(),
+                   op, ": delta must be a contiguous float32 or bfloat16 CPU tensor of x's shape ",
+                   x.sizes(), ", got ", delta.scalar_type(), " ", delta.sizes(),
+                   delta.is_contiguous() ? "" : " (not contiguous)");
+  const bool both_bf16 = x.scalar_type() == at::kBFloat16 && delta.scalar_type() == at::kBFloat16;
+  at::Tensor sum = at::empty(x.sizes(), x.options().dtype(both_bf16 ? at::kBFloat16 : at::kFloat));
+  at::Tensor normed = run_layer_norm(x, &delta, &sum, weight, bias, eps);
+  return {sum, normed};
+}
+
+bool add_layer_norm_vectorized() { return add_layer_norm_is_vectorized(); }
+
+// ---------------------------------------------------------------------------------------------
 // parallel_threads(tasks) -> how many of torch's threads ran a share of `tasks` one-item tasks
 // through at::parallel_for, as every C++ op here splits its work (1 = serial)
 
@@ -804,6 +871,11 @@ TORCH_LIBRARY(sam2_fast, m) {
   // an elementwise function of bfloat16 values as a 65 537-entry table, in place (lookup.h)
   m.def("lookup_bf16_(Tensor(a!) values, Tensor table) -> Tensor(a!)");
   m.def("lookup_bf16_vectorized() -> bool");
+  // LayerNorm over the last dim of float32 rows to bfloat16, after a residual add for the second
+  // (layer_norm.h)
+  m.def("layer_norm_bf16(Tensor x, Tensor weight, Tensor bias, float eps) -> Tensor");
+  m.def("add_layer_norm_bf16(Tensor x, Tensor delta, Tensor weight, Tensor bias, float eps) -> (Tensor, Tensor)");
+  m.def("add_layer_norm_vectorized() -> bool");
   // the mask decoder's upscaler for prompts sharing an image (upscale_masks_cpu in ops.cpp)
   m.def(
       "upscale_masks(Tensor base, Tensor left, Tensor right, Tensor shared, Tensor scales, "
@@ -822,6 +894,8 @@ TORCH_LIBRARY_IMPL(sam2_fast, CPU, m) {
   m.impl("upscale_masks", &sam2_fast::upscale_masks_cpu);
   m.impl("flash_attention", &sam2_fast::flash_attention_cpu);
   m.impl("lookup_bf16_", &sam2_fast::lookup_bf16_);
+  m.impl("layer_norm_bf16", &sam2_fast::layer_norm_bf16_cpu);
+  m.impl("add_layer_norm_bf16", &sam2_fast::add_layer_norm_bf16_cpu);
 }
 
 // no tensor argument: the op is called without dispatch keys
@@ -829,6 +903,7 @@ TORCH_LIBRARY_IMPL(sam2_fast, CompositeExplicitAutograd, m) {
   m.impl("parallel_threads", &sam2_fast::parallel_threads);
   m.impl("flash_attention_unsupported", &sam2_fast::flash_attention_unsupported);
   m.impl("lookup_bf16_vectorized", &sam2_fast::lookup_bf16_vectorized);
+  m.impl("add_layer_norm_vectorized", &sam2_fast::add_layer_norm_vectorized);
 }
 
 #ifdef SAM2_FAST_WITH_CUDA

@@ -36,7 +36,7 @@ def _block(dim=16, dim_out=16, heads=2, q_stride=None, window=4, seed=0) -> Mult
 
 def _whole_and_bands(block, x):
     calls = []
-    hook = block.norm1.register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape)))
+    hook = block.attn.register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape)))
     try:
         with torch.inference_mode():
             got = block(x)

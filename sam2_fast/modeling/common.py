@@ -522,3 +522,69 @@ def _tiled_conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias) -> torc
         y = torch.baddbmm(bias.repeat_interleave(kh * kw).view(1, 1, -1), rows, cols.expand(b, -1, -1))
     tiles = y.view(b, h, w, co, kh, kw).permute(0, 3, 1, 4, 2, 5)  # [B, Co, H, kh, W, kw]
     return tiles.contiguous().view(b, co, h * kh, w * kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# a residual add and the LayerNorm of its result, an op: torch's add, LayerNorm and cast (three
+# passes over the token stream), or one C++ pass under bfloat16 autocast
+
+
+def residual_norm(norm: nn.Module, x: torch.Tensor, delta: torch.Tensor | None = None):
+    """``s = x + delta`` (``x`` when ``delta`` is None) and ``norm(s)``, the latter in the dtype
+    the next product reads under autocast (the one a kept weight copy would have; the input's
+    otherwise). Returns ``(s, normed)``; ``s`` is a new tensor when ``delta`` is given."""
+    return residual_norm_op(norm, x, delta)
+
+
+def _residual_norm_reference(norm: nn.Module, x: torch.Tensor, delta: torch.Tensor | None):
+    s = x if delta is None else x + delta
+    normed = norm(s)
+    dtype = autocast_weight_dtype(normed, norm.weight) if isinstance(norm, nn.LayerNorm) and norm.weight is not None else None
+    return s, normed if dtype is None or normed.dtype == dtype else normed.to(dtype)
+
+
+def _residual_norm_cpp_refusal(norm: nn.Module, x: torch.Tensor, delta: torch.Tensor | None) -> str | None:
+    if not isinstance(norm, nn.LayerNorm) or norm.weight is None or norm.bias is None or len(norm.normalized_shape) != 1:
+        return "the norm is not a LayerNorm over the last dim with a weight and a bias"
+    if autocast_weight_dtype(x, norm.weight) != torch.bfloat16:
+        return "the exact float32 mode (and autograd) keeps torch's LayerNorm"
+    reason = extension_refusal("cpu", x=x)
+    if reason is not None:
+        return reason
+    tensors = {"x": x} if delta is None else {"x": x, "delta": delta}
+    for name, t in tensors.items():
+        if t.dtype not in (torch.float32, torch.bfloat16) or not t.is_contiguous():
+            return f"{name} is {t.dtype}{'' if t.is_contiguous() else ', not contiguous'}: the kernel reads contiguous float32 / bfloat16 rows"
+    if delta is not None and delta.shape != x.shape:
+        return f"delta {list(delta.shape)} is not x's shape {list(x.shape)} (no broadcasting)"
+    if x.shape[-1] != norm.normalized_shape[0] or norm.weight.dtype != torch.float32 or norm.bias.dtype != torch.float32:
+        return "the norm's float32 weights must match x's last dim"
+    return None
+
+
+def _residual_norm_cpp(norm: nn.Module, x: torch.Tensor, delta: torch.Tensor | None):
+    """One pass per row in C++ (csrc/layer_norm.cpp): the add (float32, or bfloat16 when both
+    inputs are, as torch rounds it), the LayerNorm of the sum in float32, the result rounded to
+    bfloat16 -- bit-equal sums; normed values one bfloat16 ulp from torch's in about 3 of 10^5
+    (the row statistics summed in another order)."""
+    if delta is None:
+        return x, torch.ops.sam2_fast.layer_norm_bf16(x, norm.weight, norm.bias, norm.eps)
+    return torch.ops.sam2_fast.add_layer_norm_bf16(x, delta, norm.weight, norm.bias, norm.eps)
+
+
+def _residual_norm_shape_class(norm: nn.Module, x: torch.Tensor, delta: torch.Tensor | None) -> str:
+    dtype = str(x.dtype).removeprefix("torch.")
+    added = "" if delta is None else " + " + str(delta.dtype).removeprefix("torch.")
+    return f"{dtype}{added} {size_class(x.numel() // max(x.shape[-1], 1))} rows x {x.shape[-1]}"
+
+
+def _residual_norm_example(device: str) -> tuple:
+    """Hiera-T's first block at image size 1024: its float32 stream plus the attention's
+    bfloat16 output, normalised over 96 channels."""
+    with torch.device(device):
+        return nn.LayerNorm(96, eps=1e-6), torch.zeros(1, 256, 256, 96), torch.zeros(1, 256, 256, 96, dtype=torch.bfloat16)
+
+
+residual_norm_op = Op("residual_norm", example=_residual_norm_example, shape_class=_residual_norm_shape_class, kind="model")
+residual_norm_op.add_backend("cpp", _residual_norm_cpp, _residual_norm_cpp_refusal)
+residual_norm_op.add_backend("reference", _residual_norm_reference)

@@ -22,6 +22,7 @@ from sam2_fast.modeling.common import (
     autocast_weight_dtype,
     kept_across_calls,
     kept_bias,
+    residual_norm,
 )
 from sam2_fast.modeling.config import HieraConfig
 from sam2_fast.ops._dispatch import Op
@@ -225,7 +226,9 @@ class MultiScaleBlock(nn.Module):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x  # [B, H, W, C]
-        x = self.norm1(x)
+        # the norms (with the residual add before the second) as the op residual_norm: under
+        # autocast on a CPU one pass that writes the normalised tokens in the products' dtype
+        x = residual_norm(self.norm1, x)[1]
         if self.dim != self.dim_out:
             # two products read the normalised tokens: under autocast cast them once (the
             # cast each product would make; Hiera-T's block 1: one 12 MB copy less)
@@ -235,9 +238,11 @@ class MultiScaleBlock(nn.Module):
             shortcut = max_pool_nhwc(self.proj(x), self.attn.q_stride)  # self.pool's stride
 
         # windowing, query pooling and un-partitioning happen inside the fused attention op
-        x = self.attn(x)
-        x = shortcut + x
-        return x + self.mlp(self.norm2(x))
+        x, normed = residual_norm(self.norm2, shortcut, self.attn(x))
+        out = self.mlp(normed)
+        if torch.is_grad_enabled():
+            return x + out
+        return x.add_(out)  # x is the new sum: in place saves a stream-sized allocation
 
 
 # ---------------------------------------------------------------------------------------------
