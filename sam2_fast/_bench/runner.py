@@ -120,6 +120,11 @@ def _fused_op_flops() -> None:
         b, h, nq, d = q_shape
         return 2 * b * h * nq * k_shape[2] * (d + v_shape[3])
 
+    @register_flop_formula(ops.attention)
+    def _plain(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+        b, h, nq, d = q_shape
+        return 2 * b * h * nq * k_shape[2] * (d + v_shape[3])
+
     @register_flop_formula(ops.window_attention)
     def _window(qkv_shape, num_heads, window_size, q_stride=1, *args, out_shape=None, **kwargs) -> int:
         b, hh, ww, c3 = qkv_shape

@@ -14,6 +14,7 @@ from sam2_fast.modeling.common import MLP, Linear, kept_across_calls
 from sam2_fast.modeling.position_encoding import axial_rope_cos_sin
 from sam2_fast.ops._dispatch import Op
 from sam2_fast.ops._tuning import size_class
+from sam2_fast.ops.attention import attention
 from sam2_fast.ops.rope_attention import rope_attention, rotate_tokens
 
 
@@ -59,8 +60,10 @@ class Attention(nn.Module):
         q = self._separate_heads(self.q_proj(q))
         k = self._separate_heads(self.k_proj(k))
         v = self._separate_heads(self.v_proj(v))
-        dropout_p = self.dropout_p if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+        if self.training and self.dropout_p > 0:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout_p)
+        else:  # the op attention: torch's SDPA or, on a CPU, the C++ flash attention (measured)
+            out = attention(q, k, v)
         return self.out_proj(self._recombine_heads(out))
 
 

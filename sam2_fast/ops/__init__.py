@@ -17,6 +17,7 @@ from sam2_fast.ops._dispatch import (
     use_backend,
 )
 from sam2_fast.ops._tuning import tuning
+from sam2_fast.ops.attention import attention
 from sam2_fast.ops.boxes import box_nms, masks_to_boxes
 from sam2_fast.ops.connected_components import connected_components, fill_holes_and_sprinkles
 from sam2_fast.ops.rope_attention import rope_attention
@@ -37,6 +38,7 @@ __all__ = [
     "BackendError",
     "Op",
     "UpsampledMasks",
+    "attention",
     "box_nms",
     "connected_components",
     "fill_holes_and_sprinkles",
