@@ -152,24 +152,26 @@ def test_blocked_matches_the_reference(monkeypatch, name: str, dtype: torch.dtyp
     torch.testing.assert_close(out.float(), expected, **BLOCKED_TOLERANCES[dtype])
 
 
+@pytest.mark.parametrize("backend", ["cpp", "cpp_q128"])
 @pytest.mark.parametrize("dtype", list(BLOCKED_TOLERANCES), ids=["fp32", "bf16"])
 @pytest.mark.parametrize("name", [*CASES, *("banded: " + n for n in ("window4, last band padded, 2 images", "window4 pooled, padded"))])
-def test_cpp_matches_the_reference(monkeypatch, name: str, dtype: torch.dtype) -> None:
-    """The C++ flash kernel inside the reference's partition / pooling, windowed and global,
-    on bands; where it cannot run (no AVX-512), its refusal is explained and never chosen."""
+def test_cpp_matches_the_reference(monkeypatch, name: str, dtype: torch.dtype, backend: str) -> None:
+    """The C++ flash kernel (blocks of 256 or 128 queries) inside the reference's partition /
+    pooling, windowed and global, on bands; where it cannot run (no AVX-512), its refusal is
+    explained and never chosen."""
     banded = name.startswith("banded: ")
     case = BANDED_CASES[name.removeprefix("banded: ")] if banded else CASES[name]
     module = importlib.import_module("sam2_fast.ops.window_attention")
     if banded:  # one window row per band
         monkeypatch.setattr(module, "BAND_BYTES", 1)
     qkv, bias = make_qkv(case, dtype)
-    reason = get_op(OP).backend("cpp").supports(qkv, *op_args(case), bias)
+    reason = get_op(OP).backend(backend).supports(qkv, *op_args(case), bias)
     if reason is not None:
-        assert get_op(OP).explain(qkv, *op_args(case), bias)["cpp"] == reason
-        assert get_op(OP).select(qkv, *op_args(case), bias).name != "cpp"
+        assert get_op(OP).explain(qkv, *op_args(case), bias)[backend] == reason
+        assert get_op(OP).select(qkv, *op_args(case), bias).name != backend
         return
     expected = window_attention_reference(qkv.float(), *op_args(case), bias.float())
-    with use_backend("cpp", op=OP):
+    with use_backend(backend, op=OP):
         out = window_attention(qkv, *op_args(case), bias)
     assert out.dtype == dtype and out.shape == expected.shape
     torch.testing.assert_close(out.float(), expected, **BLOCKED_TOLERANCES[dtype])
