@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import List, Optional, Union
 
+import torch
 from torch import Tensor, nn
 
 from sam2_fast.errors import InvalidInputError
-from sam2_fast.modeling.common import Linear, activation_fn, feed_forward
+from sam2_fast.modeling.common import Linear, activation_fn, autocast_weight_dtype, feed_forward, residual_norm
 from sam2_fast.modeling.transformer import RoPEAttention
 
 
@@ -51,7 +52,31 @@ class MemoryAttentionLayer(nn.Module):
     def _forward_sa(self, tgt: Tensor, query_pos: Optional[Tensor]) -> Tensor:
         tgt2 = self.norm1(tgt)
         q = k = tgt2 + query_pos if self.pos_enc_at_attn else tgt2
+        dtype = autocast_weight_dtype(q, self.self_attn.q_proj.weight)
+        if dtype is not None and q.dtype == torch.float32:
+            q = k = q.to(dtype)  # the cast q_proj and k_proj would each make, made once
         return tgt + self.dropout1(self.self_attn(q, k, v=tgt2))
+
+    def _cross_attention(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        query_pos: Optional[Tensor],
+        pos: Optional[Tensor],
+        num_k_exclude_rope: int = 0,
+        memory_keys: Optional[Tensor] = None,
+    ) -> Tensor:
+        """The cross-attention's output (before the residual); ``memory_keys``: ``memory +
+        pos`` (or ``memory``) made once for every layer by :class:`MemoryAttention`."""
+        tgt2 = self.norm2(tgt)
+        if memory_keys is None:
+            memory_keys = memory + pos if self.pos_enc_at_cross_attn_keys else memory
+        return self.cross_attn_image(
+            q=tgt2 + query_pos if self.pos_enc_at_cross_attn_queries else tgt2,
+            k=memory_keys,
+            v=memory,
+            num_k_exclude_rope=num_k_exclude_rope,
+        )
 
     def _forward_ca(
         self,
@@ -61,14 +86,7 @@ class MemoryAttentionLayer(nn.Module):
         pos: Optional[Tensor],
         num_k_exclude_rope: int = 0,
     ) -> Tensor:
-        tgt2 = self.norm2(tgt)
-        tgt2 = self.cross_attn_image(
-            q=tgt2 + query_pos if self.pos_enc_at_cross_attn_queries else tgt2,
-            k=memory + pos if self.pos_enc_at_cross_attn_keys else memory,
-            v=memory,
-            num_k_exclude_rope=num_k_exclude_rope,
-        )
-        return tgt + self.dropout2(tgt2)
+        return tgt + self.dropout2(self._cross_attention(tgt, memory, query_pos, pos, num_k_exclude_rope))
 
     def forward(
         self,
@@ -77,14 +95,19 @@ class MemoryAttentionLayer(nn.Module):
         pos: Optional[Tensor] = None,
         query_pos: Optional[Tensor] = None,
         num_k_exclude_rope: int = 0,
+        memory_keys: Optional[Tensor] = None,
     ) -> Tensor:
         tgt = self._forward_sa(tgt, query_pos)
-        tgt = self._forward_ca(tgt, memory, query_pos, pos, num_k_exclude_rope)
         if self.training:
+            tgt = tgt + self.dropout2(self._cross_attention(tgt, memory, query_pos, pos, num_k_exclude_rope, memory_keys))
             tgt2 = self.linear2(self.dropout(self.activation(self.linear1(self.norm3(tgt)))))
-        else:  # dropout is the identity
-            tgt2 = feed_forward(self.norm3(tgt), self.linear1, self.activation, self.linear2, batch_first=False)
-        return tgt + self.dropout3(tgt2)
+            return tgt + self.dropout3(tgt2)
+        # dropout is the identity: the residual add and norm3 as the op residual_norm (one
+        # pass under autocast on a CPU), the last residual in place (no autograd: a new sum)
+        attended = self._cross_attention(tgt, memory, query_pos, pos, num_k_exclude_rope, memory_keys)
+        tgt, normed = residual_norm(self.norm3, tgt, attended)
+        tgt2 = feed_forward(normed, self.linear1, self.activation, self.linear2, batch_first=False)
+        return tgt + tgt2 if torch.is_grad_enabled() else tgt.add_(tgt2)
 
 
 class MemoryAttention(nn.Module):
@@ -135,6 +158,7 @@ class MemoryAttention(nn.Module):
             curr_pos = curr_pos.transpose(0, 1) if curr_pos is not None else None
             memory = memory.transpose(0, 1)
             memory_pos = memory_pos.transpose(0, 1) if memory_pos is not None else None
+        memory, memory_keys = self._shared_memory_inputs(memory, memory_pos)
         for layer in self.layers:
             output = layer(
                 tgt=output,
@@ -142,8 +166,34 @@ class MemoryAttention(nn.Module):
                 pos=memory_pos,
                 query_pos=curr_pos,
                 num_k_exclude_rope=num_obj_ptr_tokens,
+                **({} if memory_keys is None else {"memory_keys": memory_keys}),
             )
         normed = self.norm(output)
         if self.batch_first:
             normed = normed.transpose(0, 1)
         return normed
+
+    def _shared_memory_inputs(self, memory: Tensor, memory_pos: Optional[Tensor]):
+        """``(memory, memory_keys)`` for every layer: when all layers add the position to their
+        keys, ``memory + memory_pos`` once (else None: each layer makes its own); under autocast,
+        both cast once to the dtype each layer's projections would cast them to (the same
+        values; four layers, one cast)."""
+        layers = list(self.layers)
+        if not layers or not all(type(layer) is MemoryAttentionLayer for layer in layers):  # noqa: E721
+            return memory, None
+        keys = None
+        if memory_pos is not None and all(layer.pos_enc_at_cross_attn_keys for layer in layers):
+            keys = memory + memory_pos
+        elif not any(layer.pos_enc_at_cross_attn_keys for layer in layers):
+            keys = memory
+        attn = layers[0].cross_attn_image
+        dtype = autocast_weight_dtype(memory, attn.k_proj.weight)
+        if dtype is None or torch.is_grad_enabled():
+            return memory, keys
+        if keys is not None and keys.dtype == torch.float32:
+            keys = keys.to(dtype)
+        # the values: the narrow algebra casts them to the queries' dtype, the official one
+        # feeds them to v_proj, which casts them the same way
+        if memory.dtype == torch.float32:
+            memory = memory.to(dtype)
+        return memory, keys
