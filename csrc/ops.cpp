@@ -41,6 +41,7 @@
 #include "connected_components.h"
 #include "layer_norm.h"
 #include "lookup.h"
+#include "pool.h"
 #include "rle.h"
 #include "upsample.h"
 
@@ -684,6 +685,26 @@ std::tuple<at::Tensor, at::Tensor> add_layer_norm_bf16_cpu(const at::Tensor& x, 
 bool add_layer_norm_vectorized() { return add_layer_norm_is_vectorized(); }
 
 // ---------------------------------------------------------------------------------------------
+// max_pool_nhwc(x, stride) -> [B, H / stride, W / stride, C]: max pooling with kernel = stride of
+// a channels-last float32 / bfloat16 CPU tensor [B, H, W, C] (channels contiguous, other strides
+// any; sizes floored), NaN propagating (pool.h)
+
+at::Tensor max_pool_nhwc_cpu(const at::Tensor& x, int64_t stride) {
+  constexpr const char* op = "max_pool_nhwc";
+  SAM2_CHECK_VALUE(x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16) &&
+                       x.dim() == 4 && (x.size(3) <= 1 || x.stride(3) == 1),
+                   op, ": x must be a float32 or bfloat16 CPU tensor [B, H, W, C] with contiguous channels, got ",
+                   x.scalar_type(), " ", x.sizes(), " on ", x.device().str());
+  SAM2_CHECK_VALUE(stride >= 1, op, ": stride must be >= 1, got ", std::to_string(stride));
+  const int64_t out_h = x.size(1) / stride, out_w = x.size(2) / stride;
+  at::Tensor out = at::empty({x.size(0), out_h, out_w, x.size(3)}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  if (out.numel() == 0) return out;
+  max_pool_nhwc(x.const_data_ptr(), x.scalar_type() == at::kBFloat16, x.size(0), out_h, out_w, x.size(3),
+                stride, x.stride(0), x.stride(1), x.stride(2), out.mutable_data_ptr());
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
 // parallel_threads(tasks) -> how many of torch's threads ran a share of `tasks` one-item tasks
 // through at::parallel_for, as every C++ op here splits its work (1 = serial)
 
@@ -876,6 +897,8 @@ TORCH_LIBRARY(sam2_fast, m) {
   m.def("layer_norm_bf16(Tensor x, Tensor weight, Tensor bias, float eps) -> Tensor");
   m.def("add_layer_norm_bf16(Tensor x, Tensor delta, Tensor weight, Tensor bias, float eps) -> (Tensor, Tensor)");
   m.def("add_layer_norm_vectorized() -> bool");
+  // max pooling (kernel = stride) of a channels-last map read through its strides (pool.h)
+  m.def("max_pool_nhwc(Tensor x, int stride) -> Tensor");
   // the mask decoder's upscaler for prompts sharing an image (upscale_masks_cpu in ops.cpp)
   m.def(
       "upscale_masks(Tensor base, Tensor left, Tensor right, Tensor shared, Tensor scales, "
@@ -896,6 +919,7 @@ TORCH_LIBRARY_IMPL(sam2_fast, CPU, m) {
   m.impl("lookup_bf16_", &sam2_fast::lookup_bf16_);
   m.impl("layer_norm_bf16", &sam2_fast::layer_norm_bf16_cpu);
   m.impl("add_layer_norm_bf16", &sam2_fast::add_layer_norm_bf16_cpu);
+  m.impl("max_pool_nhwc", &sam2_fast::max_pool_nhwc_cpu);
 }
 
 // no tensor argument: the op is called without dispatch keys

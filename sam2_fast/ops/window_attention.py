@@ -39,6 +39,7 @@ from sam2_fast.ops._blocked import DTYPES as blocked_dtypes
 from sam2_fast.ops._blocked import blocked_attention
 from sam2_fast.ops._common import extension_refusal, flash_attention_refusal, via_custom_op
 from sam2_fast.ops._dispatch import Op
+from sam2_fast.ops._tuning import size_class
 from sam2_fast.ops._triton import interpreter_untimed, triton_refusal
 
 __all__ = [
@@ -92,12 +93,47 @@ def max_pool_nhwc(x: torch.Tensor, stride: int) -> torch.Tensor:
         return x
     if (x.requires_grad and torch.is_grad_enabled()) or torch.jit.is_tracing() or torch.compiler.is_compiling():
         return F.max_pool2d(x.permute(0, 3, 1, 2), stride, stride).permute(0, 2, 3, 1)
+    return max_pool_op(x, stride)
+
+
+def _strided_maxima(x: torch.Tensor, stride: int) -> torch.Tensor:
     h, w = x.shape[1] // stride * stride, x.shape[2] // stride * stride
     views = [x[:, i:h:stride, j:w:stride] for i in range(stride) for j in range(stride)]
     out = torch.maximum(views[0], views[1])
     for view in views[2:]:
         torch.maximum(out, view, out=out)
     return out
+
+
+def _pool_refusal(x: torch.Tensor, stride: int) -> Optional[str]:
+    reason = extension_refusal("cpu", x=x)
+    if reason is not None:
+        return reason
+    if x.dtype not in (torch.float32, torch.bfloat16):
+        return f"x is {x.dtype}, the kernel reads float32 or bfloat16"
+    if x.dim() != 4 or (x.shape[3] > 1 and x.stride(3) != 1):
+        return "the kernel reads [B, H, W, C] with contiguous channels"
+    if not hasattr(torch.ops.sam2_fast, "max_pool_nhwc"):
+        return "the compiled extension predates max_pool_nhwc (reinstall sam2-fast)"
+    return None
+
+
+def _pool_example(device: str) -> tuple:
+    """Hiera-T's block 1 at image size 1024: its stage-change shortcut, 256 x 256 x 192, stride 2."""
+    return torch.zeros(1, 256, 256, 192, device=device, dtype=torch.bfloat16), 2
+
+
+def _pool_shape_class(x: torch.Tensor, stride: int) -> str:
+    dtype = str(x.dtype).removeprefix("torch.")
+    return f"{dtype} B{size_class(x.shape[0])} {size_class(x.shape[1])}x{size_class(x.shape[2])}x{x.shape[3]} stride {stride}"
+
+
+#: max pooling of a channels-last map with kernel = stride (Hiera's query pooling and shortcut)
+max_pool_op = Op("max_pool_nhwc", example=_pool_example, shape_class=_pool_shape_class)
+max_pool_op.add_backend(
+    "cpp", lambda x, stride: torch.ops.sam2_fast.max_pool_nhwc(x, stride), _pool_refusal
+)  # csrc/pool.cpp: one pass, every window's stride^2 vectors at once
+max_pool_op.add_backend("reference", _strided_maxima)
 
 
 def window_unpartition(
