@@ -307,7 +307,7 @@ RowKernels<T> row_kernels() {
     return {&avx512::softmax_row<float, 7>, &avx512::scale_row, nullptr};
   } else {
     static const bool native = __builtin_cpu_supports("avx512bf16");
-    return {native ? &avx512_bf16::softmax_row<bf16, 4> : &avx512::softmax_row<bf16, 4>,
+    return {native ? &avx512_bf16::softmax_row<bf16, 3> : &avx512::softmax_row<bf16, 3>,
             &avx512::scale_row,
             native ? &avx512_bf16::rotate_pairs_bf16 : &avx512::rotate_pairs_bf16};
   }
