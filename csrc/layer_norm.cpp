@@ -1,6 +1,8 @@
 // A residual add and a LayerNorm to bfloat16 in one pass (layer_norm.h).
 #include "layer_norm.h"
 
+#include "bf16.h"
+
 #include <ATen/Parallel.h>
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -13,24 +15,6 @@
 
 namespace sam2_fast {
 namespace {
-
-inline float bf16_to_float(uint16_t bits) {
-  const uint32_t u = static_cast<uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-// round to nearest even, NaN kept NaN (as c10::BFloat16)
-inline uint16_t float_to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  if (std::isnan(f)) {
-    return static_cast<uint16_t>((u >> 16) | 0x40);
-  }
-  u += 0x7fff + ((u >> 16) & 1);
-  return static_cast<uint16_t>(u >> 16);
-}
 
 // where one row's operands are: base pointers already offset to the row
 struct Row {

@@ -1,6 +1,8 @@
 // Max pooling of channels-last maps, kernel = stride (pool.h).
 #include "pool.h"
 
+#include "bf16.h"
+
 #include <ATen/Parallel.h>
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -13,13 +15,6 @@
 
 namespace sam2_fast {
 namespace {
-
-inline float bf16_to_float(uint16_t bits) {
-  const uint32_t u = static_cast<uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
 
 template <typename T>
 inline float load(T v) {

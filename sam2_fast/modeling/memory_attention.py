@@ -78,16 +78,6 @@ class MemoryAttentionLayer(nn.Module):
             num_k_exclude_rope=num_k_exclude_rope,
         )
 
-    def _forward_ca(
-        self,
-        tgt: Tensor,
-        memory: Tensor,
-        query_pos: Optional[Tensor],
-        pos: Optional[Tensor],
-        num_k_exclude_rope: int = 0,
-    ) -> Tensor:
-        return tgt + self.dropout2(self._cross_attention(tgt, memory, query_pos, pos, num_k_exclude_rope))
-
     def forward(
         self,
         tgt: Tensor,

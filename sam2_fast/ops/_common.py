@@ -80,6 +80,17 @@ def flash_attention_refusal(dtype: torch.dtype) -> str | None:
     return _flash_refusals[dtype]
 
 
+def flash_inputs_refusal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str | None:
+    """Why the C++ flash attention cannot run ``q, k, v [B, heads, N, D]``: not on the CPU, no
+    extension, no keys, a dtype it cannot run on this CPU; or None."""
+    reason = extension_refusal("cpu", q=q, k=k, v=v)
+    if reason is not None:
+        return reason
+    if k.shape[2] == 0:
+        return "no keys (the online softmax needs at least one)"
+    return flash_attention_refusal(q.dtype)
+
+
 def masks_cuda_refusal(masks: torch.Tensor) -> str | None:
     """``supports`` of a ``cuda`` backend whose only tensor argument is ``masks``."""
     return extension_refusal("cuda", masks=masks)

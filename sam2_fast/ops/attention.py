@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from sam2_fast.errors import InvalidInputError, InvalidTypeError
-from sam2_fast.ops._common import extension_refusal, flash_attention_refusal, via_custom_op
+from sam2_fast.ops._common import flash_inputs_refusal, via_custom_op
 from sam2_fast.ops._dispatch import Op
 from sam2_fast.ops._tuning import size_class
 
@@ -81,12 +81,7 @@ def _(q, k, v, scale):
 
 
 def _cpp_refusal(q, k, v, scale=None) -> str | None:
-    reason = extension_refusal("cpu", q=q, k=k, v=v)
-    if reason is not None:
-        return reason
-    if k.shape[2] == 0:
-        return "no keys (the online softmax needs at least one)"
-    return flash_attention_refusal(q.dtype)
+    return flash_inputs_refusal(q, k, v)
 
 
 @attention_op.register("cpp", _cpp_refusal)

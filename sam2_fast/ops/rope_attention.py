@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from sam2_fast.errors import InvalidInputError, InvalidTypeError
 from sam2_fast.ops._blocked import DTYPES as blocked_dtypes
 from sam2_fast.ops._blocked import blocked_attention
-from sam2_fast.ops._common import extension_refusal, flash_attention_refusal, via_custom_op
+from sam2_fast.ops._common import flash_inputs_refusal, via_custom_op
 from sam2_fast.ops._dispatch import Op
 from sam2_fast.ops.rope import apply_rope, apply_rope_, axial_rope_cos_sin
 from sam2_fast.ops._tuning import size_class
@@ -227,12 +227,7 @@ def _triton_refusal(q, k, v, cos, sin, num_k_exclude_rope, scale=None) -> str | 
 
 
 def _cpp_refusal(q, k, v, cos, sin, num_k_exclude_rope, scale=None) -> str | None:
-    reason = extension_refusal("cpu", q=q, k=k, v=v)
-    if reason is not None:
-        return reason
-    if k.shape[2] == 0:
-        return "no keys (the online softmax needs at least one)"
-    return flash_attention_refusal(q.dtype)
+    return flash_inputs_refusal(q, k, v)
 
 
 @rope_attention_op.register("cpp", _cpp_refusal)

@@ -474,19 +474,17 @@ def _cpp_q128_preference(qkv, num_heads, window_size, q_stride=1, qkv_bias=None)
     return "the built-in default is cpp's blocks of 256 queries (the tuner measures this too)"
 
 
-@window_attention_op.register("cpp_q128", _cpp_refusal, _cpp_q128_preference)
-def window_attention_cpp_q128(
-    qkv: torch.Tensor,
-    num_heads: int,
-    window_size: int,
-    q_stride: int = 1,
-    qkv_bias: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """``cpp`` with blocks of 128 queries instead of 256: with narrow heads the softmax of a
-    block is a larger share of its work (a global window of Hiera-T, 4 heads of 96 over 4096
-    tokens, bfloat16 on the AMX Xeon: 17.9 ms against 19.5 ms; the memory attention's single
-    256-wide head measured the other way)."""
-    return _on_bands_when_windowed(qkv, num_heads, window_size, q_stride, qkv_bias, _attend_flash_q128)
+# ``cpp`` with blocks of 128 queries instead of 256: with narrow heads the softmax of a block is
+# a larger share of its work (a global window of Hiera-T, 4 heads of 96 over 4096 tokens,
+# bfloat16 on the AMX Xeon: 17.9 ms against 19.5 ms; the memory attention's single 256-wide head
+# measured the other way)
+window_attention_op.add_backend(
+    "cpp_q128",
+    lambda qkv, num_heads, window_size, q_stride=1, qkv_bias=None: _on_bands_when_windowed(
+        qkv, num_heads, window_size, q_stride, qkv_bias, _attend_flash_q128),
+    _cpp_refusal,
+    _cpp_q128_preference,
+)
 
 
 # ---------------------------------------------------------------------------------------------
