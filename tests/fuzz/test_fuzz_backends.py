@@ -38,6 +38,7 @@ from fuzz_support import device_of, extension_runs, mask_arrays, mask_tensors, r
 from sam2_fast.modeling.position_encoding import axial_rope_cos_sin
 from sam2_fast.ops import (
     BackendError,
+    attention,
     box_nms,
     connected_components,
     get_op,
@@ -52,6 +53,8 @@ from sam2_fast.ops import (
     window_attention,
 )
 from test_mask_postprocess import band, count, official_scores
+
+from sam2_fast.ops.window_attention import max_pool_nhwc
 
 # official SAM2Transforms (the oracle of the mask post-processing) scripts its transforms
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
@@ -191,6 +194,36 @@ def window_inputs(draw: st.DrawFn, dtype: torch.dtype) -> dict:
     return dict(qkv=qkv, num_heads=heads, window_size=window_size, q_stride=q_stride, qkv_bias=bias)
 
 
+@st.composite
+def plain_attention_inputs(draw: st.DrawFn, dtype: torch.dtype) -> dict:
+    """The mask decoder's attention: a few prompt tokens and many image tokens either way,
+    head-split views (transposed, as the decoder makes them) or contiguous tensors."""
+    b, heads = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    nq, nk = draw(st.integers(1, 40)), draw(st.integers(0, 40))
+    d, dv = draw(st.sampled_from([2, 4, 8, 16, 32])), draw(st.integers(1, 24))
+    generator = torch.Generator().manual_seed(draw(SEEDS))
+    q, k = (torch.randn(b, n, heads, d, generator=generator).to(dtype).transpose(1, 2) for n in (nq, nk))
+    v = torch.randn(b, nk, heads, dv, generator=generator).to(dtype).transpose(1, 2)
+    if draw(st.booleans()):
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    scale = draw(st.one_of(st.none(), st.floats(0.05, 2.0)))
+    return dict(q=q, k=k, v=v, scale=scale)
+
+
+@st.composite
+def pool_inputs(draw: st.DrawFn, dtype: torch.dtype) -> dict:
+    """A channels-last map, contiguous or a channel slice of a wider one (a query out of
+    qkv), with NaN sometimes."""
+    stride = draw(st.integers(1, 3))
+    b, h, w, c = draw(st.integers(1, 2)), draw(st.integers(0, 9)), draw(st.integers(0, 9)), draw(st.integers(1, 40))
+    generator = torch.Generator().manual_seed(draw(SEEDS))
+    wide = torch.randn(b, h, w, c + draw(st.integers(0, 8)), generator=generator).to(dtype)
+    x = wide[..., :c]
+    if draw(st.booleans()) and x.numel():
+        x[..., draw(st.integers(0, c - 1))] = float("nan")
+    return dict(x=x, stride=stride)
+
+
 def window_attention_in_bands_of_one_window_row(**inputs) -> torch.Tensor:
     """``window_attention`` with the banded backend's bands one row of windows high (tiny
     inputs would otherwise fit one band, which is the reference itself)."""
@@ -244,6 +277,17 @@ def assert_same_upsampled_masks(backend: str, got: tuple, expected: tuple, input
 
 
 FUZZED: dict[str, Fuzzed] = {
+    "attention": Fuzzed(
+        plain_attention_inputs, attention,
+        lambda q, k, v, scale: (q, k, v, 1 / math.sqrt(q.shape[-1]) if scale is None else scale),
+        assert_attention_close, dtypes={"*": FLOATS, "cpp": FLOATS[:2]},
+        # no keys: the kernel refuses (the reference returns zeros); float16 and CPUs without a
+        # micro-kernel: refused too
+        edge=lambda inputs: inputs["k"].shape[2] == 0 or _flash_unsupported(inputs["q"].dtype),
+    ),
+    "max_pool_nhwc": Fuzzed(
+        pool_inputs, max_pool_nhwc, lambda x, stride: (x, stride), assert_equal, dtypes={"*": FLOATS[:2]},
+    ),
     "box_nms": Fuzzed(
         nms_inputs, box_nms, lambda boxes, scores, iou_threshold: (boxes, scores, float(iou_threshold)),
         assert_equal, dtypes={"cpp": (torch.float32, torch.float64)},
