@@ -203,6 +203,14 @@ def test_transposed_convolution_as_tiles_matches_torch(ci, co, kernel, stride, b
             expected, got = theirs(x), ours(x)
         assert got.dtype == expected.dtype == torch.bfloat16
         torch.testing.assert_close(got.float(), expected.float(), rtol=1.6e-2, atol=1e-2)  # bf16
+    # a channels-last input gives a channels-last output, as torch's convolution does, with the
+    # same values (the decoder's upscaler: its adds and LayerNorm2d then read one layout)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        expected, got = theirs(x_cl), ours(x_cl)
+    assert got.shape == expected.shape
+    assert got.is_contiguous(memory_format=torch.channels_last) == expected.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     # with autograd the layer still trains
     ours(x).square().sum().backward()
     assert ours.weight.grad is not None and ours.weight.grad.abs().sum() > 0

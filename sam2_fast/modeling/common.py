@@ -520,7 +520,14 @@ def _tiled_conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias) -> torc
         y = torch.matmul(rows, cols)
     else:
         y = torch.baddbmm(bias.repeat_interleave(kh * kw).view(1, 1, -1), rows, cols.expand(b, -1, -1))
-    tiles = y.view(b, h, w, co, kh, kw).permute(0, 3, 1, 4, 2, 5)  # [B, Co, H, kh, W, kw]
+    y = y.view(b, h, w, co, kh, kw)
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        # channels-last in, channels-last out, as torch's convolution does: the tiles move as
+        # runs of Co channels ([B, H, kh, W, kw, Co]), and the adds and LayerNorm2d after it read
+        # the same layout as SAM's channels-last high-resolution features
+        tiles = y.permute(0, 1, 4, 2, 5, 3).contiguous()
+        return tiles.view(b, h * kh, w * kw, co).permute(0, 3, 1, 2)
+    tiles = y.permute(0, 3, 1, 4, 2, 5)  # [B, Co, H, kh, W, kw]
     return tiles.contiguous().view(b, co, h * kh, w * kw)
 
 

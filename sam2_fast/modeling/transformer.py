@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sam2_fast.errors import InvalidInputError
-from sam2_fast.modeling.common import MLP, Linear, kept_across_calls
+from sam2_fast.modeling.common import MLP, Linear, autocast_weight_dtype, kept_across_calls
 from sam2_fast.modeling.position_encoding import axial_rope_cos_sin
 from sam2_fast.ops._dispatch import Op
 from sam2_fast.ops._tuning import size_class
@@ -202,6 +202,17 @@ rope_values_op.add_backend("narrow", lambda attn, *args: attn.narrow_values(*arg
 rope_values_op.add_backend("reference", lambda attn, *args: attn.projected_values(*args))  # the official sequence
 
 
+def positioned_keys(keys: Tensor, key_pe: Tensor, proj: nn.Module) -> Tensor:
+    """``keys + key_pe`` (the image tokens with their positions), which only projections read:
+    under autocast, written straight in the dtype they cast it to (the float32 sum rounded once,
+    the value each cast would make) instead of a float32 tensor cast by each projection."""
+    dtype = autocast_weight_dtype(keys, proj.weight)
+    if dtype is None or keys.dtype == dtype:
+        return keys + key_pe
+    out = torch.empty(torch.broadcast_shapes(keys.shape, key_pe.shape), dtype=dtype, device=keys.device)
+    return torch.add(keys, key_pe, out=out)
+
+
 class TwoWayAttentionBlock(nn.Module):
     """Token self-attention, token->image cross-attention, token MLP, image->token
     cross-attention (each with a residual and a LayerNorm)."""
@@ -245,7 +256,7 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.token_self_attention(queries, query_pe)
 
         q = queries + query_pe
-        k = keys + key_pe
+        k = positioned_keys(keys, key_pe, self.cross_attn_token_to_image.k_proj)
         queries = self.norm2(queries + self.cross_attn_token_to_image(q=q, k=k, v=keys))
 
         queries = self.norm3(queries + self.mlp(queries))
@@ -301,6 +312,6 @@ class TwoWayTransformer(nn.Module):
         for layer in self.layers:
             queries, keys = layer(queries=queries, keys=keys, query_pe=point_embedding, key_pe=image_pe)
         q = queries + point_embedding
-        k = keys + image_pe
+        k = positioned_keys(keys, image_pe, self.final_attn_token_to_image.k_proj)
         queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q=q, k=k, v=keys))
         return queries, keys

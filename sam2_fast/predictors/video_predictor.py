@@ -394,7 +394,9 @@ class SAM2VideoPredictor(OfficialVideoHelpers, SAM2Base):
             chunk = 1 if device.type == "cpu" else len(plans)
         elif not isinstance(chunk, int) or chunk < 1:
             raise InvalidInputError(f"memory_attention_batch_size must be None or an int >= 1, got {chunk!r}")
-        out = torch.empty(len(plans), c, h, w, device=device, dtype=vision_feats[-1].dtype)
+        # channels-last, the memory attention's own layout: the decoder reads its image tokens as
+        # contiguous [HW, C] rows (an NCHW buffer made every token add there a transposing pass)
+        out = torch.empty(len(plans), h, w, c, device=device, dtype=vision_feats[-1].dtype).permute(0, 3, 1, 2)
         for members in (g[i : i + chunk] for g in groups.values() for i in range(0, len(g), chunk)):
             memory, memory_pos, num_ptr_tokens = self.assemble_memory([plans[i] for i in members], device)
             b = len(members)
