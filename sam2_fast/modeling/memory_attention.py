@@ -86,8 +86,12 @@ class MemoryAttentionLayer(nn.Module):
         query_pos: Optional[Tensor] = None,
         num_k_exclude_rope: int = 0,
         memory_keys: Optional[Tensor] = None,
+        self_attended: bool = False,
     ) -> Tensor:
-        tgt = self._forward_sa(tgt, query_pos)
+        """``self_attended``: ``tgt`` is already :meth:`_forward_sa`'s output (computed once
+        for several items with the same queries, see :meth:`MemoryAttention.first_self_attention`)."""
+        if not self_attended:
+            tgt = self._forward_sa(tgt, query_pos)
         if self.training:
             tgt = tgt + self.dropout2(self._cross_attention(tgt, memory, query_pos, pos, num_k_exclude_rope, memory_keys))
             tgt2 = self.linear2(self.dropout(self.activation(self.linear1(self.norm3(tgt)))))
@@ -131,25 +135,30 @@ class MemoryAttention(nn.Module):
         curr_pos: Union[Tensor, List[Tensor], None] = None,
         memory_pos: Optional[Tensor] = None,
         num_obj_ptr_tokens: int = 0,
+        first_self_attention: Optional[Tensor] = None,
     ) -> Tensor:
-        if isinstance(curr, list):
-            if not isinstance(curr_pos, list) or len(curr) != 1 or len(curr_pos) != 1:
-                raise InvalidInputError("curr and curr_pos must both be lists of one tensor")
-            curr, curr_pos = curr[0], curr_pos[0]
+        """``first_self_attention``: :meth:`first_self_attention`'s output for these queries
+        (``curr`` and ``curr_pos`` then being that one item's, expanded to the batch): the first
+        layer's self-attention is not computed again."""
+        curr, curr_pos = self._unlisted(curr, curr_pos)
         if curr.shape[1] != memory.shape[1]:
             raise InvalidInputError(
                 f"batch size of curr ({curr.shape[1]}) and memory ({memory.shape[1]}) differ"
             )
-        output = curr
-        if self.pos_enc_at_input and curr_pos is not None:
-            output = output + 0.1 * curr_pos
+        output = self._input_tokens(curr, curr_pos)
         if self.batch_first:
-            output = output.transpose(0, 1)
             curr_pos = curr_pos.transpose(0, 1) if curr_pos is not None else None
             memory = memory.transpose(0, 1)
             memory_pos = memory_pos.transpose(0, 1) if memory_pos is not None else None
+        if first_self_attention is not None:
+            if first_self_attention.shape[1:] != output.shape[1:] or first_self_attention.shape[0] != 1:
+                raise InvalidInputError(
+                    f"first_self_attention must be one item's [1, {', '.join(map(str, output.shape[1:]))}], "
+                    f"got {list(first_self_attention.shape)}"
+                )
+            output = first_self_attention.expand_as(output)
         memory, memory_keys = self._shared_memory_inputs(memory, memory_pos)
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             output = layer(
                 tgt=output,
                 memory=memory,
@@ -157,11 +166,45 @@ class MemoryAttention(nn.Module):
                 query_pos=curr_pos,
                 num_k_exclude_rope=num_obj_ptr_tokens,
                 **({} if memory_keys is None else {"memory_keys": memory_keys}),
+                **({"self_attended": True} if i == 0 and first_self_attention is not None else {}),
             )
         normed = self.norm(output)
         if self.batch_first:
             normed = normed.transpose(0, 1)
         return normed
+
+    def first_self_attention(
+        self, curr: Union[Tensor, List[Tensor]], curr_pos: Union[Tensor, List[Tensor], None] = None
+    ) -> Optional[Tensor]:
+        """The first layer's self-attention output for one item's queries (``curr [HW, 1, C]``,
+        as :meth:`forward` takes them), batch-first ``[1, HW, C]``: it depends on the current
+        frame only, so the objects tracked on it share it (:meth:`forward`'s
+        ``first_self_attention``). None when the first layer is not a
+        :class:`MemoryAttentionLayer` or while training (dropout differs per item)."""
+        curr, curr_pos = self._unlisted(curr, curr_pos)
+        if curr.shape[1] != 1:
+            raise InvalidInputError(f"curr must hold one item ([HW, 1, C]), got {list(curr.shape)}")
+        if not self.layers or type(self.layers[0]) is not MemoryAttentionLayer or self.training:  # noqa: E721
+            return None
+        output = self._input_tokens(curr, curr_pos)
+        if not self.batch_first:
+            return None
+        return self.layers[0]._forward_sa(output, curr_pos.transpose(0, 1) if curr_pos is not None else None)
+
+    @staticmethod
+    def _unlisted(curr, curr_pos):
+        if isinstance(curr, list):
+            if not isinstance(curr_pos, list) or len(curr) != 1 or len(curr_pos) != 1:
+                raise InvalidInputError("curr and curr_pos must both be lists of one tensor")
+            curr, curr_pos = curr[0], curr_pos[0]
+        return curr, curr_pos
+
+    def _input_tokens(self, curr: Tensor, curr_pos: Optional[Tensor]) -> Tensor:
+        """The first layer's input: ``curr`` (+ 0.1 ``curr_pos``), batch-first when the layers are."""
+        output = curr
+        if self.pos_enc_at_input and curr_pos is not None:
+            output = output + 0.1 * curr_pos
+        return output.transpose(0, 1) if self.batch_first else output
 
     def _shared_memory_inputs(self, memory: Tensor, memory_pos: Optional[Tensor]):
         """``(memory, memory_keys)`` for every layer: when all layers add the position to their

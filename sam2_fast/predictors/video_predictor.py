@@ -397,6 +397,10 @@ class SAM2VideoPredictor(OfficialVideoHelpers, SAM2Base):
         # channels-last, the memory attention's own layout: the decoder reads its image tokens as
         # contiguous [HW, C] rows (an NCHW buffer made every token add there a transposing pass)
         out = torch.empty(len(plans), h, w, c, device=device, dtype=vision_feats[-1].dtype).permute(0, 3, 1, 2)
+        # the first layer's self-attention reads the frame only: once for all the objects
+        share = getattr(self.memory_attention, "first_self_attention", None) if len(plans) > 1 else None
+        first = None if share is None else share([vision_feats[-1]], [vision_pos_embeds[-1]])
+        shared = {} if first is None else {"first_self_attention": first}
         for members in (g[i : i + chunk] for g in groups.values() for i in range(0, len(g), chunk)):
             memory, memory_pos, num_ptr_tokens = self.assemble_memory([plans[i] for i in members], device)
             b = len(members)
@@ -406,6 +410,7 @@ class SAM2VideoPredictor(OfficialVideoHelpers, SAM2Base):
                 memory=memory,
                 memory_pos=memory_pos,
                 num_obj_ptr_tokens=num_ptr_tokens,
+                **shared,
             )
             fused = fused.permute(1, 2, 0).reshape(b, c, h, w).to(out.dtype)
             if b == len(plans):  # one group: the common case
