@@ -47,6 +47,18 @@ def test_channels_last_matches_the_official_sequence(b):
     assert pix_feat.grad is not None and pix_feat.grad.abs().sum() > 0
 
 
+def test_features_expanded_to_the_objects_give_each_object_its_memory():
+    encoder = _encoder()
+    pix_feat, _ = _inputs(1)
+    _, masks = _inputs(3)
+    expanded = pix_feat.expand(3, -1, -1, -1)  # one frame, three objects
+    with torch.inference_mode():
+        expected = encoder.fuse(expanded, masks)
+        got = encoder.fuse_channels_last(expanded, masks)
+    assert got.shape == expected.shape == (3, 64, 32, 32)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_channels_last_strides_are_those_of_a_fresh_tensor():
     pix_feat, _ = _inputs(1)
     assert pix_feat.is_contiguous(memory_format=torch.channels_last) and pix_feat.stride(0) == 256

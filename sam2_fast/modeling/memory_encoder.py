@@ -159,6 +159,8 @@ class MemoryEncoder(nn.Module):
                 # one 512x512 map on the 2-core AMX Xeon), then channels-last on
                 x = act(_plane_norm(y, norm)).contiguous(memory_format=channels_last)
         x = layers[-1](x)
+        if pix_feat.size(0) > 1 and pix_feat.stride(0) == 0:
+            pix_feat = pix_feat[:1]  # one frame's features expanded to its objects: projected once
         x = self.pix_feat_proj(_channels_last(pix_feat)) + x
         x = self.fuser.proj(x)
         for block in self.fuser.layers:
