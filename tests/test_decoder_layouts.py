@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sam2_fast.modeling.common import Linear
+from sam2_fast.modeling.common import LayerNorm2d, Linear
 from sam2_fast.modeling.mask_decoder import hypernetwork_masks
 from sam2_fast.modeling.transformer import positioned_keys
 
@@ -41,3 +41,32 @@ def test_positioned_keys_are_the_rounded_float32_sum_under_autocast():
     # with autograd, the float32 sum (gradients flow through the add)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert positioned_keys(keys, pe, proj).dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_layer_norm_2d_of_a_channels_last_input_is_the_formulas(dtype):
+    torch.manual_seed(0)
+    norm = LayerNorm2d(16)
+    with torch.no_grad():
+        norm.weight.add_(torch.randn(16))
+        norm.bias.add_(torch.randn(16))
+    x = (torch.randn(2, 16, 6, 10) * 3 + 1).to(dtype)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    expected = norm(x)  # channels-first: the official formula
+    got = norm(x_cl)
+    assert got.dtype == expected.dtype == torch.float32  # float32 weights promote, as the formula does
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    # float32: the same up to rounding; bfloat16: the formula rounds each step to bfloat16,
+    # the row LayerNorm computes in float32 (closer to the float32 result)
+    tol = 1e-5 if dtype == torch.float32 else 5e-2
+    torch.testing.assert_close(got, expected, rtol=tol, atol=tol)
+    exact = norm(x.float())
+    assert (got - exact).abs().max() <= (expected - exact).abs().max() + 1e-5
+    got.sum().backward()  # differentiable
+    assert norm.weight.grad is not None
+    # under autocast (the bfloat16 fast mode) the statistics are float32 and the output keeps
+    # the input's dtype for the activation and the product after it
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = norm(x_cl)
+    assert fast.dtype == dtype and fast.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast.float(), exact, rtol=1.6e-2, atol=3e-2)

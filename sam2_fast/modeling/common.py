@@ -279,10 +279,30 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+                and not torch.jit.is_tracing() and not torch.compiler.is_compiling()):
+            # channels-last: the channels of a pixel are a contiguous row, one layer_norm pass
+            # (float32 statistics, also under autocast) instead of the formula's eight passes
+            # over strided channels (the decoder's upscaler, 8 x 64 x 128 x 128 on the AMX
+            # Xeon: about 18 -> 3 ms). Traced graphs (ONNX, AOTInductor) keep the formula.
+            return _channels_last_layer_norm(x, self.weight, self.bias, self.eps)
         u = x.mean(1, keepdim=True)
         s = (x - u).pow(2).mean(1, keepdim=True)
         x = (x - u) * torch.rsqrt(s + self.eps)
         return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+def _channels_last_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm over the channels of a channels-last ``[B, C, H, W]`` tensor; channels-last out.
+    Under autocast in the input's dtype (a bfloat16 input stays bfloat16 for the activation and
+    the product after it, as CPU autocast's ``layer_norm`` gives it), else in the dtype the
+    formula gives (float32 weights promote a 16-bit input)."""
+    rows = x.permute(0, 2, 3, 1)
+    y = F.layer_norm(rows, (rows.shape[-1],), weight, bias, eps)
+    if not torch.is_autocast_enabled(x.device.type):
+        dtype = torch.promote_types(x.dtype, weight.dtype)
+        y = y if y.dtype == dtype else y.to(dtype)
+    return y.permute(0, 3, 1, 2)
 
 
 def activation_fn(name: str):

@@ -151,7 +151,7 @@ class MemoryEncoder(nn.Module):
         for conv, norm, act in zip(layers[:-1:3], layers[1:-1:3], layers[2:-1:3]):
             y = conv(x)
             if y.is_contiguous(memory_format=channels_last):
-                x = act(_channel_norm(y, norm))
+                x = act(norm(y))  # LayerNorm2d: one layer_norm over the contiguous channels
             else:
                 # the convolution of the 1-channel mask comes out channels-first (oneDNN's choice
                 # for a 1-channel input): its 4-channel LayerNorm over the channel planes (a
@@ -164,7 +164,7 @@ class MemoryEncoder(nn.Module):
         x = self.pix_feat_proj(_channels_last(pix_feat)) + x
         x = self.fuser.proj(x)
         for block in self.fuser.layers:
-            y = _channel_norm(block.dwconv(x), block.norm).permute(0, 2, 3, 1)
+            y = block.norm(block.dwconv(x)).permute(0, 2, 3, 1)
             y = feed_forward(y, block.pwconv1, block.act, block.pwconv2)
             if block.gamma is not None:
                 y = y.mul_(block.gamma) if not y.requires_grad else y * block.gamma
@@ -194,13 +194,6 @@ def _plane_norm(x: torch.Tensor, norm: LayerNorm2d) -> torch.Tensor:
     d = xf.sub_(xf.mean(1, keepdim=True))
     r = torch.rsqrt(d.square().mean(1, keepdim=True).add_(norm.eps))
     return d.mul_(r).mul_(weight).add_(bias)
-
-
-def _channel_norm(x: torch.Tensor, norm: LayerNorm2d) -> torch.Tensor:
-    """``norm`` (LayerNorm over channels) of a channels-last ``[B, C, H, W]`` tensor, as one
-    ``layer_norm`` over its contiguous channels; channels-last out."""
-    y = x.permute(0, 2, 3, 1)
-    return F.layer_norm(y, (y.shape[-1],), norm.weight, norm.bias, norm.eps).permute(0, 3, 1, 2)
 
 
 # ---------------------------------------------------------------------------------------------
