@@ -38,7 +38,7 @@ VIDEO_FRAMES = 9  # the prompt frame + 8: the memory bank fills up (7 frames + p
 @dataclass(frozen=True)
 class TuneRow:
     """One measured choice: the op, its shape class (with the mode it was met in), each
-    candidate's median seconds, notes, and the winner."""
+    candidate's fastest timed call (seconds), notes, and the winner."""
 
     op: str
     shape_class: str
@@ -165,7 +165,7 @@ def tune(
 def format_rows(rows: Sequence[TuneRow], machine: str = "") -> str:
     """A markdown table: op, shape class, each candidate's time (the winner in bold)."""
     lines = [machine, ""] if machine else []
-    lines += ["| op | shape class | candidates (median ms) | winner |", "|---|---|---|---|"]
+    lines += ["| op | shape class | candidates (fastest call, ms) | winner |", "|---|---|---|---|"]
     for r in rows:
         cells = []
         for name, seconds in sorted(r.seconds.items(), key=lambda item: item[1]):

@@ -5,8 +5,10 @@ No choice is a constant tuned on one machine: on a CPU with AMX a bfloat16 matri
 7-8x a float32 one, on another CPU it is slower than float32, and on a GPU launch overhead
 decides small shapes. So when an op has more than one backend that can run its inputs, the
 dispatcher (:mod:`sam2_fast.ops._dispatch`) times each of them on those very inputs on first
-use (one warm-up call each, then :data:`ROUNDS` interleaved timed calls, medians) and keeps
-the fastest. Every candidate set holds the plain torch path the official package takes (the
+use (one warm-up call each, then :data:`ROUNDS` interleaved timed calls; each candidate's
+fastest call counts: load from other processes only adds time, so a burst of it over two of
+three calls of one candidate cannot flip the verdict as it flips a median) and keeps the
+fastest. Every candidate set holds the plain torch path the official package takes (the
 ``reference`` backend), so the measured choice cannot lose to it by more than noise.
 
 The verdict is keyed by the **machine fingerprint** (CPU model, the ISA flags that decide
@@ -48,7 +50,6 @@ import json
 import logging
 import os
 import platform
-import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -230,7 +231,7 @@ def machine_id(device: torch.device | str = "cpu") -> tuple[str, dict[str, Any]]
 
 @dataclass(frozen=True)
 class Verdict:
-    """A measured choice: the winner and each candidate's median time (seconds); ``notes``
+    """A measured choice: the winner and each candidate's fastest timed call (seconds); ``notes``
     says why a candidate has no time (it failed, or its warm-up alone lost by far)."""
 
     winner: str
@@ -407,7 +408,7 @@ def measure(
     device: torch.device | None = None,
     rounds: int = ROUNDS,
 ) -> tuple[dict[str, float], dict[str, str]]:
-    """Median seconds of each function: a warm-up call each (a second one when the first
+    """The fastest timed call of each function (seconds): a warm-up call each (a second one when the first
     measured the ops inside it), then ``rounds`` interleaved rounds. A function that raises is
     left out (its note says why); one whose first two timed calls both took over
     :data:`DROP_FACTOR` times the fastest one keeps those times and is not timed further. Returns
@@ -443,7 +444,7 @@ def measure(
         for name in timed:
             if len(samples[name]) <= done:
                 samples[name].append(_time_once(fns[name], device))
-    seconds = {name: statistics.median(times) for name, times in samples.items()}
+    seconds = {name: min(times) for name, times in samples.items()}
     for name in dropped:
         calls = " and ".join(_ms(t) for t in samples[name])
         notes[name] = f"timed calls took {calls}, over {DROP_FACTOR:g}x the fastest ({_ms(best)})"
