@@ -279,8 +279,7 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-                and not torch.jit.is_tracing() and not torch.compiler.is_compiling()):
+        if is_channels_last(x) and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
             # channels-last: the channels of a pixel are a contiguous row, one layer_norm pass
             # (float32 statistics, also under autocast) instead of the formula's eight passes
             # over strided channels (the decoder's upscaler, 8 x 64 x 128 x 128 on the AMX
@@ -290,6 +289,12 @@ class LayerNorm2d(nn.Module):
         s = (x - u).pow(2).mean(1, keepdim=True)
         x = (x - u) * torch.rsqrt(s + self.eps)
         return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """``x`` is a 4-d tensor stored channels-last and not also plain contiguous (a layout choice
+    worth following: with one channel or one pixel both tests pass)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def _channels_last_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
@@ -541,7 +546,7 @@ def _tiled_conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias) -> torc
     else:
         y = torch.baddbmm(bias.repeat_interleave(kh * kw).view(1, 1, -1), rows, cols.expand(b, -1, -1))
     y = y.view(b, h, w, co, kh, kw)
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+    if is_channels_last(x):
         # channels-last in, channels-last out, as torch's convolution does: the tiles move as
         # runs of Co channels ([B, H, kh, W, kw, Co]), and the adds and LayerNorm2d after it read
         # the same layout as SAM's channels-last high-resolution features

@@ -145,18 +145,20 @@ class MemoryAttention(nn.Module):
             raise InvalidInputError(
                 f"batch size of curr ({curr.shape[1]}) and memory ({memory.shape[1]}) differ"
             )
-        output = self._input_tokens(curr, curr_pos)
+        if first_self_attention is None:
+            output = self._input_tokens(curr, curr_pos)
+        else:  # the first layer's input is not needed: its self-attention output is given
+            one_item = (1, curr.shape[0], curr.shape[2])  # batch-first, as first_self_attention makes it
+            if not self.batch_first or tuple(first_self_attention.shape) != one_item:
+                raise InvalidInputError(
+                    f"first_self_attention must be one item's {list(one_item)} (batch-first layers), "
+                    f"got {list(first_self_attention.shape)}"
+                )
+            output = first_self_attention.expand(curr.shape[1], -1, -1)
         if self.batch_first:
             curr_pos = curr_pos.transpose(0, 1) if curr_pos is not None else None
             memory = memory.transpose(0, 1)
             memory_pos = memory_pos.transpose(0, 1) if memory_pos is not None else None
-        if first_self_attention is not None:
-            if first_self_attention.shape[1:] != output.shape[1:] or first_self_attention.shape[0] != 1:
-                raise InvalidInputError(
-                    f"first_self_attention must be one item's [1, {', '.join(map(str, output.shape[1:]))}], "
-                    f"got {list(first_self_attention.shape)}"
-                )
-            output = first_self_attention.expand_as(output)
         memory, memory_keys = self._shared_memory_inputs(memory, memory_pos)
         for i, layer in enumerate(self.layers):
             output = layer(

@@ -187,13 +187,11 @@ def _plane_norm(x: torch.Tensor, norm: LayerNorm2d) -> torch.Tensor:
     """``norm`` of a channels-first ``[B, C, H, W]`` tensor over its channel planes, in float32
     (as ``layer_norm`` computes under autocast) and in place on the float32 copy."""
     xf = x.float()
-    weight, bias = norm.weight[:, None, None], norm.bias[:, None, None]
     if torch.is_grad_enabled() or xf is x:
-        d = xf - xf.mean(1, keepdim=True)
-        return d * torch.rsqrt(d.square().mean(1, keepdim=True) + norm.eps) * weight + bias
+        return norm(xf)  # LayerNorm2d's own formula (autograd, or no copy to write over)
     d = xf.sub_(xf.mean(1, keepdim=True))
     r = torch.rsqrt(d.square().mean(1, keepdim=True).add_(norm.eps))
-    return d.mul_(r).mul_(weight).add_(bias)
+    return d.mul_(r).mul_(norm.weight[:, None, None]).add_(norm.bias[:, None, None])
 
 
 # ---------------------------------------------------------------------------------------------
