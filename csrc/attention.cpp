@@ -106,57 +106,65 @@ inline void rotated_row(const T* x, int64_t dim, const float* cos, const float* 
 // of attention_simd.inc
 using RotatePairs = void (*)(const uint16_t*, int64_t, const float*, const float*, uint32_t*);
 
+// the AVX-512 row functions for T on this CPU (attention_simd.inc)
+template <typename T>
+struct RowKernels {
+  float (*softmax)(const float*, int64_t, int64_t, float, float&, float&, T*);
+  void (*scale)(float*, int64_t, float);
+  void (*store_row)(const float*, int64_t, float, T*);
+  void (*transpose)(const uint32_t*, int64_t, int64_t, uint32_t*, int64_t);
+  RotatePairs rotate;  // bfloat16 rows only
+  void (*pack_values)(const uint16_t*, int64_t, int64_t, int64_t, int64_t, uint16_t*);  // bfloat16
+};
+
+template <typename T>
+RowKernels<T> row_kernels() {
+  if constexpr (std::is_same_v<T, float>) {
+    return {&avx512::softmax_row<float, 7>, &avx512::scale_row, &avx512::store_scaled_row<float>,
+            &avx512::transpose_tile, nullptr, nullptr};
+  } else {
+    static const bool native = __builtin_cpu_supports("avx512bf16");
+    return {native ? &avx512_bf16::softmax_row<bf16, 3> : &avx512::softmax_row<bf16, 3>,
+            &avx512::scale_row,
+            native ? &avx512_bf16::store_scaled_row<bf16> : &avx512::store_scaled_row<bf16>,
+            &avx512::transpose_tile,
+            native ? &avx512_bf16::rotate_pairs_bf16 : &avx512::rotate_pairs_bf16,
+            &avx512::pack_values_vnni};
+  }
+}
+
 // the right operand of S = Q K^T for keys [t0, t0 + n) of a group, n_pad >= n columns:
 // float32: K^T [dim][n_pad]; bfloat16: VNNI [dim / 2][n_pad][2], i.e. the channel-pair words
 // of the keys transposed, written 16 keys at a time from a tile of rotated rows
 template <typename T>
 void pack_keys(const AttentionProblem& p, const T* k, int64_t t0, int64_t n, int64_t n_pad,
-               T* out, float* row, RotatePairs rotate) {
+               T* out, float* row, const RowKernels<T>& kernels) {
   const int64_t dim = p.dim;
-  auto rope_of = [&](int64_t t, const float*& cos, const float*& sin) {
-    const bool rotated = p.cos != nullptr && t < p.num_k_rope;
-    const int64_t pos = rotated ? t % p.num_q : 0;
-    cos = rotated ? p.cos + pos * (dim / 2) : nullptr;
-    sin = rotated ? p.sin + pos * (dim / 2) : nullptr;
-  };
-  if constexpr (std::is_same_v<T, float>) {
-    (void)rotate;
-    for (int64_t i = 0; i < n_pad; ++i) {
-      if (i < n) {
-        const float *cos, *sin;
-        rope_of(t0 + i, cos, sin);
-        rotated_row(k + (t0 + i) * p.k_stride[2], dim, cos, sin, row);
+  // words of one key row: float32 channels, or bfloat16 channel pairs
+  const int64_t width = std::is_same_v<T, float> ? dim : dim / 2;
+  auto* tile = reinterpret_cast<uint32_t*>(row);  // [16][width] words: row holds 16 * dim floats
+  for (int64_t i0 = 0; i0 < n_pad; i0 += 16) {
+    const int64_t keys = std::min<int64_t>(16, n_pad - i0);
+    for (int64_t r = 0; r < keys; ++r) {
+      const int64_t i = i0 + r;
+      uint32_t* words = tile + r * width;
+      if (i >= n) {
+        std::fill(words, words + width, 0u);
+        continue;
+      }
+      const int64_t t = t0 + i;
+      const bool rotated = p.cos != nullptr && t < p.num_k_rope;
+      const int64_t pos = rotated ? t % p.num_q : 0;
+      const float* cos = rotated ? p.cos + pos * (dim / 2) : nullptr;
+      const float* sin = rotated ? p.sin + pos * (dim / 2) : nullptr;
+      if constexpr (std::is_same_v<T, float>) {
+        rotated_row(k + t * p.k_stride[2], dim, cos, sin, reinterpret_cast<float*>(words));
       } else {
-        std::fill(row, row + dim, 0.0f);
-      }
-      for (int64_t d = 0; d < dim; ++d) {
-        out[d * n_pad + i] = row[d];
+        kernels.rotate(reinterpret_cast<const uint16_t*>(k + t * p.k_stride[2]), width, cos, sin,
+                       words);
       }
     }
-  } else {
-    const int64_t pairs = dim / 2;
-    auto* tile = reinterpret_cast<uint32_t*>(row);  // [16][pairs] words: row holds 8 * dim floats
-    auto* words = reinterpret_cast<uint32_t*>(out);
-    for (int64_t i0 = 0; i0 < n_pad; i0 += 16) {
-      const int64_t keys = std::min<int64_t>(16, n_pad - i0);
-      for (int64_t r = 0; r < keys; ++r) {
-        const int64_t i = i0 + r;
-        if (i < n) {
-          const float *cos, *sin;
-          rope_of(t0 + i, cos, sin);
-          rotate(reinterpret_cast<const uint16_t*>(k + (t0 + i) * p.k_stride[2]), pairs, cos, sin,
-                 tile + r * pairs);
-        } else {
-          std::fill(tile + r * pairs, tile + (r + 1) * pairs, 0u);
-        }
-      }
-      for (int64_t j = 0; j < pairs; ++j) {
-        uint32_t* dst = words + j * n_pad + i0;
-        for (int64_t r = 0; r < keys; ++r) {
-          dst[r] = tile[r * pairs + j];
-        }
-      }
-    }
+    kernels.transpose(tile, width, keys, reinterpret_cast<uint32_t*>(out) + i0, n_pad);
   }
 }
 
@@ -164,18 +172,20 @@ void pack_keys(const AttentionProblem& p, const T* k, int64_t t0, int64_t n, int
 // [n_pad / 2][dim_v][2]
 template <typename T>
 void pack_values(const AttentionProblem& p, const T* v, int64_t t0, int64_t n, int64_t n_pad,
-                 T* out) {
+                 T* out, const RowKernels<T>& kernels) {
   const int64_t dv = p.dim_v;
-  for (int64_t i = 0; i < n_pad; ++i) {
-    const T* src = v + (t0 + i) * p.v_stride[2];
-    for (int64_t c = 0; c < dv; ++c) {
-      const T value = i < n ? src[c] : T(0.0f);
-      if constexpr (std::is_same_v<T, float>) {
-        out[i * dv + c] = value;
+  if constexpr (std::is_same_v<T, float>) {
+    (void)kernels;
+    for (int64_t i = 0; i < n_pad; ++i) {
+      if (i < n) {
+        std::memcpy(out + i * dv, v + (t0 + i) * p.v_stride[2], dv * sizeof(float));
       } else {
-        out[((i / 2) * dv + c) * 2 + (i % 2)] = value;
+        std::fill(out + i * dv, out + (i + 1) * dv, 0.0f);
       }
     }
+  } else {
+    kernels.pack_values(reinterpret_cast<const uint16_t*>(v + t0 * p.v_stride[2]), p.v_stride[2], n,
+                        n_pad, dv, reinterpret_cast<uint16_t*>(out));
   }
 }
 
@@ -259,8 +269,8 @@ struct Buffer {
   T& operator[](int64_t i) const { return ptr[i]; }
 };
 
-// floats of a row buffer: a rotated row, or a tile of 16 keys' channel-pair words
-inline int64_t row_floats(const AttentionProblem& p) { return 8 * std::max(p.dim, p.dim_v); }
+// floats of a row buffer: a tile of 16 keys' rotated rows (float32) or channel-pair words
+inline int64_t row_floats(const AttentionProblem& p) { return 16 * std::max(p.dim, p.dim_v); }
 
 // a worker's buffers for one query block at a time (slots 2-7 of its thread)
 template <typename T>
@@ -284,32 +294,11 @@ struct Workspace {
 // j * kv_block * dim_v (values)
 template <typename T>
 void pack_group(const AttentionProblem& p, const Group<T>& g, int64_t j_begin, int64_t j_end,
-                T* keys, T* values, float* row, RotatePairs rotate) {
+                T* keys, T* values, float* row, const RowKernels<T>& kernels) {
   for (int64_t j = j_begin; j < j_end; ++j) {
     const KeyBlock kb = key_block(p, j);
-    pack_keys(p, g.k, kb.t0, kb.n, kb.n_pad, keys + j * p.kv_block * p.dim, row, rotate);
-    pack_values(p, g.v, kb.t0, kb.n, kb.n_pad, values + j * p.kv_block * p.dim_v);
-  }
-}
-
-// queries [i0, i0 + rows) of a group against every key block
-// the AVX-512 row functions for T on this CPU
-template <typename T>
-struct RowKernels {
-  float (*softmax)(const float*, int64_t, int64_t, float, float&, float&, T*);
-  void (*scale)(float*, int64_t, float);
-  RotatePairs rotate;  // bfloat16 rows only
-};
-
-template <typename T>
-RowKernels<T> row_kernels() {
-  if constexpr (std::is_same_v<T, float>) {
-    return {&avx512::softmax_row<float, 7>, &avx512::scale_row, nullptr};
-  } else {
-    static const bool native = __builtin_cpu_supports("avx512bf16");
-    return {native ? &avx512_bf16::softmax_row<bf16, 3> : &avx512::softmax_row<bf16, 3>,
-            &avx512::scale_row,
-            native ? &avx512_bf16::rotate_pairs_bf16 : &avx512::rotate_pairs_bf16};
+    pack_keys(p, g.k, kb.t0, kb.n, kb.n_pad, keys + j * p.kv_block * p.dim, row, kernels);
+    pack_values(p, g.v, kb.t0, kb.n, kb.n_pad, values + j * p.kv_block * p.dim_v, kernels);
   }
 }
 
@@ -357,12 +346,7 @@ void query_block(const AttentionProblem& p, const Group<T>& g, int64_t i0,
             values + j * p.kv_block * dv, w.o.data());
   }
   for (int64_t r = 0; r < rows; ++r) {
-    const float inv = 1.0f / w.l[r];
-    const float* o = w.o.data() + r * dv;
-    T* out = g.out + (i0 + r) * dv;
-    for (int64_t c2 = 0; c2 < dv; ++c2) {
-      out[c2] = from_float<T>(o[c2] * inv);
-    }
+    kernels.store_row(w.o.data() + r * dv, dv, 1.0f / w.l[r], g.out + (i0 + r) * dv);
   }
 }
 
@@ -388,7 +372,7 @@ void run(const AttentionProblem& problem) {
     for (int64_t gi = 0; gi < groups; ++gi) {
       const Group<T> g = group_of<T>(p, gi);
       at::parallel_for(0, k_blocks, 1, [&](int64_t begin, int64_t end) {
-        pack_group(p, g, begin, end, keys, values, scratch_of<float>(7, row_floats(p)), kernels.rotate);
+        pack_group(p, g, begin, end, keys, values, scratch_of<float>(7, row_floats(p)), kernels);
       });
       at::parallel_for(0, q_blocks, 1, [&](int64_t begin, int64_t end) {
         Workspace<T> w(p);
@@ -408,7 +392,7 @@ void run(const AttentionProblem& problem) {
     T* values = scratch_of<T>(1, values_size);
     for (int64_t gi = begin; gi < end; ++gi) {
       const Group<T> g = group_of<T>(p, gi);
-      pack_group(p, g, 0, k_blocks, keys, values, w.row.data(), kernels.rotate);
+      pack_group(p, g, 0, k_blocks, keys, values, w.row.data(), kernels);
       for (int64_t qb = 0; qb < q_blocks; ++qb) {
         const int64_t i0 = qb * p.q_block;
         query_block(p, g, i0, std::min(p.q_block, p.num_q - i0), keys, values, kernels, w);

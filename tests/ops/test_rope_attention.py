@@ -201,6 +201,26 @@ def test_cpp_reads_strided_inputs_and_plain_attention(dtype):
 
 
 @needs_cpp
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("d, dv", [(6, 5), (34, 33), (96, 96), (98, 70), (256, 64)])
+def test_cpp_layout_passes_any_width(d, dv, dtype):
+    """The vectorised layout passes (keys transposed 16 x 16 words at a time, value rows
+    interleaved 32 channels at a time, output rows rounded 16 at a time) for head widths that
+    fill no, one or several vectors and leave partial ones: an odd key count (the last block
+    padded), values read through a row stride wider than their channels, against SDPA in
+    float64."""
+    g = torch.Generator().manual_seed(d + dv)
+    q = torch.randn(2, 3, 40, d, generator=g).to(dtype)
+    k = torch.randn(2, 3, 77, d, generator=g).to(dtype)
+    v = torch.randn(2, 3, 77, dv + 9, generator=g).to(dtype)[..., 3 : 3 + dv]
+    assert v.stride(2) == dv + 9
+    out = torch.ops.sam2_fast.flash_attention(q, k, v, None, None, 0, d**-0.5, 16, 32)
+    expected = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double())
+    assert out.dtype == dtype and out.shape == expected.shape
+    assert (out.double() - expected).abs().max() / expected.abs().max() < TOLERANCE[dtype]
+
+
+@needs_cpp
 def test_cpp_rotation_rounds_as_apply_rope():
     """float32: the fused rotation gives the reference's numbers to float32 rounding."""
     q, k, v, cos, sin = _inputs(side=8, frames=2, num_exclude=3)
