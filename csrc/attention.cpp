@@ -114,7 +114,7 @@ struct RowKernels {
   void (*store_row)(const float*, int64_t, float, T*);
   void (*transpose)(const uint32_t*, int64_t, int64_t, uint32_t*, int64_t);
   RotatePairs rotate;  // bfloat16 rows only
-  void (*pack_values)(const uint16_t*, int64_t, int64_t, int64_t, int64_t, uint16_t*);  // bfloat16
+  void (*pack_values)(const uint16_t* const*, int64_t, int64_t, int64_t, uint16_t*);  // bfloat16
 };
 
 template <typename T>
@@ -133,11 +133,90 @@ RowKernels<T> row_kernels() {
   }
 }
 
+template <typename T>
+struct Group {
+  const T* q;
+  const T* k;
+  const T* v;
+  T* out;
+  int64_t num_q;  // its queries (windowed: those of its window inside the query grid)
+  // windowed: the first query and key token (y, x), the query tile's columns inside the grid,
+  // and the padding rows of its head
+  int64_t qy = 0, qx = 0, q_cols = 1, ky = 0, kx = 0;
+  const T* k_pad = nullptr;
+  const T* v_pad = nullptr;
+};
+
+template <typename T>
+Group<T> group_of(const AttentionProblem& p, int64_t g) {
+  if (p.window_k == 0) {
+    const int64_t b = g / p.heads, h = g % p.heads;
+    return {static_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1],
+            static_cast<const T*>(p.k) + b * p.k_stride[0] + h * p.k_stride[1],
+            static_cast<const T*>(p.v) + b * p.v_stride[0] + h * p.v_stride[1],
+            static_cast<T*>(p.out) + g * p.num_q * p.dim_v,
+            p.num_q};
+  }
+  const int64_t h = g % p.heads, w = g / p.heads;
+  const int64_t wx = w % p.windows_x, wy = (w / p.windows_x) % p.windows_y;
+  const int64_t b = w / (p.windows_x * p.windows_y);
+  Group<T> out{static_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.dim,
+               static_cast<const T*>(p.k) + b * p.k_stride[0] + h * p.dim,
+               static_cast<const T*>(p.v) + b * p.v_stride[0] + h * p.dim_v,
+               static_cast<T*>(p.out) + b * p.out_stride[0] + h * p.dim_v,
+               0};
+  out.qy = wy * p.window_q;
+  out.qx = wx * p.window_q;
+  const int64_t rows = std::clamp<int64_t>(p.q_grid[0] - out.qy, 0, p.window_q);
+  out.q_cols = std::clamp<int64_t>(p.q_grid[1] - out.qx, 0, p.window_q);
+  out.num_q = rows * out.q_cols;
+  out.ky = wy * p.window_k;
+  out.kx = wx * p.window_k;
+  out.k_pad = static_cast<const T*>(p.k_pad) + h * p.dim;
+  out.v_pad = static_cast<const T*>(p.v_pad) + h * p.dim_v;
+  return out;
+}
+
+// query i, key t and output row i of a group
+template <typename T>
+inline const T* q_row(const AttentionProblem& p, const Group<T>& g, int64_t i) {
+  if (p.window_k == 0) {
+    return g.q + i * p.q_stride[2];
+  }
+  return g.q + (g.qy + i / g.q_cols) * p.q_yx[0] + (g.qx + i % g.q_cols) * p.q_yx[1];
+}
+
+template <typename T>
+inline const T* k_row(const AttentionProblem& p, const Group<T>& g, int64_t t) {
+  if (p.window_k == 0) {
+    return g.k + t * p.k_stride[2];
+  }
+  const int64_t y = g.ky + t / p.window_k, x = g.kx + t % p.window_k;
+  return y < p.k_grid[0] && x < p.k_grid[1] ? g.k + y * p.k_yx[0] + x * p.k_yx[1] : g.k_pad;
+}
+
+template <typename T>
+inline const T* v_row(const AttentionProblem& p, const Group<T>& g, int64_t t) {
+  if (p.window_k == 0) {
+    return g.v + t * p.v_stride[2];
+  }
+  const int64_t y = g.ky + t / p.window_k, x = g.kx + t % p.window_k;
+  return y < p.k_grid[0] && x < p.k_grid[1] ? g.v + y * p.v_yx[0] + x * p.v_yx[1] : g.v_pad;
+}
+
+template <typename T>
+inline T* out_row(const AttentionProblem& p, const Group<T>& g, int64_t i) {
+  if (p.window_k == 0) {
+    return g.out + i * p.dim_v;
+  }
+  return g.out + (g.qy + i / g.q_cols) * p.out_stride[1] + (g.qx + i % g.q_cols) * p.out_stride[2];
+}
+
 // the right operand of S = Q K^T for keys [t0, t0 + n) of a group, n_pad >= n columns:
 // float32: K^T [dim][n_pad]; bfloat16: VNNI [dim / 2][n_pad][2], i.e. the channel-pair words
 // of the keys transposed, written 16 keys at a time from a tile of rotated rows
 template <typename T>
-void pack_keys(const AttentionProblem& p, const T* k, int64_t t0, int64_t n, int64_t n_pad,
+void pack_keys(const AttentionProblem& p, const Group<T>& g, int64_t t0, int64_t n, int64_t n_pad,
                T* out, float* row, const RowKernels<T>& kernels) {
   const int64_t dim = p.dim;
   // words of one key row: float32 channels, or bfloat16 channel pairs
@@ -158,10 +237,9 @@ void pack_keys(const AttentionProblem& p, const T* k, int64_t t0, int64_t n, int
       const float* cos = rotated ? p.cos + pos * (dim / 2) : nullptr;
       const float* sin = rotated ? p.sin + pos * (dim / 2) : nullptr;
       if constexpr (std::is_same_v<T, float>) {
-        rotated_row(k + t * p.k_stride[2], dim, cos, sin, reinterpret_cast<float*>(words));
+        rotated_row(k_row(p, g, t), dim, cos, sin, reinterpret_cast<float*>(words));
       } else {
-        kernels.rotate(reinterpret_cast<const uint16_t*>(k + t * p.k_stride[2]), width, cos, sin,
-                       words);
+        kernels.rotate(reinterpret_cast<const uint16_t*>(k_row(p, g, t)), width, cos, sin, words);
       }
     }
     kernels.transpose(tile, width, keys, reinterpret_cast<uint32_t*>(out) + i0, n_pad);
@@ -169,23 +247,31 @@ void pack_keys(const AttentionProblem& p, const T* k, int64_t t0, int64_t n, int
 }
 
 // the right operand of O += P V for keys [t0, t0 + n): float32 [n_pad][dim_v]; bfloat16 VNNI
-// [n_pad / 2][dim_v][2]
+// [n_pad / 2][dim_v][2] (n_pad even), from the value rows of 64 keys at a time
 template <typename T>
-void pack_values(const AttentionProblem& p, const T* v, int64_t t0, int64_t n, int64_t n_pad,
+void pack_values(const AttentionProblem& p, const Group<T>& g, int64_t t0, int64_t n, int64_t n_pad,
                  T* out, const RowKernels<T>& kernels) {
   const int64_t dv = p.dim_v;
   if constexpr (std::is_same_v<T, float>) {
     (void)kernels;
     for (int64_t i = 0; i < n_pad; ++i) {
       if (i < n) {
-        std::memcpy(out + i * dv, v + (t0 + i) * p.v_stride[2], dv * sizeof(float));
+        std::memcpy(out + i * dv, v_row(p, g, t0 + i), dv * sizeof(float));
       } else {
         std::fill(out + i * dv, out + (i + 1) * dv, 0.0f);
       }
     }
   } else {
-    kernels.pack_values(reinterpret_cast<const uint16_t*>(v + t0 * p.v_stride[2]), p.v_stride[2], n,
-                        n_pad, dv, reinterpret_cast<uint16_t*>(out));
+    constexpr int64_t chunk = 64;
+    const uint16_t* rows[chunk];
+    for (int64_t c0 = 0; c0 < n_pad; c0 += chunk) {
+      const int64_t count = std::min(chunk, n_pad - c0);
+      const int64_t valid = std::clamp<int64_t>(n - c0, 0, count);
+      for (int64_t i = 0; i < valid; ++i) {
+        rows[i] = reinterpret_cast<const uint16_t*>(v_row(p, g, t0 + c0 + i));
+      }
+      kernels.pack_values(rows, valid, count, dv, reinterpret_cast<uint16_t*>(out + c0 * dv));
+    }
   }
 }
 
@@ -203,23 +289,6 @@ inline void release() {
 
 // ---------------------------------------------------------------------------------------------
 // the kernel
-
-template <typename T>
-struct Group {
-  const T* q;
-  const T* k;
-  const T* v;
-  T* out;
-};
-
-template <typename T>
-Group<T> group_of(const AttentionProblem& p, int64_t g) {
-  const int64_t b = g / p.heads, h = g % p.heads;
-  return {static_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1],
-          static_cast<const T*>(p.k) + b * p.k_stride[0] + h * p.k_stride[1],
-          static_cast<const T*>(p.v) + b * p.v_stride[0] + h * p.v_stride[1],
-          static_cast<T*>(p.out) + g * p.num_q * p.dim_v};
-}
 
 // columns of S per micro-kernel call
 constexpr int64_t kScoreColumns = 512;
@@ -297,8 +366,8 @@ void pack_group(const AttentionProblem& p, const Group<T>& g, int64_t j_begin, i
                 T* keys, T* values, float* row, const RowKernels<T>& kernels) {
   for (int64_t j = j_begin; j < j_end; ++j) {
     const KeyBlock kb = key_block(p, j);
-    pack_keys(p, g.k, kb.t0, kb.n, kb.n_pad, keys + j * p.kv_block * p.dim, row, kernels);
-    pack_values(p, g.v, kb.t0, kb.n, kb.n_pad, values + j * p.kv_block * p.dim_v, kernels);
+    pack_keys(p, g, kb.t0, kb.n, kb.n_pad, keys + j * p.kv_block * p.dim, row, kernels);
+    pack_values(p, g, kb.t0, kb.n, kb.n_pad, values + j * p.kv_block * p.dim_v, kernels);
   }
 }
 
@@ -312,9 +381,9 @@ void query_block(const AttentionProblem& p, const Group<T>& g, int64_t i0,
     const float* cos = p.cos ? p.cos + i * (dim / 2) : nullptr;
     const float* sin = p.sin ? p.sin + i * (dim / 2) : nullptr;
     if constexpr (std::is_same_v<T, float>) {
-      rotated_row(g.q + i * p.q_stride[2], dim, cos, sin, w.q.data() + r * dim);
+      rotated_row(q_row(p, g, i), dim, cos, sin, w.q.data() + r * dim);
     } else {
-      kernels.rotate(reinterpret_cast<const uint16_t*>(g.q + i * p.q_stride[2]), dim / 2, cos, sin,
+      kernels.rotate(reinterpret_cast<const uint16_t*>(q_row(p, g, i)), dim / 2, cos, sin,
                      reinterpret_cast<uint32_t*>(w.q.data() + r * dim));
     }
   }
@@ -346,14 +415,15 @@ void query_block(const AttentionProblem& p, const Group<T>& g, int64_t i0,
             values + j * p.kv_block * dv, w.o.data());
   }
   for (int64_t r = 0; r < rows; ++r) {
-    kernels.store_row(w.o.data() + r * dv, dv, 1.0f / w.l[r], g.out + (i0 + r) * dv);
+    kernels.store_row(w.o.data() + r * dv, dv, 1.0f / w.l[r], out_row(p, g, i0 + r));
   }
 }
 
 template <typename T>
 void run(const AttentionProblem& problem) {
   AttentionProblem p = problem;
-  const int64_t groups = p.batch * p.heads;
+  const int64_t groups =
+      p.batch * p.heads * (p.window_k > 0 ? p.windows_y * p.windows_x : 1);
   const int64_t threads = at::get_num_threads();
   // few groups (one object's memory attention, a global window): blocks of queries are the
   // tasks, so smaller blocks when there would be fewer than two per thread
@@ -371,14 +441,17 @@ void run(const AttentionProblem& problem) {
     T* values = scratch_of<T>(1, values_size);
     for (int64_t gi = 0; gi < groups; ++gi) {
       const Group<T> g = group_of<T>(p, gi);
+      if (g.num_q == 0) {
+        continue;
+      }
       at::parallel_for(0, k_blocks, 1, [&](int64_t begin, int64_t end) {
         pack_group(p, g, begin, end, keys, values, scratch_of<float>(7, row_floats(p)), kernels);
       });
-      at::parallel_for(0, q_blocks, 1, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, ceil_div(g.num_q, p.q_block), 1, [&](int64_t begin, int64_t end) {
         Workspace<T> w(p);
         for (int64_t qb = begin; qb < end; ++qb) {
           const int64_t i0 = qb * p.q_block;
-          query_block(p, g, i0, std::min(p.q_block, p.num_q - i0), keys, values, kernels, w);
+          query_block(p, g, i0, std::min(p.q_block, g.num_q - i0), keys, values, kernels, w);
         }
         release<T>();
       });
@@ -392,10 +465,13 @@ void run(const AttentionProblem& problem) {
     T* values = scratch_of<T>(1, values_size);
     for (int64_t gi = begin; gi < end; ++gi) {
       const Group<T> g = group_of<T>(p, gi);
+      if (g.num_q == 0) {
+        continue;
+      }
       pack_group(p, g, 0, k_blocks, keys, values, w.row.data(), kernels);
-      for (int64_t qb = 0; qb < q_blocks; ++qb) {
+      for (int64_t qb = 0; qb < ceil_div(g.num_q, p.q_block); ++qb) {
         const int64_t i0 = qb * p.q_block;
-        query_block(p, g, i0, std::min(p.q_block, p.num_q - i0), keys, values, kernels, w);
+        query_block(p, g, i0, std::min(p.q_block, g.num_q - i0), keys, values, kernels, w);
       }
     }
     release<T>();

@@ -36,6 +36,21 @@ struct AttentionProblem {
   float scale = 1.0f;
   int64_t q_block = 64;    // queries per block
   int64_t kv_block = 512;  // keys per block
+  // Windowed attention read in place (window > 0; no rotation): q, k, v and out are [B, Y, X, C]
+  // token grids, head h at channel offset h * dim (h * dim_v for v and out), strides in elements
+  // (batch, y, x; channels contiguous). Group g = ((b * windows_y + wy) * windows_x + wx) * heads
+  // + h: its keys are the window_k x window_k tokens from (wy, wx) * window_k of the key grid
+  // (num_k = window_k^2), a token past the grid (padding) reading the rows k_pad / v_pad
+  // ([heads * dim] / [heads * dim_v]); its queries the tokens of the window_q x window_q tile
+  // from (wy, wx) * window_q of the query grid that lie inside it (num_q = window_q^2 at most),
+  // each written to its own token of out (the query grid's size).
+  int64_t window_k = 0, window_q = 0, windows_y = 0, windows_x = 0;
+  int64_t k_grid[2] = {0, 0};  // key grid rows and columns
+  int64_t q_grid[2] = {0, 0};  // query grid rows and columns (also out's)
+  int64_t q_yx[2] = {0, 0}, k_yx[2] = {0, 0}, v_yx[2] = {0, 0};  // y and x strides
+  int64_t out_stride[3] = {0, 0, 0};  // out: batch, y, x
+  const void* k_pad = nullptr;
+  const void* v_pad = nullptr;
 };
 
 // bfloat16 inputs and output (float32 scores, softmax and accumulation)

@@ -591,6 +591,112 @@ at::Tensor flash_attention_cpu(const at::Tensor& q, const at::Tensor& k, const a
   return out;
 }
 
+// ---------------------------------------------------------------------------------------------
+// window_flash_attention(q [B, Hq, Wq, heads * D], k [B, H, W, heads * D], v [B, H, W, heads * Dv],
+//                        k_pad [heads * D], v_pad [heads * Dv], heads, window, q_window, scale,
+//                        q_block, kv_block) -> [B, Hq, Wq, heads * Dv]
+// Attention inside window x window tiles of the key grid (the keys of a tile past the grid read
+// k_pad / v_pad), each query of the q_window x q_window tile at the same tile index attending to
+// its tile's keys, read and written in place in the token grids (attention.h, windowed mode).
+
+at::Tensor window_flash_attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                      const at::Tensor& k_pad, const at::Tensor& v_pad,
+                                      int64_t heads, int64_t window, int64_t q_window, double scale,
+                                      int64_t q_block, int64_t kv_block) {
+  const char* op = "window_flash_attention";
+  SAM2_CHECK_VALUE(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, op,
+                    ": q, k and v must be [B, rows, columns, channels] token grids, got ",
+                    q.sizes(), ", ", k.sizes(), " and ", v.sizes());
+  SAM2_CHECK_TYPE(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type() &&
+                       q.scalar_type() == k_pad.scalar_type() &&
+                       q.scalar_type() == v_pad.scalar_type(),
+                   op, ": q, k, v, k_pad and v_pad must have one dtype, got ", q.scalar_type(),
+                   ", ", k.scalar_type(), ", ", v.scalar_type(), ", ", k_pad.scalar_type(), " and ",
+                   v_pad.scalar_type());
+  const bool bf16 = q.scalar_type() == at::kBFloat16;
+  SAM2_CHECK_TYPE(bf16 || q.scalar_type() == at::kFloat, op,
+                   ": q, k and v must be float32 or bfloat16, got ", q.scalar_type());
+  SAM2_CHECK_VALUE(heads > 0 && window > 0 && q_window > 0, op,
+                    ": heads, window and q_window must be > 0, got ", heads, ", ", window, " and ",
+                    q_window);
+  const int64_t batch = q.size(0);
+  SAM2_CHECK_VALUE(k.size(0) == batch && v.size(0) == batch && k.size(1) == v.size(1) &&
+                        k.size(2) == v.size(2),
+                    op, ": k and v must be one [", batch, ", H, W, C] grid with q's batch, got ",
+                    k.sizes(), " and ", v.sizes());
+  SAM2_CHECK_VALUE(q.size(3) % heads == 0 && v.size(3) % heads == 0 && k.size(3) == q.size(3), op,
+                    ": the channels of q and k (", q.size(3), ", ", k.size(3), ") must be equal and, "
+                    "like v's (", v.size(3), "), a multiple of heads = ", heads);
+  const int64_t dim = q.size(3) / heads, dim_v = v.size(3) / heads;
+  SAM2_CHECK_VALUE(dim % 2 == 0 && dim_v > 0, op,
+                    ": the head dims must be > 0 and D even, got D ", dim, ", Dv ", dim_v);
+  SAM2_CHECK_VALUE(k_pad.dim() == 1 && k_pad.size(0) == k.size(3) && v_pad.dim() == 1 &&
+                        v_pad.size(0) == v.size(3),
+                    op, ": k_pad and v_pad must be [", k.size(3), "] and [", v.size(3), "], got ",
+                    k_pad.sizes(), " and ", v_pad.sizes());
+  const int64_t windows_y = (k.size(1) + window - 1) / window;
+  const int64_t windows_x = (k.size(2) + window - 1) / window;
+  SAM2_CHECK_VALUE(q.size(1) > 0 && q.size(2) > 0 && k.size(1) > 0 && k.size(2) > 0 &&
+                        q.size(1) <= windows_y * q_window && q.size(2) <= windows_x * q_window,
+                    op, ": the query grid ", q.size(1), " x ", q.size(2), " must be non-empty and "
+                    "covered by the ", windows_y, " x ", windows_x, " tiles of ", q_window,
+                    " queries (one per key tile of ", window, " over ", k.size(1), " x ",
+                    k.size(2), ")");
+  SAM2_CHECK_VALUE(q_block >= 16 && kv_block >= 16 && kv_block % 16 == 0, op,
+                    ": q_block must be >= 16 and kv_block a multiple of 16, got ", q_block,
+                    " and ", kv_block);
+  SAM2_CHECK_VALUE(q.device().is_cpu() && k.device().is_cpu() && v.device().is_cpu() &&
+                        k_pad.device().is_cpu() && v_pad.device().is_cpu(),
+                    op, ": q, k, v, k_pad and v_pad must be CPU tensors");
+  const std::string unsupported = attention_cpu_unsupported(bf16);
+  SAM2_CHECK_VALUE(unsupported.empty(), op, ": ", unsupported);
+  // channels contiguous; any other strides are read as they are
+  const at::Tensor qc = q.stride(3) == 1 ? q : q.contiguous();
+  const at::Tensor kc = k.stride(3) == 1 ? k : k.contiguous();
+  const at::Tensor vc = v.stride(3) == 1 ? v : v.contiguous();
+  const at::Tensor kp = k_pad.contiguous(), vp = v_pad.contiguous();
+  at::Tensor out = at::empty({batch, q.size(1), q.size(2), v.size(3)}, q.options());
+  AttentionProblem p;
+  p.batch = batch;
+  p.heads = heads;
+  p.num_q = q_window * q_window;
+  p.num_k = window * window;
+  p.dim = dim;
+  p.dim_v = dim_v;
+  p.q = qc.const_data_ptr();
+  p.k = kc.const_data_ptr();
+  p.v = vc.const_data_ptr();
+  p.q_stride[0] = qc.stride(0);
+  p.k_stride[0] = kc.stride(0);
+  p.v_stride[0] = vc.stride(0);
+  for (int i = 0; i < 2; ++i) {
+    p.q_yx[i] = qc.stride(i + 1);
+    p.k_yx[i] = kc.stride(i + 1);
+    p.v_yx[i] = vc.stride(i + 1);
+    p.q_grid[i] = q.size(i + 1);
+    p.k_grid[i] = k.size(i + 1);
+  }
+  for (int i = 0; i < 3; ++i) {
+    p.out_stride[i] = out.stride(i);
+  }
+  p.window_k = window;
+  p.window_q = q_window;
+  p.windows_y = windows_y;
+  p.windows_x = windows_x;
+  p.k_pad = kp.const_data_ptr();
+  p.v_pad = vp.const_data_ptr();
+  p.out = out.mutable_data_ptr();
+  p.scale = static_cast<float>(scale);
+  p.q_block = q_block;
+  p.kv_block = kv_block;
+  if (bf16) {
+    attention_cpu_bf16(p);
+  } else {
+    attention_cpu_f32(p);
+  }
+  return out;
+}
+
 // why flash_attention cannot run bfloat16 (bf16) or float32 inputs on this CPU, "" if it can
 std::string flash_attention_unsupported(bool bf16) { return attention_cpu_unsupported(bf16); }
 
@@ -889,6 +995,11 @@ TORCH_LIBRARY(sam2_fast, m) {
       "flash_attention(Tensor q, Tensor k, Tensor v, Tensor? cos, Tensor? sin, int num_k_rope, "
       "float scale, int q_block=256, int kv_block=512) -> Tensor");
   m.def("flash_attention_unsupported(bool bf16) -> str");
+  // attention inside windows of [B, H, W, C] token grids, read and written in place (padding
+  // tokens read k_pad / v_pad; csrc/attention.h, windowed mode)
+  m.def(
+      "window_flash_attention(Tensor q, Tensor k, Tensor v, Tensor k_pad, Tensor v_pad, int heads, "
+      "int window, int q_window, float scale, int q_block=256, int kv_block=512) -> Tensor");
   // an elementwise function of bfloat16 values as a 65 537-entry table, in place (lookup.h)
   m.def("lookup_bf16_(Tensor(a!) values, Tensor table) -> Tensor(a!)");
   m.def("lookup_bf16_vectorized() -> bool");
@@ -916,6 +1027,7 @@ TORCH_LIBRARY_IMPL(sam2_fast, CPU, m) {
   m.impl("upsample_threshold", &sam2_fast::upsample_threshold_cpu);
   m.impl("upscale_masks", &sam2_fast::upscale_masks_cpu);
   m.impl("flash_attention", &sam2_fast::flash_attention_cpu);
+  m.impl("window_flash_attention", &sam2_fast::window_flash_attention_cpu);
   m.impl("lookup_bf16_", &sam2_fast::lookup_bf16_);
   m.impl("layer_norm_bf16", &sam2_fast::layer_norm_bf16_cpu);
   m.impl("add_layer_norm_bf16", &sam2_fast::add_layer_norm_bf16_cpu);

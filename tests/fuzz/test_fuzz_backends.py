@@ -335,7 +335,8 @@ FUZZED: dict[str, Fuzzed] = {
     "window_attention": Fuzzed(
         window_inputs, window_attention_in_bands_of_one_window_row,
         lambda qkv, num_heads, window_size, q_stride, qkv_bias: (qkv, num_heads, window_size, q_stride, qkv_bias),
-        assert_attention_close, dtypes={"*": FLOATS, "blocked": FLOATS[:2], "cpp": FLOATS[:2]},
+        assert_attention_close,
+        dtypes={"*": FLOATS, "blocked": FLOATS[:2], "cpp": FLOATS[:2], "cpp_grid": FLOATS[:2]},
         # the banded backend needs two rows of windows; the cpp kernel channel pairs
         edge=lambda inputs: (inputs["window_size"] == 0 or inputs["qkv"].shape[1] <= inputs["window_size"]
                              or inputs["qkv"].shape[-1] // 3 // inputs["num_heads"] % 2 == 1

@@ -152,13 +152,14 @@ def test_blocked_matches_the_reference(monkeypatch, name: str, dtype: torch.dtyp
     torch.testing.assert_close(out.float(), expected, **BLOCKED_TOLERANCES[dtype])
 
 
-@pytest.mark.parametrize("backend", ["cpp", "cpp_q128"])
+@pytest.mark.parametrize("backend", ["cpp", "cpp_q128", "cpp_grid"])
 @pytest.mark.parametrize("dtype", list(BLOCKED_TOLERANCES), ids=["fp32", "bf16"])
 @pytest.mark.parametrize("name", [*CASES, *("banded: " + n for n in ("window4, last band padded, 2 images", "window4 pooled, padded"))])
 def test_cpp_matches_the_reference(monkeypatch, name: str, dtype: torch.dtype, backend: str) -> None:
     """The C++ flash kernel (blocks of 256 or 128 queries) inside the reference's partition /
-    pooling, windowed and global, on bands; where it cannot run (no AVX-512), its refusal is
-    explained and never chosen."""
+    pooling, windowed and global, on bands, or reading the windows in place (``cpp_grid``,
+    windowed only: padded tokens read the bias); where it cannot run (no AVX-512), its refusal
+    is explained and never chosen."""
     banded = name.startswith("banded: ")
     case = BANDED_CASES[name.removeprefix("banded: ")] if banded else CASES[name]
     module = importlib.import_module("sam2_fast.ops.window_attention")
@@ -486,3 +487,37 @@ def test_max_pool_nhwc_is_max_pool2d(stride, dtype):
     assert got.is_contiguous() and got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True)
     assert torch.isnan(got[0, 0, 0, 0])
+
+
+def _grid_inputs(dtype=torch.float32):
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 4, 4, 16, generator=g).to(dtype)  # 2 heads of 8, pooled 8 x 8 / 2
+    k = torch.randn(1, 8, 8, 16, generator=g).to(dtype)
+    v = torch.randn(1, 8, 8, 12, generator=g).to(dtype)
+    return q, k, v, torch.zeros(16, dtype=dtype), torch.zeros(12, dtype=dtype)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda q, k, v, kp, vp: (q[0], k, v, kp, vp, 2, 4, 2, 0.3), r"must be \[B, rows, columns, channels\]"),
+        (lambda q, k, v, kp, vp: (q, k.bfloat16(), v, kp, vp, 2, 4, 2, 0.3), "must have one dtype"),
+        (lambda q, k, v, kp, vp: (q, k, v, kp, vp, 3, 4, 2, 0.3), "a multiple of heads = 3"),
+        (lambda q, k, v, kp, vp: (q, k, v[:, :7], kp, vp, 2, 4, 2, 0.3), "k and v must be one"),
+        (lambda q, k, v, kp, vp: (q, k, v, kp[:8], vp, 2, 4, 2, 0.3), r"k_pad and v_pad must be \[16\] and \[12\]"),
+        (lambda q, k, v, kp, vp: (q, k, v, kp, vp, 2, 4, 1, 0.3), "must be non-empty and covered by the 2 x 2 tiles of 1"),
+        (lambda q, k, v, kp, vp: (q, k, v, kp, vp, 2, 0, 2, 0.3), "window and q_window must be > 0"),
+        (lambda q, k, v, kp, vp: (q, k, v, kp, vp, 2, 4, 2, 0.3, 8, 512), "q_block must be >= 16"),
+    ],
+)
+def test_grid_kernel_bad_input_names_the_argument(call, match) -> None:
+    """``window_flash_attention`` (the ``cpp_grid`` backend's kernel) refuses malformed grids
+    with a message that names the argument and what it expected."""
+    from sam2_fast.ops._common import extension_refusal, flash_attention_refusal
+
+    if extension_refusal("cpu") is not None or flash_attention_refusal(torch.float32) is not None:
+        pytest.skip("the C++ flash attention cannot run here (test_cpp_matches_the_reference checks the refusal)")
+    with pytest.raises((ValueError, TypeError), match=match):
+        torch.ops.sam2_fast.window_flash_attention(*call(*_grid_inputs()))
+    # the op stays usable
+    assert torch.ops.sam2_fast.window_flash_attention(*_grid_inputs(), 2, 4, 2, 0.3).shape == (1, 4, 4, 12)

@@ -6,6 +6,7 @@ not a skip: set ``SAM2_FAST_ALLOW_NO_ORACLE=1`` to skip these tests on a machine
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 from sam2_fast.modeling.config import PRESETS, SAM2Config
 from sam2_fast.modeling.init import random_state_dict
 from sam2_fast.modeling.sam2_base import SAM2Base
+from sam2_fast.ops import get_op
 
 # zoo name -> official hydra config name
 OFFICIAL_CONFIGS = {
@@ -89,3 +91,27 @@ def official_video_predictor(name: str, state_dict, overrides=(), device: str = 
     import_oracle()
     official_misc.get_connected_components = scipy_connected_components
     return build(name, state_dict, overrides, device)
+
+
+@contextlib.contextmanager
+def windows_in_place():
+    """Every windowed ``window_attention`` call runs ``cpp_grid`` (the C++ kernel reading the
+    windows in place), the others (global attention) what automatic selection picks; yields
+    the list of the backends picked, call by call; skips where the kernel cannot run (no
+    AVX-512 or no extension)."""
+    op = get_op("window_attention")
+    grid = op.backend("cpp_grid")
+    reason = grid.supports(torch.zeros(1, 8, 8, 6), 1, 4, 1, None)
+    if reason is not None:
+        pytest.skip(f"cpp_grid cannot run here: {reason}")
+    select = op.select
+    picked: list[str] = []  # the backend of each call, for the test to check
+
+    def in_place_first(*args, **kwargs):
+        backend = grid if grid.supports(*args, **kwargs) is None else select(*args, **kwargs)
+        picked.append(backend.name)
+        return backend
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(op, "select", in_place_first)
+        yield picked

@@ -56,18 +56,30 @@ def official_results():
     return pair, image, fp32, bf16
 
 
-@pytest.mark.parametrize("backends", ["defaults", "references"])
+def _backends(name: str):
+    if name == "references":
+        return use_backend("reference")
+    if name == "windows in place":
+        from oracle_support import windows_in_place
+
+        return windows_in_place()
+    return contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("backends", ["defaults", "references", "windows in place"])
 def test_image_bfloat16_mode_is_as_close_to_official_bf16_as_official_is_to_fp32(official_results, backends):
     pair, image, fp32, bf16 = official_results
     yardstick = max(rel_l2(bf16[n][2], fp32[n][2]) for n in PROMPTS)
     predictor = SAM2ImagePredictor(pair.ours)
     pair.ours.set_compute_dtype("bfloat16")
     try:
-        with torch.inference_mode(), use_backend("reference") if backends == "references" else contextlib.nullcontext():
+        with torch.inference_mode(), _backends(backends) as picked:
             predictor.set_image(image)
             ours = {name: predictor.predict(**p, return_logits=True) for name, p in PROMPTS.items()}
     finally:
         pair.ours.set_compute_dtype(None)
+    if backends == "windows in place":
+        assert "cpp_grid" in picked, picked
     for name in PROMPTS:
         masks, iou, low_res = ours[name]
         assert low_res.dtype == np.float32 and masks.shape == bf16[name][0].shape

@@ -221,6 +221,27 @@ def test_forced_backend_matches_official(model_pair, backend):
     np.testing.assert_allclose(got[2], expected[2], atol=1e-5, rtol=1e-5)
 
 
+def test_windows_read_in_place_match_official(model_pair):
+    """float32, every windowed attention of the encoder in ``cpp_grid`` (the C++ kernel reading
+    the windows in place: pooled, padded and plain windows of Hiera-T at a size whose stage-3
+    windows are padded): the prediction matches the official package's."""
+    from sam2.sam2_image_predictor import SAM2ImagePredictor as OfficialPredictor
+
+    from oracle_support import windows_in_place
+
+    pair = model_pair("sam2.1-hiera-tiny")
+    image = sample_image(333, 1001)
+    kwargs = scaled(CASES["box_and_points"], (333, 1001))
+    ref = OfficialPredictor(pair.official)
+    ref.set_image(image)
+    ours = SAM2ImagePredictor(pair.ours)
+    with windows_in_place() as picked:
+        ours.set_image(image)
+        got = ours.predict(**kwargs)
+    assert "cpp_grid" in picked and set(picked) != {"cpp_grid"}, picked  # global blocks run another
+    assert_same_prediction(got, ref.predict(**kwargs))
+
+
 @pytest.mark.parametrize("variant", ["sam2.1-hiera-tiny", "sam2.1-hiera-base-plus"])
 def test_image_encoder_with_the_triton_kernel_matches_official(model_pair, triton_interpreter, variant):
     """The image encoder with every window attention forced to the Triton kernel (in Triton's
