@@ -186,22 +186,26 @@ inline const T* q_row(const AttentionProblem& p, const Group<T>& g, int64_t i) {
   return g.q + (g.qy + i / g.q_cols) * p.q_yx[0] + (g.qx + i % g.q_cols) * p.q_yx[1];
 }
 
+// key t's row of a group's keys (base g.k, grid strides yx, token stride p.k_stride[2], padding
+// row g.k_pad) or values (the same with v)
 template <typename T>
-inline const T* k_row(const AttentionProblem& p, const Group<T>& g, int64_t t) {
+inline const T* kv_row(const AttentionProblem& p, const Group<T>& g, int64_t t, const T* base,
+                       const int64_t* yx, int64_t stride, const T* pad) {
   if (p.window_k == 0) {
-    return g.k + t * p.k_stride[2];
+    return base + t * stride;
   }
   const int64_t y = g.ky + t / p.window_k, x = g.kx + t % p.window_k;
-  return y < p.k_grid[0] && x < p.k_grid[1] ? g.k + y * p.k_yx[0] + x * p.k_yx[1] : g.k_pad;
+  return y < p.k_grid[0] && x < p.k_grid[1] ? base + y * yx[0] + x * yx[1] : pad;
+}
+
+template <typename T>
+inline const T* k_row(const AttentionProblem& p, const Group<T>& g, int64_t t) {
+  return kv_row(p, g, t, g.k, p.k_yx, p.k_stride[2], g.k_pad);
 }
 
 template <typename T>
 inline const T* v_row(const AttentionProblem& p, const Group<T>& g, int64_t t) {
-  if (p.window_k == 0) {
-    return g.v + t * p.v_stride[2];
-  }
-  const int64_t y = g.ky + t / p.window_k, x = g.kx + t % p.window_k;
-  return y < p.k_grid[0] && x < p.k_grid[1] ? g.v + y * p.v_yx[0] + x * p.v_yx[1] : g.v_pad;
+  return kv_row(p, g, t, g.v, p.v_yx, p.v_stride[2], g.v_pad);
 }
 
 template <typename T>

@@ -502,6 +502,21 @@ std::tuple<at::Tensor, at::Tensor> upsample_threshold_cpu(const at::Tensor& logi
 // flash_attention(q [B, H, Nq, D], k [B, H, Nk, D], v [B, 1 | H, Nk, Dv], cos?, sin? [Nq, D / 2],
 //                 num_k_rope, scale, q_block, kv_block) -> [B, H, Nq, Dv] (attention.h)
 
+// the problem p run into out (its dtype: bf16 or float32) with the call's scale and block sizes
+at::Tensor run_attention(AttentionProblem& p, at::Tensor& out, bool bf16, double scale,
+                         int64_t q_block, int64_t kv_block) {
+  p.out = out.mutable_data_ptr();
+  p.scale = static_cast<float>(scale);
+  p.q_block = q_block;
+  p.kv_block = kv_block;
+  if (bf16) {
+    attention_cpu_bf16(p);
+  } else {
+    attention_cpu_f32(p);
+  }
+  return out;
+}
+
 at::Tensor flash_attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const std::optional<at::Tensor>& cos,
                                const std::optional<at::Tensor>& sin, int64_t num_k_rope,
@@ -579,16 +594,7 @@ at::Tensor flash_attention_cpu(const at::Tensor& q, const at::Tensor& k, const a
   if (vc.size(1) == 1) {
     p.v_stride[1] = 0;
   }
-  p.out = out.mutable_data_ptr();
-  p.scale = static_cast<float>(scale);
-  p.q_block = q_block;
-  p.kv_block = kv_block;
-  if (bf16) {
-    attention_cpu_bf16(p);
-  } else {
-    attention_cpu_f32(p);
-  }
-  return out;
+  return run_attention(p, out, bf16, scale, q_block, kv_block);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -685,16 +691,7 @@ at::Tensor window_flash_attention_cpu(const at::Tensor& q, const at::Tensor& k, 
   p.windows_x = windows_x;
   p.k_pad = kp.const_data_ptr();
   p.v_pad = vp.const_data_ptr();
-  p.out = out.mutable_data_ptr();
-  p.scale = static_cast<float>(scale);
-  p.q_block = q_block;
-  p.kv_block = kv_block;
-  if (bf16) {
-    attention_cpu_bf16(p);
-  } else {
-    attention_cpu_f32(p);
-  }
-  return out;
+  return run_attention(p, out, bf16, scale, q_block, kv_block);
 }
 
 // why flash_attention cannot run bfloat16 (bf16) or float32 inputs on this CPU, "" if it can

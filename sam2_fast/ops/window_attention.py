@@ -444,9 +444,13 @@ def _cpp_refusal(qkv, num_heads, window_size, q_stride=1, qkv_bias=None) -> Opti
     return flash_attention_refusal(qkv.dtype)
 
 
+#: why the C++ backends are not the built-in default for windows
+_WINDOWS_DEFAULT = "windows: the built-in default is banded / blocked / torch's SDPA (the tuner measures this too)"
+
+
 def _cpp_preference(qkv, num_heads, window_size, q_stride=1, qkv_bias=None) -> Optional[str]:
     if window_size != 0:
-        return "windows: the built-in default is banded / blocked / torch's SDPA (the tuner measures this too)"
+        return _WINDOWS_DEFAULT
     if qkv.dtype != torch.bfloat16:
         return f"{qkv.dtype}: the built-in default is torch's SDPA (the tuner measures this too)"
     return None
@@ -509,7 +513,7 @@ def _cpp_grid_refusal(qkv, num_heads, window_size, q_stride=1, qkv_bias=None) ->
 
 
 def _cpp_grid_preference(qkv, num_heads, window_size, q_stride=1, qkv_bias=None) -> Optional[str]:
-    return "windows: the built-in default is banded / blocked / torch's SDPA (the tuner measures this too)"
+    return _WINDOWS_DEFAULT
 
 
 @window_attention_op.register("cpp_grid", _cpp_grid_refusal, _cpp_grid_preference)
