@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam2_fast.ops import BackendError, get_op, use_backend, window_attention
+from sam2_fast.ops._common import extension_refusal, flash_attention_refusal
 from sam2_fast.ops.window_attention import window_attention_reference
 
 OP = "window_attention"
@@ -513,8 +514,6 @@ def _grid_inputs(dtype=torch.float32):
 def test_grid_kernel_bad_input_names_the_argument(call, match) -> None:
     """``window_flash_attention`` (the ``cpp_grid`` backend's kernel) refuses malformed grids
     with a message that names the argument and what it expected."""
-    from sam2_fast.ops._common import extension_refusal, flash_attention_refusal
-
     if extension_refusal("cpu") is not None or flash_attention_refusal(torch.float32) is not None:
         pytest.skip("the C++ flash attention cannot run here (test_cpp_matches_the_reference checks the refusal)")
     with pytest.raises((ValueError, TypeError), match=match):

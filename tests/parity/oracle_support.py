@@ -94,14 +94,14 @@ def official_video_predictor(name: str, state_dict, overrides=(), device: str = 
 
 
 @contextlib.contextmanager
-def windows_in_place():
+def windows_in_place(dtype: torch.dtype = torch.float32):
     """Every windowed ``window_attention`` call runs ``cpp_grid`` (the C++ kernel reading the
     windows in place), the others (global attention) what automatic selection picks; yields
-    the list of the backends picked, call by call; skips where the kernel cannot run (no
-    AVX-512 or no extension)."""
+    the list of the backends picked, call by call; skips where the kernel cannot run ``dtype``
+    (no AVX-512, no extension, or no oneDNN micro-kernel for it)."""
     op = get_op("window_attention")
     grid = op.backend("cpp_grid")
-    reason = grid.supports(torch.zeros(1, 8, 8, 6), 1, 4, 1, None)
+    reason = grid.supports(torch.zeros(1, 8, 8, 6, dtype=dtype), 1, 4, 1, None)
     if reason is not None:
         pytest.skip(f"cpp_grid cannot run here: {reason}")
     select = op.select

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from oracle_support import ModelPair
+from oracle_support import ModelPair, windows_in_place
 from sam2_fast import SAM2ImagePredictor
 from sam2_fast.ops import use_backend
 from sam2_fast.sample import sample_image
@@ -60,9 +60,7 @@ def _backends(name: str):
     if name == "references":
         return use_backend("reference")
     if name == "windows in place":
-        from oracle_support import windows_in_place
-
-        return windows_in_place()
+        return windows_in_place(torch.bfloat16)
     return contextlib.nullcontext()
 
 

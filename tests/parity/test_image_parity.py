@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from oracle_support import windows_in_place
 from sam2_fast import SAM2ImagePredictor
 from sam2_fast.sample import sample_image
 
@@ -226,8 +227,6 @@ def test_windows_read_in_place_match_official(model_pair):
     the windows in place: pooled, padded and plain windows of Hiera-T at a size whose stage-3
     windows are padded): the prediction matches the official package's."""
     from sam2.sam2_image_predictor import SAM2ImagePredictor as OfficialPredictor
-
-    from oracle_support import windows_in_place
 
     pair = model_pair("sam2.1-hiera-tiny")
     image = sample_image(333, 1001)
